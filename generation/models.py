@@ -1,0 +1,64 @@
+import uuid
+from pathlib import PurePosixPath
+
+from django.db import models
+
+
+class GeneratorVersion(models.Model):
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate"
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    name = models.CharField(max_length=100, unique=True)
+    backend = models.CharField(max_length=50, help_text="Name in generation.music.backends.")
+    config = models.JSONField(default=dict, blank=True)
+    checkpoint = models.CharField(max_length=500, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def opaque_audio_path(track: "Track", filename: str) -> str:
+    # The stored name is the track's random public id only: nothing in it (version, prompt,
+    # order, time) can tell a rater which generator made the clip.
+    extension = PurePosixPath(filename).suffix or ".ogg"
+    return f"audio/{track.public_id.hex}{extension}"
+
+
+class Track(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    prompt = models.ForeignKey("ratings.Prompt", on_delete=models.PROTECT, related_name="tracks")
+    generator_version = models.ForeignKey(
+        GeneratorVersion, on_delete=models.PROTECT, related_name="tracks"
+    )
+    seed = models.BigIntegerField()
+    audio = models.FileField(upload_to=opaque_audio_path, max_length=200)
+    mime_type = models.CharField(max_length=50, default="audio/ogg")
+    duration_seconds = models.FloatField()
+    sample_rate = models.PositiveIntegerField()
+    caption = models.TextField(blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    # The symbolic events behind the audio: what a learned generator's log-probs are over.
+    events = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(duration_seconds__gt=0), name="track_duration_positive"
+            ),
+            # Seeds are derived from (campaign, prompt, side), so a retried generation job
+            # finds the track it already made instead of rendering a second one.
+            models.UniqueConstraint(
+                fields=["prompt", "generator_version", "seed"], name="track_unique_sample"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"track {self.public_id.hex[:8]}"

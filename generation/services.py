@@ -1,0 +1,117 @@
+"""Writes of the generation app: rendering tracks and forming a campaign's pairs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from generation.models import GeneratorVersion, Track
+from generation.music.backends import get_backend
+from ratings.models import Campaign, Pair, Prompt
+
+logger = logging.getLogger(__name__)
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from the parts, so a retried job regenerates the same sample."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def track_generate(
+    *, prompt: Prompt, version: GeneratorVersion, seed: int, duration_seconds: float
+) -> tuple[Track, bool]:
+    """Render one clip, or return the one already made for (prompt, version, seed)."""
+    existing = Track.objects.filter(prompt=prompt, generator_version=version, seed=seed).first()
+    if existing is not None:
+        return existing, False
+    clip = get_backend(version.backend, version.config).generate(
+        prompt.text, seed=seed, duration_seconds=duration_seconds
+    )
+    track = Track(
+        prompt=prompt,
+        generator_version=version,
+        seed=seed,
+        mime_type=clip.mime_type,
+        duration_seconds=clip.duration_seconds,
+        sample_rate=clip.sample_rate,
+        caption=clip.caption,
+        attributes=clip.attributes,
+        events=clip.events,
+    )
+    track.audio.save(f"clip.{clip.file_extension}", ContentFile(clip.audio_bytes), save=False)
+    try:
+        with transaction.atomic():
+            track.save()
+    except IntegrityError:
+        # A concurrent retry of the same job saved this sample first; keep theirs.
+        track.audio.delete(save=False)
+        return Track.objects.get(prompt=prompt, generator_version=version, seed=seed), False
+    return track, True
+
+
+def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
+    """Make the clips of one prompt and form its rating items. Safe to run twice."""
+    campaign = Campaign.objects.select_related("version_a", "version_b").get(pk=campaign_id)
+    prompt = Prompt.objects.get(pk=prompt_id)
+    tracks = []
+    made = 0
+    for side, version in _versions_per_side(campaign):
+        seed = derive_seed(campaign.pk, prompt.pk, side)
+        track, created = track_generate(
+            prompt=prompt, version=version, seed=seed, duration_seconds=campaign.clip_seconds
+        )
+        tracks.append(track)
+        made += int(created)
+    with transaction.atomic():
+        _form_items(campaign, prompt, tracks)
+        if made:
+            Campaign.objects.filter(pk=campaign.pk).update(
+                generation_done=F("generation_done") + made
+            )
+        _activate_when_complete(campaign)
+
+
+def _versions_per_side(campaign: Campaign) -> list[tuple[str, GeneratorVersion]]:
+    if campaign.purpose == Campaign.Purpose.EVALUATE:
+        return [("a", campaign.version_a), ("b", campaign.version_b)]
+    # collect: two different samples (different seeds) of the same version
+    return [("a", campaign.version_a), ("b", campaign.version_a)]
+
+
+def _form_items(campaign: Campaign, prompt: Prompt, tracks: list[Track]) -> None:
+    if campaign.protocol == Campaign.Protocol.MOS:
+        items = [(track, None) for track in tracks]
+    else:
+        items = [(tracks[0], tracks[1])]
+    for track_a, track_b in items:
+        Pair.objects.get_or_create(
+            campaign=campaign,
+            track_a=track_a,
+            defaults={
+                "prompt": prompt,
+                "track_b": track_b,
+                "votes_wanted": campaign.votes_per_item,
+            },
+        )
+
+
+def _activate_when_complete(campaign: Campaign) -> None:
+    expected_items = campaign.prompts.count() * (
+        2 if campaign.protocol == Campaign.Protocol.MOS else 1
+    )
+    if Pair.objects.filter(campaign=campaign).count() >= expected_items:
+        # Conditional: a paused or finished campaign is not reopened by a late retry.
+        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.GENERATING).update(
+            status=Campaign.Status.ACTIVE
+        )
+
+
+def campaign_record_generation_failure(*, campaign_id: int, error: str) -> None:
+    Campaign.objects.filter(pk=campaign_id).update(
+        status=Campaign.Status.FAILED, generation_error=error[:2000]
+    )

@@ -1,0 +1,123 @@
+"""Seed a demo: two generator versions, three campaigns (one per protocol) and three users.
+
+Safe to run on every start: existing rows are kept, and the demo passwords are stored in the
+data directory so the same credentials are printed each time.
+"""
+
+import json
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from generation.models import GeneratorVersion
+from ratings.models import Campaign, Rater, Role
+from ratings.services import campaign_create
+
+DEMO_PROMPTS = [
+    "slow sad piano ballad",
+    "fast techno with drums",
+    "calm ambient pad with strings",
+    "upbeat jazz with saxophone and piano",
+    "energetic rock with electric guitar and drums",
+    "happy folk song with acoustic guitar and flute",
+]
+
+DEMO_INSTRUCTIONS = (
+    "Listen to both clips (press A and B, or click Play). When the vote buttons unlock, "
+    "choose the clip you prefer as music for the prompt shown in the campaign name, or say "
+    "they are about the same, or that both are bad."
+)
+
+
+class Command(BaseCommand):
+    help = "Create demo users, generator versions and campaigns (idempotent)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--clip-seconds", type=float, default=10.0)
+
+    def handle(self, *args, clip_seconds: float, **options) -> None:
+        credentials = self._users()
+        with transaction.atomic():
+            v1, _ = GeneratorVersion.objects.get_or_create(
+                name="procedural-v1",
+                defaults={"backend": "procedural", "status": GeneratorVersion.Status.ACTIVE},
+            )
+            v2, _ = GeneratorVersion.objects.get_or_create(
+                name="procedural-v2",
+                defaults={
+                    "backend": "procedural",
+                    "config": {"humanize": 0.6, "variation": 0.8},
+                    "parent": v1,
+                },
+            )
+        admin = get_user_model().objects.get(username="admin")
+        self._campaigns(v1, v2, admin, clip_seconds)
+        for username, password in credentials.items():
+            self.stdout.write(f"  {username:<11} password: {password}")
+
+    def _users(self) -> dict[str, str]:
+        store = Path(settings.DATA_DIR) / "demo-credentials.json"
+        saved = json.loads(store.read_text()) if store.exists() else {}
+        User = get_user_model()
+        for username, role in (
+            ("admin", Role.ADMIN),
+            ("researcher", Role.RESEARCHER),
+            ("rater", Role.RATER),
+        ):
+            password = saved.setdefault(username, secrets.token_urlsafe(9))
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                user.set_password(password)
+                user.is_staff = user.is_superuser = role == Role.ADMIN
+                user.save()
+            Rater.objects.get_or_create(user=user, defaults={"role": role})
+        store.write_text(json.dumps(saved, indent=2))
+        store.chmod(0o600)
+        return saved
+
+    def _campaigns(self, v1, v2, admin, clip_seconds: float) -> None:
+        specs = [
+            (
+                "Demo: which clip do you prefer?",
+                Campaign.Purpose.COLLECT,
+                Campaign.Protocol.PREFERENCE,
+                v1,
+                None,
+                DEMO_PROMPTS,
+            ),
+            (
+                "Demo: v2 against v1, side by side",
+                Campaign.Purpose.EVALUATE,
+                Campaign.Protocol.SIDE_BY_SIDE,
+                v1,
+                v2,
+                DEMO_PROMPTS[:4],
+            ),
+            (
+                "Demo: audio quality (MOS)",
+                Campaign.Purpose.COLLECT,
+                Campaign.Protocol.MOS,
+                v1,
+                None,
+                DEMO_PROMPTS[:3],
+            ),
+        ]
+        for name, purpose, protocol, version_a, version_b, prompts in specs:
+            if Campaign.objects.filter(name=name).exists():
+                continue
+            campaign_create(
+                name=name,
+                purpose=purpose,
+                protocol=protocol,
+                prompt_texts=prompts,
+                version_a=version_a,
+                version_b=version_b,
+                clip_seconds=clip_seconds,
+                instructions=DEMO_INSTRUCTIONS if protocol == Campaign.Protocol.PREFERENCE else "",
+                created_by=admin,
+            )
+            self.stdout.write(f"Queued clip generation for campaign {name!r}")

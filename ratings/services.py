@@ -1,0 +1,324 @@
+"""Writes of the rating loop: leasing pairs, recording votes, creating campaigns."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from generation.models import GeneratorVersion
+from ratings.errors import (
+    AlreadyVoted,
+    AssignmentNotFound,
+    InvalidVote,
+    LeaseExpired,
+    ListeningTooShort,
+)
+from ratings.models import Assignment, Campaign, MosRating, Pair, Prompt, Rater, Role, Vote
+
+SLOTS = ("A", "B")  # what the rater sees: A is the left clip, B the right one
+
+
+def rater_for_user(*, user: AbstractBaseUser) -> Rater:
+    """The user's Rater row, created on first use (superusers made by createsuperuser)."""
+    try:
+        return user.rater  # usually already loaded by authentication or the role check
+    except Rater.DoesNotExist:
+        role = Role.ADMIN if user.is_superuser else Role.RATER
+        rater, _ = Rater.objects.get_or_create(user=user, defaults={"role": role})
+        return rater
+
+
+# --- Leasing ------------------------------------------------------------------------------
+
+
+def assignment_lease_next(
+    *, rater: Rater, campaign: Campaign, now: datetime | None = None
+) -> Assignment | None:
+    """The rater's current pair in this campaign, or a newly leased one; None when nothing is
+    left for this rater. A reload returns the same lease instead of burning another slot."""
+    now = now or timezone.now()
+    current = (
+        Assignment.objects.live(now)
+        .filter(rater=rater, campaign=campaign)
+        .select_related("pair__track_a", "pair__track_b")
+        .first()
+    )
+    if current is not None:
+        return current
+    if campaign.status != Campaign.Status.ACTIVE:
+        return None
+    assignment = _lease_new_pair(rater=rater, campaign=campaign, now=now)
+    # Only when nothing is free is it worth sweeping this campaign's overdue leases.
+    if assignment is None and assignments_expire(now=now, campaign_id=campaign.pk):
+        assignment = _lease_new_pair(rater=rater, campaign=campaign, now=now)
+    return assignment
+
+
+@transaction.atomic
+def _lease_new_pair(*, rater: Rater, campaign: Campaign, now: datetime) -> Assignment | None:
+    candidates = (
+        Pair.objects.filter(campaign=campaign)
+        .open_slots()
+        .not_served_to(rater)
+        .select_related("track_a", "track_b")
+        .order_by("slots_taken", "id")
+    )
+    # SKIP LOCKED: a pair another rater is leasing this instant is passed over rather than
+    # waited for, so concurrent raters spread over pairs without queueing on one row.
+    pair = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+    if pair is None:
+        # Every open pair is locked (the last slots of a campaign): wait for one. PostgreSQL
+        # re-checks slots_taken once the lock is granted, so a filled pair is never handed out.
+        # (SQLite ignores both; its IMMEDIATE transactions serialise writers instead.)
+        pair = candidates.select_for_update(of=("self",)).first()
+    if pair is None:
+        return None
+    Pair.objects.filter(pk=pair.pk).update(slots_taken=F("slots_taken") + 1)
+    return Assignment.objects.create(
+        pair=pair,
+        rater=rater,
+        campaign=campaign,
+        left_is_a=secrets.randbelow(2) == 1,
+        served_at=now,
+        expires_at=now + timedelta(seconds=settings.RATING_LEASE_SECONDS),
+    )
+
+
+def assignments_expire(
+    *, now: datetime | None = None, campaign_id: int | None = None, batch: int = 1000
+) -> int:
+    """Close overdue leases and give their slots back. Returns how many were closed."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        overdue = Assignment.objects.overdue(now).select_for_update(skip_locked=True)
+        if campaign_id is not None:
+            overdue = overdue.filter(campaign_id=campaign_id)
+        rows = list(overdue.values_list("id", "pair_id")[:batch])
+        if not rows:
+            return 0
+        Assignment.objects.filter(id__in=[row[0] for row in rows]).update(
+            status=Assignment.Status.EXPIRED
+        )
+        for pair_id, count in sorted(Counter(row[1] for row in rows).items()):
+            Pair.objects.filter(pk=pair_id).update(slots_taken=F("slots_taken") - count)
+    return len(rows)
+
+
+# --- Voting -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VoteInput:
+    """A vote as the rater's screen sends it: in terms of the shown slots A (left), B (right)."""
+
+    assignment_id: int
+    idempotency_key: uuid.UUID
+    listen_ms: dict[str, int]
+    choice: str | None = None
+    scores: dict[str, int] | None = None
+
+
+def vote_record(
+    *, rater: Rater, vote_input: VoteInput, now: datetime | None = None
+) -> tuple[Vote, bool]:
+    """Record a vote once. Returns (vote, created); a replay with the same idempotency key
+    returns the original vote with created=False and changes nothing."""
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            return _vote_record_locked(rater=rater, vote_input=vote_input, now=now), True
+    except IntegrityError:
+        # Lost a race with a concurrent replay of the same request: that one stored it.
+        return _vote_replay(rater=rater, vote_input=vote_input), False
+    except AlreadyVoted:
+        return _vote_replay(rater=rater, vote_input=vote_input), False
+
+
+def _vote_record_locked(*, rater: Rater, vote_input: VoteInput, now: datetime) -> Vote:
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",))
+        .select_related("pair__track_a", "pair__track_b", "campaign")
+        .filter(pk=vote_input.assignment_id, rater=rater)
+        .first()
+    )
+    if assignment is None:
+        # Someone else's assignment is reported exactly like a missing one: no probing.
+        raise AssignmentNotFound("No such assignment for you.")
+    if assignment.status == Assignment.Status.VOTED:
+        raise AlreadyVoted("You already voted on this pair.")
+    if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
+        raise LeaseExpired("This pair's lease has expired; load the next pair.")
+    campaign = assignment.campaign
+    elapsed_ms = int((now - assignment.served_at).total_seconds() * 1000)
+    by_track = _map_slots_to_tracks(assignment, vote_input)
+    _check_listening(assignment, by_track, elapsed_ms)
+    vote = Vote.objects.create(
+        assignment=assignment,
+        pair=assignment.pair,
+        rater=rater,
+        campaign=campaign,
+        choice=by_track.choice,
+        left_is_a=assignment.left_is_a,
+        listen_ms_a=by_track.listen_ms[0],
+        listen_ms_b=by_track.listen_ms[1] if len(by_track.listen_ms) > 1 else None,
+        elapsed_ms=elapsed_ms,
+        idempotency_key=vote_input.idempotency_key,
+    )
+    if by_track.scores:
+        MosRating.objects.bulk_create(
+            MosRating(
+                vote=vote,
+                track=track,
+                rater=rater,
+                campaign=campaign,
+                score=score,
+                listen_ms=listen_ms,
+            )
+            for track, score, listen_ms in zip(
+                assignment.pair.tracks, by_track.scores, by_track.listen_ms, strict=True
+            )
+        )
+    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.VOTED)
+    Pair.objects.filter(pk=assignment.pair_id).update(vote_count=F("vote_count") + 1)
+    return vote
+
+
+def _vote_replay(*, rater: Rater, vote_input: VoteInput) -> Vote:
+    vote = Vote.objects.filter(rater=rater, idempotency_key=vote_input.idempotency_key).first()
+    if vote is None:
+        raise AlreadyVoted("You already voted on this pair.")
+    if vote.assignment_id != vote_input.assignment_id:
+        raise AlreadyVoted("This idempotency key was already used for another vote.")
+    return vote
+
+
+@dataclass(frozen=True)
+class _TrackOrderedVote:
+    """The vote translated from screen slots into the pair's own track order (a, b)."""
+
+    listen_ms: list[int]
+    choice: str | None
+    scores: list[int] | None
+
+
+_SLOT_CHOICES = {"A", "B", "tie", "both_bad"}
+
+
+def _map_slots_to_tracks(assignment: Assignment, vote_input: VoteInput) -> _TrackOrderedVote:
+    protocol = assignment.campaign.protocol
+    slots = SLOTS[: assignment.campaign.clips_per_item]
+    _require_exact_slots("listen_ms", vote_input.listen_ms, slots)
+    # Slot A is the left clip; it is track a unless this rater was shown the pair swapped.
+    track_order = list(slots) if assignment.left_is_a else list(reversed(slots))
+    listen_ms = [vote_input.listen_ms[slot] for slot in track_order]
+    if protocol == Campaign.Protocol.PREFERENCE:
+        if vote_input.scores:
+            raise InvalidVote("This campaign asks for a choice, not scores.")
+        if vote_input.choice not in _SLOT_CHOICES:
+            raise InvalidVote("choice must be one of A, B, tie, both_bad.")
+        choice = vote_input.choice
+        if choice in SLOTS:
+            choice = "a" if (choice == "A") == assignment.left_is_a else "b"
+        return _TrackOrderedVote(listen_ms=listen_ms, choice=choice, scores=None)
+    if vote_input.choice:
+        raise InvalidVote("This campaign asks for 1-5 scores, not a choice.")
+    _require_exact_slots("scores", vote_input.scores or {}, slots)
+    scores = [vote_input.scores[slot] for slot in track_order]
+    if any(score not in range(1, 6) for score in scores):
+        raise InvalidVote("Every score must be a whole number from 1 to 5.")
+    return _TrackOrderedVote(listen_ms=listen_ms, choice=None, scores=scores)
+
+
+def _require_exact_slots(field: str, values: dict[str, int], slots: tuple[str, ...]) -> None:
+    if set(values) != set(slots):
+        raise InvalidVote(f"{field} needs exactly the keys {', '.join(slots)}.")
+
+
+def _check_listening(assignment: Assignment, vote: _TrackOrderedVote, elapsed_ms: int) -> None:
+    """The browser's report is checked against the server's own clock: each clip reported
+    as heard long enough, and enough time passed since serving to have heard them all."""
+    campaign = assignment.campaign
+    slack = settings.RATING_LISTEN_SLACK_MS
+    required = [campaign.required_listen_ms(t.duration_seconds) for t in assignment.pair.tracks]
+    for heard, needed in zip(vote.listen_ms, required, strict=True):
+        if heard < needed:
+            raise ListeningTooShort(
+                f"Each clip must be heard for {needed / 1000:.1f} s before voting "
+                f"(one was heard for {heard / 1000:.1f} s)."
+            )
+    if elapsed_ms + slack < sum(required):
+        raise ListeningTooShort(
+            f"Only {elapsed_ms / 1000:.1f} s passed since the clips were served; "
+            f"hearing them takes at least {sum(required) / 1000:.1f} s."
+        )
+    if sum(vote.listen_ms) > elapsed_ms + slack:
+        raise ListeningTooShort(
+            f"The reported listening ({sum(vote.listen_ms) / 1000:.1f} s) is longer than the "
+            f"time since the clips were served ({elapsed_ms / 1000:.1f} s)."
+        )
+
+
+# --- Campaigns ----------------------------------------------------------------------------
+
+
+def campaign_create(
+    *,
+    name: str,
+    purpose: str,
+    protocol: str,
+    prompt_texts: list[str],
+    version_a: GeneratorVersion,
+    version_b: GeneratorVersion | None = None,
+    votes_per_item: int = 3,
+    min_listen_seconds: float = 5.0,
+    listen_to_end: bool = False,
+    clip_seconds: float | None = None,
+    instructions: str = "",
+    created_by: AbstractBaseUser | None = None,
+) -> Campaign:
+    """Create a campaign and queue the generation of its tracks and pairs."""
+    from generation import tasks  # the task module imports this one
+
+    texts = [text.strip() for text in prompt_texts if text.strip()]
+    if not texts:
+        raise InvalidVote("A campaign needs at least one prompt.")
+    with transaction.atomic():
+        campaign = Campaign.objects.create(
+            name=name,
+            purpose=purpose,
+            protocol=protocol,
+            version_a=version_a,
+            version_b=version_b,
+            votes_per_item=votes_per_item,
+            min_listen_seconds=min_listen_seconds,
+            listen_to_end=listen_to_end,
+            clip_seconds=clip_seconds or settings.GENERATION_DEFAULT_CLIP_SECONDS,
+            instructions=instructions,
+            created_by=created_by,
+            generation_total=2 * len(texts),
+        )
+        prompts = [prompt_get_or_create(text=text) for text in texts]
+        campaign.prompts.set(prompts)
+        for prompt in prompts:
+            tasks.generate_campaign_prompt.delay_on_commit(campaign.pk, prompt.pk)
+    return campaign
+
+
+def prompt_get_or_create(*, text: str, source: str = Prompt.Source.CURATED) -> Prompt:
+    from generation.music.prompts import parse_prompt
+
+    prompt = Prompt.objects.filter(text=text, source=source).order_by("id").first()
+    if prompt is None:
+        attributes = dataclasses.asdict(parse_prompt(text))
+        prompt = Prompt.objects.create(text=text, source=source, attributes=attributes)
+    return prompt

@@ -1,0 +1,32 @@
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from ratings.models import Role
+from tests.factories import RaterFactory
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def make_rater(db):
+    def make(role: str = Role.RATER, **kwargs):
+        return RaterFactory(role=role, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def api_client_for():
+    """An API client authenticated with the rater's token, as scripts and SDKs call it."""
+
+    def make(rater) -> APIClient:
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=rater.user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make

@@ -1,0 +1,115 @@
+"""Leasing hands each pair to at most votes_wanted raters, never twice to one rater, and gives
+expired slots back. The race test runs on real PostgreSQL with concurrent connections."""
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from ratings import services
+from ratings.models import Assignment, Pair, Vote
+from tests.factories import CampaignFactory, PairFactory, RaterFactory
+
+
+@pytest.mark.django_db
+def test_a_reload_returns_the_same_lease_instead_of_a_new_one(make_rater):
+    campaign = CampaignFactory()
+    PairFactory.create_batch(3, campaign=campaign)
+    rater = make_rater()
+
+    first = services.assignment_lease_next(rater=rater, campaign=campaign)
+    second = services.assignment_lease_next(rater=rater, campaign=campaign)
+
+    assert first.pk == second.pk
+    assert first.left_is_a == second.left_is_a
+    assert Pair.objects.filter(slots_taken=1).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_rater_is_never_served_the_same_pair_twice(make_rater):
+    campaign = CampaignFactory(votes_per_item=5)
+    PairFactory.create_batch(2, campaign=campaign)
+    rater = make_rater()
+    served = []
+    for _ in range(3):
+        assignment = services.assignment_lease_next(rater=rater, campaign=campaign)
+        if assignment is None:
+            break
+        served.append(assignment.pair_id)
+        Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.VOTED)
+
+    assert len(served) == 2
+    assert len(set(served)) == 2
+
+
+@pytest.mark.django_db
+def test_expired_leases_give_their_slots_back(make_rater, settings):
+    campaign = CampaignFactory(votes_per_item=1)
+    pair = PairFactory(campaign=campaign)
+    slow, waiting = make_rater(), make_rater()
+    assert services.assignment_lease_next(rater=slow, campaign=campaign) is not None
+    assert services.assignment_lease_next(rater=waiting, campaign=campaign) is None
+
+    later = timezone.now() + timezone.timedelta(seconds=settings.RATING_LEASE_SECONDS + 1)
+    freed = services.assignment_lease_next(rater=waiting, campaign=campaign, now=later)
+
+    assert freed is not None and freed.pair_id == pair.pk
+    assert Assignment.objects.get(rater=slow).status == Assignment.Status.EXPIRED
+    pair.refresh_from_db()
+    assert pair.slots_taken == 1
+
+
+@pytest.mark.django_db
+def test_the_periodic_sweep_expires_overdue_leases(make_rater, settings):
+    campaign = CampaignFactory()
+    PairFactory(campaign=campaign)
+    services.assignment_lease_next(rater=make_rater(), campaign=campaign)
+    later = timezone.now() + timezone.timedelta(seconds=settings.RATING_LEASE_SECONDS + 1)
+
+    assert services.assignments_expire(now=later) == 1
+    assert Pair.objects.get().slots_taken == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_raters_racing_for_a_pair_that_wants_three_votes_store_exactly_three(
+    api_client_for,
+):
+    assert connection.vendor == "postgresql", "the race is only meaningful on PostgreSQL"
+    campaign = CampaignFactory(votes_per_item=3, min_listen_seconds=0)
+    pair = PairFactory(campaign=campaign)
+    raters = [RaterFactory() for _ in range(10)]
+    start = threading.Barrier(len(raters))
+    outcomes: list[str] = []
+
+    clients = [api_client_for(rater) for rater in raters]
+
+    def rate(client) -> None:
+        try:
+            start.wait()
+            leased = client.get("/api/v1/assignments/next/", {"campaign": campaign.pk})
+            if leased.status_code == 204:
+                outcomes.append("nothing left")
+                return
+            body = {
+                "assignment": leased.json()["assignment"],
+                "idempotency_key": str(uuid.uuid4()),
+                "listen_ms": {"A": 0, "B": 0},
+                "choice": "A",
+            }
+            voted = client.post("/api/v1/votes/", body, format="json")
+            outcomes.append("voted" if voted.status_code == 201 else f"{voted.status_code}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=rate, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(outcomes) == ["nothing left"] * 7 + ["voted"] * 3
+    assert Vote.objects.filter(pair=pair).count() == 3
+    pair.refresh_from_db()
+    assert (pair.vote_count, pair.slots_taken) == (3, 3)
