@@ -11,6 +11,15 @@ def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(autouse=True)
+def _static_without_manifest(settings):
+    # The manifest exists only after collectstatic, which production runs at deploy time.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def make_rater(db):
     def make(role: str = Role.RATER, **kwargs):

@@ -1,0 +1,84 @@
+"""Admins create campaigns from a page and follow their progress; bad input stores nothing."""
+
+import pytest
+
+from ratings.models import Campaign, Prompt, Role
+from tests.factories import CampaignFactory, GeneratorVersionFactory, PairFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client, make_rater):
+    rater = make_rater(role=Role.ADMIN)
+    client.force_login(rater.user)
+    return client
+
+
+def form_data(**overrides):
+    data = {
+        "name": "Pilot",
+        "purpose": "collect",
+        "protocol": "preference",
+        "version_a": GeneratorVersionFactory().pk,
+        "prompts": "slow sad piano ballad\n\nfast techno with drums\nslow sad piano ballad\n",
+        "votes_per_item": 3,
+        "min_listen_seconds": 5,
+        "clip_seconds": 10,
+        "instructions": "Pick the one you like.",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_an_admin_creates_a_campaign_with_its_prompts_parsed(admin_client):
+    response = admin_client.post("/manage/campaigns/new/", form_data())
+
+    campaign = Campaign.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/manage/campaigns/{campaign.pk}/"
+    assert campaign.status == Campaign.Status.GENERATING
+    assert sorted(campaign.prompts.values_list("text", flat=True)) == [
+        "fast techno with drums",
+        "slow sad piano ballad",
+    ]
+    assert campaign.generation_total == 4
+    ballad = Prompt.objects.get(text="slow sad piano ballad")
+    assert ballad.attributes["mode"] == "minor"
+
+
+def test_an_evaluate_campaign_without_a_challenger_is_refused_and_nothing_stored(admin_client):
+    response = admin_client.post("/manage/campaigns/new/", form_data(purpose="evaluate"))
+
+    assert response.status_code == 400
+    assert b"needs a challenger version" in response.content
+    assert Campaign.objects.count() == 0
+    assert Prompt.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"prompts": "   \n "}, {"votes_per_item": 0}, {"min_listen_seconds": -1}, {"name": ""}],
+)
+def test_invalid_campaign_forms_store_nothing(admin_client, overrides):
+    response = admin_client.post("/manage/campaigns/new/", form_data(**overrides))
+    assert response.status_code == 400
+    assert Campaign.objects.count() == 0
+
+
+def test_the_campaign_page_shows_generation_and_vote_progress(admin_client):
+    campaign = CampaignFactory(votes_per_item=2, generation_total=4, generation_done=3)
+    PairFactory.create_batch(2, campaign=campaign)
+
+    response = admin_client.get(f"/manage/campaigns/{campaign.pk}/")
+
+    assert response.status_code == 200
+    progress = response.context["progress"]
+    assert progress["items"] == 2
+    assert progress["votes_wanted"] == 4
+    assert progress["votes_per_item"] == [
+        {"votes": 0, "items": 2},
+        {"votes": 1, "items": 0},
+        {"votes": 2, "items": 0},
+    ]
+    assert b"3 / 4" in response.content

@@ -1,0 +1,88 @@
+"""Every URL states the lowest role it admits; this walks the whole matrix of URLs and roles.
+A new URL without a row here fails the first test, so none can be added unguarded."""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from ratings.models import Role
+from ratings.roles import ANONYMOUS
+from tests.factories import CampaignFactory, PairFactory
+
+ROLES = [ANONYMOUS, Role.RATER, Role.RESEARCHER, Role.ADMIN]
+RANK = {role: index for index, role in enumerate(ROLES)}
+
+# name -> (method, path template, lowest role admitted, is an API endpoint)
+MATRIX = {
+    "healthz": ("get", "/healthz", ANONYMOUS, False),
+    "login": ("get", "/accounts/login/", ANONYMOUS, False),
+    "logout": ("post", "/accounts/logout/", ANONYMOUS, False),
+    "home": ("get", "/", Role.RATER, False),
+    "rate": ("get", "/rate/{campaign}/", Role.RATER, False),
+    "clip": ("get", "/clips/{track}", Role.RATER, False),
+    "campaign-list": ("get", "/manage/campaigns/", Role.RESEARCHER, False),
+    "campaign-detail": ("get", "/manage/campaigns/{campaign}/", Role.RESEARCHER, False),
+    "campaign-create": ("get", "/manage/campaigns/new/", Role.ADMIN, False),
+    "api-assignment-next": (
+        "get",
+        "/api/v1/assignments/next/?campaign={campaign}",
+        Role.RATER,
+        True,
+    ),
+    "api-votes": ("post", "/api/v1/votes/", Role.RATER, True),
+    "admin-index": ("get", "/admin/", Role.ADMIN, False),
+}
+
+
+def named_routes(patterns, namespace: str = "") -> set[str]:
+    names: set[str] = set()
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace == "admin":
+                names.add("admin-index")  # the admin's own views share its staff check
+                continue
+            names |= named_routes(pattern.url_patterns, pattern.namespace or namespace)
+        elif isinstance(pattern, URLPattern):
+            names.add(pattern.name)
+    return names
+
+
+def test_every_url_has_a_row_in_the_role_matrix():
+    assert named_routes(get_resolver().url_patterns) == set(MATRIX)
+
+
+@pytest.fixture
+def world(db):
+    pair = PairFactory(campaign=CampaignFactory())
+    return {"campaign": pair.campaign_id, "track": pair.track_a.public_id}
+
+
+def client_as(role, client, make_rater):
+    if role != ANONYMOUS:
+        rater = make_rater(role=role)
+        if role == Role.ADMIN:
+            rater.user.is_staff = True
+            rater.user.save()
+        client.force_login(rater.user)
+    return client
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_each_url_admits_exactly_the_roles_it_states(name, role, world, client, make_rater):
+    method, template, lowest, is_api = MATRIX[name]
+    client = client_as(role, client, make_rater)
+    path = template.format(**world)
+    body = {"content_type": "application/json", "data": {}} if is_api and method == "post" else {}
+    response = getattr(client, method)(path, **body)
+
+    if RANK[role] >= RANK[lowest]:
+        assert response.status_code not in (401, 403), response.content[:200]
+        if response.status_code == 302 and name != "logout":  # logout lands on login by design
+            assert "/login/" not in response["Location"]
+    elif is_api:
+        assert response.status_code in (401, 403)
+    elif role == ANONYMOUS or name == "admin-index":
+        assert response.status_code == 302
+        assert "login" in response["Location"]
+    else:
+        assert response.status_code == 403

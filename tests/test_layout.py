@@ -1,0 +1,26 @@
+"""The layout rules of design.md §1 that, once broken, break imports far away."""
+
+import platform
+import sysconfig
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_platform_is_the_standard_library_module():
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    assert Path(platform.__file__).resolve().parent == stdlib
+    assert isinstance(platform.python_version(), str)
+
+
+def test_the_platform_folder_is_not_a_python_package():
+    assert (ROOT / "platform").is_dir()
+    assert not (ROOT / "platform" / "__init__.py").exists()
+
+
+def test_the_readme_names_the_two_commands_that_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "platform/run.sh" in readme
+    assert "platform/test.sh" in readme
+    assert "platform/test.sh" in ci

@@ -1,0 +1,110 @@
+"""Settings come from the environment and fail loudly; the embedded SQLite default holds up
+with two processes writing at once."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_int, env_list
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, env_overrides: dict[str, str | None], cwd: Path = ROOT):
+    env = {k: v for k, v in os.environ.items() if k not in env_overrides}
+    env.update({k: v for k, v in env_overrides.items() if v is not None})
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_malformed_integer_names_the_variable(monkeypatch):
+    monkeypatch.setenv("SOME_LIMIT", "lots")
+    with pytest.raises(ImproperlyConfigured, match="SOME_LIMIT"):
+        env_int("SOME_LIMIT", 3)
+
+
+def test_a_malformed_boolean_names_the_variable(monkeypatch):
+    monkeypatch.setenv("SOME_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="SOME_FLAG"):
+        env_bool("SOME_FLAG", False)
+
+
+def test_lists_are_comma_separated(monkeypatch):
+    monkeypatch.setenv("SOME_HOSTS", "a.example, b.example,,")
+    assert env_list("SOME_HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_start_up_without_a_secret_key_fails_when_debug_is_off(tmp_path):
+    result = run_python(
+        "import django; django.setup()",
+        {"SECRET_KEY": None, "DEBUG": "false", "DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_the_default_database_is_sqlite_in_wal_mode_with_immediate_transactions(tmp_path):
+    code = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "with connection.cursor() as c:\n"
+        "    c.execute('PRAGMA journal_mode'); print(c.fetchone()[0])\n"
+        "print(connection.vendor, connection.settings_dict['OPTIONS']['transaction_mode'])\n"
+    )
+    result = run_python(code, {"DATABASE_URL": None, "DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wal", "sqlite", "IMMEDIATE"]
+    assert (tmp_path / "db.sqlite3").exists()
+
+
+WRITER = """
+import sys, django
+django.setup()
+from django.db import transaction
+from ratings.models import Prompt
+for i in range(150):
+    with transaction.atomic():
+        Prompt.objects.create(text=f"{sys.argv[1]} {i}")
+        Prompt.objects.filter(text=f"{sys.argv[1]} {i}").update(tags=["written"])
+print("ok")
+"""
+
+
+def test_two_processes_writing_to_the_default_sqlite_never_hit_database_is_locked(tmp_path):
+    env = {"DATABASE_URL": None, "DATA_DIR": str(tmp_path)}
+    migrate = run_python(
+        "from django.core.management import execute_from_command_line as m;"
+        "m(['manage.py', 'migrate', '-v0'])",
+        env,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    full_env.update(DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings")
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, name],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("web", "worker")
+    ]
+    outputs = [writer.communicate(timeout=180) for writer in writers]
+    for writer, (stdout, stderr) in zip(writers, outputs, strict=True):
+        assert writer.returncode == 0, stderr
+        assert "database is locked" not in stderr
+        assert stdout.strip() == "ok"
+    count = run_python(
+        "import django; django.setup(); from ratings.models import Prompt;"
+        "print(Prompt.objects.filter(tags=['written']).count())",
+        env,
+    )
+    assert count.stdout.strip() == "300"
