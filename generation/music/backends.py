@@ -1,0 +1,143 @@
+"""The generator interface the platform calls, and the procedural backend.
+
+Every backend turns (prompt, seed, duration) into a GeneratedClip of exactly that
+duration, loudness-normalised and Opus-encoded, so that nothing but the music
+itself tells two versions apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+from generation.music import render
+from generation.music.composer import ComposerStyle, compose
+from generation.music.events import Piece, piece_to_events
+from generation.music.prompts import parse_prompt
+
+MIN_DURATION_SECONDS = 1.0  # BS.1770 gating needs at least one 400 ms block; 1 s is sane
+MAX_DURATION_SECONDS = 120.0
+
+
+@dataclass
+class GeneratedClip:
+    audio_bytes: bytes  # Ogg/Opus
+    file_extension: str  # "ogg"
+    mime_type: str  # "audio/ogg"
+    sample_rate: int
+    duration_seconds: float
+    caption: str
+    attributes: dict[str, Any]  # JSON-serialisable parsed attributes
+    events: list[str]  # REMI-like events
+
+
+class MusicBackend(Protocol):
+    name: str
+
+    def generate(
+        self, prompt_text: str, *, seed: int, duration_seconds: float
+    ) -> GeneratedClip: ...
+
+
+@dataclass(frozen=True)
+class ProceduralConfig:
+    """What a GeneratorVersion of the procedural backend may set."""
+
+    variation: float = 0.5  # 0..1: plain and repetitive -> leaps, syncopation, substitutions
+    humanize: float = 0.3  # 0..1: velocity spread
+    density_scale: float = 1.0  # 0.1..3: scales the prompt's note density
+    target_lufs: float = -16.0  # every clip is normalised to this loudness
+    stereo: bool = False
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any] | None) -> ProceduralConfig:
+        config = dict(config or {})
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown procedural backend config keys: {unknown}")
+        if not isinstance(config.get("stereo", False), bool):
+            raise ValueError("stereo must be true or false")
+        parsed = cls(**{k: v if k == "stereo" else float(v) for k, v in config.items()})
+        parsed.composer_style()  # validates the ranges
+        if not -40.0 <= parsed.target_lufs <= -6.0:
+            raise ValueError("target_lufs must lie in [-40, -6]")
+        return parsed
+
+    def composer_style(self) -> ComposerStyle:
+        return ComposerStyle(
+            variation=float(self.variation),
+            humanize=float(self.humanize),
+            density_scale=float(self.density_scale),
+        )
+
+
+def check_duration(duration_seconds: float) -> None:
+    if not MIN_DURATION_SECONDS <= duration_seconds <= MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"duration_seconds must lie in [{MIN_DURATION_SECONDS}, {MAX_DURATION_SECONDS}]"
+        )
+
+
+def encode_clip(
+    piece: Piece, duration_seconds: float, *, target_lufs: float = -16.0, stereo: bool = False
+) -> GeneratedClip:
+    """Render, normalise and encode a piece: shared by every symbolic backend."""
+    audio = render.render_piece(piece, duration_seconds=duration_seconds, stereo=stereo)
+    return GeneratedClip(
+        audio_bytes=render.encode_normalized(audio, render.SAMPLE_RATE, target_lufs=target_lufs),
+        file_extension="ogg",
+        mime_type="audio/ogg",
+        sample_rate=render.SAMPLE_RATE,
+        duration_seconds=float(duration_seconds),
+        caption=piece.caption,
+        attributes=dict(piece.attributes),
+        events=piece_to_events(piece),
+    )
+
+
+class ProceduralBackend:
+    """Rule-based composer + FluidSynth. Fast, seedable, needs no model weights."""
+
+    name = "procedural"
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self.config = ProceduralConfig.from_dict(config)
+        self.style = self.config.composer_style()
+
+    def compose(self, prompt_text: str, *, seed: int, duration_seconds: float) -> Piece:
+        """The symbolic piece alone (no audio), e.g. for building a training corpus."""
+        check_duration(duration_seconds)
+        attrs = parse_prompt(prompt_text)
+        return compose(attrs, seed=seed, duration_seconds=duration_seconds, style=self.style)
+
+    def generate(self, prompt_text: str, *, seed: int, duration_seconds: float) -> GeneratedClip:
+        piece = self.compose(prompt_text, seed=seed, duration_seconds=duration_seconds)
+        return encode_clip(
+            piece,
+            duration_seconds,
+            target_lufs=self.config.target_lufs,
+            stereo=self.config.stereo,
+        )
+
+
+BackendFactory = Callable[[dict[str, Any] | None], MusicBackend]
+_BACKENDS: dict[str, BackendFactory] = {ProceduralBackend.name: ProceduralBackend}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Later backends (symbolic transformer, MusicGen) add themselves here."""
+    _BACKENDS[name] = factory
+
+
+def available_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str, config: dict[str, Any] | None = None) -> MusicBackend:
+    try:
+        factory = _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; known: {available_backends()}") from None
+    return factory(config)

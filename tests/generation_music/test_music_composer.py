@@ -1,0 +1,116 @@
+import statistics
+
+import pytest
+
+from generation.music.composer import ComposerStyle, assign_roles, bars_for, compose
+from generation.music.drums import KICK, SNARE
+from generation.music.events import TICKS_PER_BAR, piece_to_events
+from generation.music.prompts import GENRES, parse_prompt
+
+BALLAD = "slow sad piano ballad"
+TECHNO = "fast techno with drums"
+
+
+def _compose(prompt, seed=1, seconds=10.0, style=None):
+    return compose(parse_prompt(prompt), seed=seed, duration_seconds=seconds, style=style)
+
+
+def _notes_per_second(piece):
+    return len(piece.notes) / piece.duration_seconds
+
+
+@pytest.mark.parametrize("prompt", [BALLAD, TECHNO, "jazz trio", "dense metal", "reggae"])
+def test_same_seed_gives_identical_events_and_other_seeds_differ(prompt):
+    events = piece_to_events(_compose(prompt, seed=11))
+
+    assert piece_to_events(_compose(prompt, seed=11)) == events
+    others = [piece_to_events(_compose(prompt, seed=seed)) for seed in (12, 13, 14)]
+    assert all(other != events for other in others)
+
+
+def test_ballad_and_techno_differ_in_every_attribute_the_prompt_names():
+    ballad, techno = _compose(BALLAD), _compose(TECHNO)
+
+    assert ballad.tempo_bpm < 80 < 140 < techno.tempo_bpm
+    assert ballad.attributes["mode"] == "minor" and ballad.attributes["mood"] == "sad"
+    assert not any(note.is_drum for note in ballad.notes)
+    assert any(note.is_drum for note in techno.notes)
+    assert {note.program for note in ballad.notes} == {0}, "only the piano plays"
+    assert 0 not in {note.program for note in techno.notes if not note.is_drum}
+    assert _notes_per_second(techno) > 4 * _notes_per_second(ballad)
+
+
+def test_minor_and_major_prompts_use_their_scale():
+    minor = _compose("ambient in C minor", seconds=30)
+    major = _compose("ambient in C major", seconds=30)
+    minor_classes = {note.pitch % 12 for note in minor.notes}
+    major_classes = {note.pitch % 12 for note in major.notes}
+
+    assert 3 in minor_classes and 4 not in minor_classes  # Eb, not E
+    assert 4 in major_classes and 3 not in major_classes
+
+
+def test_density_words_change_how_many_notes_are_played():
+    sparse = _compose("sparse pop", seconds=20)
+    dense = _compose("dense pop", seconds=20)
+
+    assert len(dense.notes) > 1.5 * len(sparse.notes)
+
+
+def test_mood_changes_loudness_of_the_playing():
+    def mean_velocity(prompt):
+        return statistics.mean(n.velocity for n in _compose(prompt).notes if not n.is_drum)
+
+    assert mean_velocity("energetic rock") > mean_velocity("sad rock") + 20
+
+
+def test_techno_has_four_on_the_floor_and_rock_a_backbeat():
+    techno, rock = _compose(TECHNO, seconds=20), _compose("rock", seconds=20)
+
+    for bar in range(techno.bars):
+        kicks = {n.start % 16 for n in techno.notes if n.is_drum and n.pitch == KICK
+                 and n.start // 16 == bar}  # fmt: skip
+        assert {0, 4, 8, 12} <= kicks
+    snares = {n.start % 16 for n in rock.notes if n.is_drum and n.pitch == SNARE and n.start < 48}
+    assert {4, 12} <= snares
+
+
+def test_piece_covers_the_requested_duration_with_whole_bars():
+    for prompt in [BALLAD, TECHNO]:
+        piece = _compose(prompt, seconds=10)
+        bar_seconds = piece.duration_seconds / piece.bars
+        assert 10 <= piece.duration_seconds < 10 + bar_seconds
+        assert all(note.start < piece.bars * TICKS_PER_BAR for note in piece.notes)
+    assert bars_for(8.0, 120) == 4
+    assert bars_for(8.01, 120) == 5
+
+
+@pytest.mark.parametrize("genre", GENRES)
+def test_every_genre_composes_every_listed_instrument(genre):
+    piece = _compose(genre, seconds=12)
+    played = {note.program for note in piece.notes if not note.is_drum}
+
+    assert played == set(parse_prompt(genre).instruments)
+    assert piece.caption.endswith(".")
+
+
+def test_style_knobs_change_the_music_for_the_same_prompt_and_seed():
+    plain = _compose("pop", style=ComposerStyle(variation=0.1, humanize=0.0))
+    adventurous = _compose("pop", style=ComposerStyle(variation=0.9, humanize=0.6))
+
+    assert piece_to_events(plain) != piece_to_events(adventurous)
+    assert len({n.velocity for n in plain.notes}) < len({n.velocity for n in adventurous.notes})
+
+
+def test_style_rejects_out_of_range_knobs():
+    with pytest.raises(ValueError):
+        ComposerStyle(variation=1.5)
+    with pytest.raises(ValueError):
+        ComposerStyle(density_scale=0.0)
+
+
+def test_roles_put_a_bass_register_instrument_last():
+    assert assign_roles((73, 25, 32)) == (73, (25,), 32)
+    assert assign_roles((0,)) == (0, (0,), None)  # a lone piano accompanies itself
+    assert assign_roles((42, 48)) == (42, (48,), None)  # cello leads when it comes first
+    assert assign_roles((73,)) == (73, (), None)
