@@ -50,7 +50,7 @@ def assignment_lease_next(
     current = (
         Assignment.objects.live(now)
         .filter(rater=rater, campaign=campaign)
-        .select_related("pair__track_a", "pair__track_b")
+        .select_related("pair__track_a", "pair__track_b", "pair__prompt")
         .first()
     )
     if current is not None:
@@ -70,7 +70,7 @@ def _lease_new_pair(*, rater: Rater, campaign: Campaign, now: datetime) -> Assig
         Pair.objects.filter(campaign=campaign)
         .open_slots()
         .not_served_to(rater)
-        .select_related("track_a", "track_b")
+        .select_related("track_a", "track_b", "prompt")
         .order_by("slots_taken", "id")
     )
     # SKIP LOCKED: a pair another rater is leasing this instant is passed over rather than

@@ -46,6 +46,8 @@ def assignment_payload(assignment: Assignment, campaign: Campaign, clip_url) -> 
         "assignment": assignment.pk,
         "campaign": campaign.pk,
         "protocol": campaign.protocol,
+        # Both clips answer the same prompt, so showing it reveals nothing about versions.
+        "prompt": assignment.pair.prompt.text,
         "expires_at": assignment.expires_at.isoformat(),
         "clips": clips,
     }

@@ -6,7 +6,12 @@ import uuid
 import pytest
 
 from ratings.models import Assignment, Campaign, MosRating, Pair, Vote
-from tests.factories import CampaignFactory, PairFactory, served_seconds_ago
+from tests.factories import (
+    CampaignFactory,
+    GeneratorVersionFactory,
+    PairFactory,
+    served_seconds_ago,
+)
 
 NEXT = "/api/v1/assignments/next/"
 VOTES = "/api/v1/votes/"
@@ -48,6 +53,7 @@ def pair(campaign):
 def test_a_rater_who_listened_long_enough_can_vote(make_rater, api_client_for, pair):
     client = api_client_for(make_rater())
     payload = lease(client, pair.campaign)
+    assert payload["prompt"] == pair.prompt.text
     served_seconds_ago(Assignment.objects.get(pk=payload["assignment"]), 12)
 
     response = client.post(VOTES, vote_body(payload), format="json")
@@ -274,3 +280,25 @@ def test_a_mos_item_is_one_clip_rated_on_the_acr_scale(make_rater, api_client_fo
 
     rating = MosRating.objects.get()
     assert (rating.track_id, rating.score, rating.listen_ms) == (pair.track_a_id, 4, 5500)
+
+
+def test_the_lease_reveals_nothing_that_tells_the_versions_apart(make_rater, api_client_for):
+    campaign = CampaignFactory(purpose="evaluate", version_b=GeneratorVersionFactory())
+    pair = PairFactory(
+        campaign=campaign,
+        track_a__caption="caption of the baseline",
+        track_b__generator_version=campaign.version_b,
+        track_b__caption="caption of the candidate",
+    )
+    payload = lease(api_client_for(make_rater()), campaign)
+
+    assert set(payload) == {"assignment", "campaign", "protocol", "prompt", "expires_at", "clips"}
+    text = str(payload).lower()
+    for secret in (campaign.version_a.name, campaign.version_b.name, "caption", "seed"):
+        assert secret.lower() not in text
+    for clip in payload["clips"]:
+        assert set(clip) == {"slot", "url", "duration_ms", "required_listen_ms"}
+    assert {clip["url"] for clip in payload["clips"]} == {
+        f"/clips/{pair.track_a.public_id}",
+        f"/clips/{pair.track_b.public_id}",
+    }

@@ -28,7 +28,7 @@ DEMO_PROMPTS = [
 
 DEMO_INSTRUCTIONS = (
     "Listen to both clips (press A and B, or click Play). When the vote buttons unlock, "
-    "choose the clip you prefer as music for the prompt shown in the campaign name, or say "
+    "choose the clip you prefer as music for the prompt shown above the clips, or say "
     "they are about the same, or that both are bad."
 )
 

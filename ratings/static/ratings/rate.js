@@ -64,12 +64,15 @@
       const heard = heardMs(clip.audio);
       const share = clip.needMs > 0 ? Math.min(heard / clip.needMs, 1) : 1;
       clip.node.querySelector(".fill").style.width = `${Math.round(share * 100)}%`;
-      clip.node.querySelector(".heard").textContent =
-        `heard ${(heard / 1000).toFixed(1)} s of the ${(clip.needMs / 1000).toFixed(1)} s needed`;
+      const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
+      clip.node.querySelector(".heard").textContent = heard >= clip.needMs
+        ? `Heard enough (${seconds(heard)})`
+        : `Heard ${seconds(heard)} of the ${seconds(clip.needMs)} needed`;
       clip.node.classList.toggle("heard-enough", heard >= clip.needMs);
       clip.node.classList.toggle("playing", !clip.audio.paused);
       clip.node.classList.toggle("selected", scored && clip.slot === selectedSlot);
-      clip.node.querySelector(".icon").textContent = clip.audio.paused ? "\u25B6" : "\u23F8";
+      // The icon is drawn in CSS: the pause sign (U+23F8) is missing from common fonts.
+      clip.node.querySelector(".verb").textContent = clip.audio.paused ? "Play" : "Pause";
     }
     const open = gateOpen();
     const ready = open && !current.sending && (!scored || scoresComplete());
@@ -138,6 +141,7 @@
     pauseAll();
     const clips = data.clips.map(buildClip);
     el("clips").replaceChildren(...clips.map((clip) => clip.node));
+    el("prompt-text").textContent = data.prompt;
     current = { assignment: data.assignment, clips, scores: {}, sending: false };
     selectedSlot = "A";
     el("stage").hidden = false;
