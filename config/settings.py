@@ -80,7 +80,9 @@ def _database_from_url(url: str) -> dict:
         }
         return config
     config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 300, minimum=0)
-    config["CONN_HEALTH_CHECKS"] = True
+    # A health check costs a round trip on every request; Django already drops a connection
+    # that errored, so it is only worth it where a proxy silently kills idle connections.
+    config["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_CONN_HEALTH_CHECKS", False)
     pool_max = env_int("DATABASE_POOL_MAX_SIZE", 0, minimum=0)
     if pool_max:
         # psycopg_pool inside each process; Django requires persistent connections off then.
@@ -159,7 +161,7 @@ SOUNDFONT_PATH = env_str("SOUNDFONT_PATH", "")
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost//")
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {
         # The embedded default: a broker that is just a folder, so a fresh machine needs no

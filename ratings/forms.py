@@ -26,6 +26,13 @@ class CampaignForm(forms.Form):
     clip_seconds = forms.FloatField(min_value=1, max_value=60, initial=10.0)
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # New collection should use the version admins promoted, so it is preselected.
+        self.fields["version_a"].initial = GeneratorVersion.objects.filter(
+            status=GeneratorVersion.Status.ACTIVE
+        ).first()
+
     def clean_prompts(self) -> list[str]:
         lines = [line.strip() for line in self.cleaned_data["prompts"].splitlines()]
         prompts = list(dict.fromkeys(line for line in lines if line))

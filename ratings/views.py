@@ -5,11 +5,10 @@ from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from generation.models import Track
 from ratings import selectors, services
 from ratings.forms import CampaignForm
 from ratings.models import Campaign, MosRating, Role
@@ -63,20 +62,6 @@ def rate(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "acr_scale": MosRating.Score.choices,
     }
     return render(request, "ratings/rate.html", context)
-
-
-@require_GET
-@role_required(Role.RATER)
-def clip(request: HttpRequest, public_id: str) -> FileResponse:
-    """Rater and above: one clip's audio, under its opaque id only."""
-    track = get_object_or_404(Track.objects.only("audio", "mime_type"), public_id=public_id)
-    response = FileResponse(track.audio.open("rb"), content_type=track.mime_type)
-    # Nothing in the headers may tell two clips' origins apart: no file name, no date.
-    for header in ("Content-Disposition", "Last-Modified"):
-        if header in response:
-            del response[header]
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
 
 
 @require_GET

@@ -108,3 +108,53 @@ def test_two_processes_writing_to_the_default_sqlite_never_hit_database_is_locke
         env,
     )
     assert count.stdout.strip() == "300"
+
+
+SQLITE_RATING_LOOP = """
+import uuid, django
+django.setup()
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from generation.models import GeneratorVersion, Track
+from ratings import services
+from ratings.models import Campaign, Pair, Prompt, Rater, Vote
+version = GeneratorVersion.objects.create(name="v", backend="procedural")
+prompt = Prompt.objects.create(text="calm piano")
+campaign = Campaign.objects.create(name="c", purpose="collect", protocol="preference",
+    version_a=version, votes_per_item=2, min_listen_seconds=0, status="active")
+tracks = []
+for seed in (1, 2):
+    track = Track(prompt=prompt, generator_version=version, seed=seed, duration_seconds=4,
+                  sample_rate=48000)
+    track.audio.save("clip.ogg", ContentFile(b"OggS"), save=True)
+    tracks.append(track)
+Pair.objects.create(campaign=campaign, prompt=prompt, track_a=tracks[0], track_b=tracks[1],
+    votes_wanted=2)
+outcomes = []
+for name in ("r1", "r2", "r3"):
+    rater = Rater.objects.create(user=User.objects.create(username=name))
+    lease = services.assignment_lease_next(rater=rater, campaign=campaign)
+    if lease is None:
+        outcomes.append("none")
+        continue
+    assert lease.prompt_text == "calm piano" and len(lease.clips) == 2
+    vote_input = services.VoteInput(assignment_id=lease.assignment_id,
+        idempotency_key=uuid.uuid4(), listen_ms={"A": 0, "B": 0}, choice="B")
+    services.vote_record(rater=rater, vote_input=vote_input)
+    outcomes.append("voted")
+pair = Pair.objects.get()
+print(",".join(outcomes), Vote.objects.count(), pair.vote_count, pair.slots_taken)
+"""
+
+
+def test_the_embedded_sqlite_default_runs_the_rating_loop(tmp_path):
+    env = {"DATABASE_URL": None, "DATA_DIR": str(tmp_path), "MEDIA_ROOT": str(tmp_path / "m")}
+    migrate = run_python(
+        "from django.core.management import execute_from_command_line as m;"
+        "m(['manage.py', 'migrate', '-v0'])",
+        env,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    result = run_python(SQLITE_RATING_LOOP, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["voted,voted,none", "2", "2", "2"]

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from ratings.models import Assignment, Campaign
+from ratings.models import Campaign
+from ratings.services import Lease
 
 _MAX_LISTEN_MS = 6 * 60 * 60 * 1000
 
@@ -30,24 +31,24 @@ class VoteSerializer(serializers.Serializer):
         return attrs
 
 
-def assignment_payload(assignment: Assignment, campaign: Campaign, clip_url) -> dict:
+def lease_payload(lease: Lease, campaign: Campaign, clip_url) -> dict:
     """What the rater's page needs, and nothing that tells versions apart: opaque clip URLs,
     the shown order, durations (equal within a pair by construction) and listening needs."""
     clips = [
         {
             "slot": slot,
-            "url": clip_url(track.public_id),
-            "duration_ms": int(track.duration_seconds * 1000),
-            "required_listen_ms": campaign.required_listen_ms(track.duration_seconds),
+            "url": clip_url(clip.public_id),
+            "duration_ms": int(clip.duration_seconds * 1000),
+            "required_listen_ms": campaign.required_listen_ms(clip.duration_seconds),
         }
-        for slot, track in zip("AB", assignment.shown_tracks(), strict=False)
+        for slot, clip in zip("AB", lease.shown_clips(), strict=False)
     ]
     return {
-        "assignment": assignment.pk,
+        "assignment": lease.assignment_id,
         "campaign": campaign.pk,
         "protocol": campaign.protocol,
         # Both clips answer the same prompt, so showing it reveals nothing about versions.
-        "prompt": assignment.pair.prompt.text,
-        "expires_at": assignment.expires_at.isoformat(),
+        "prompt": lease.prompt_text,
+        "expires_at": lease.expires_at.isoformat(),
         "clips": clips,
     }

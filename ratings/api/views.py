@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from rest_framework import status
@@ -8,8 +9,9 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from generation.models import Track
 from ratings import services
-from ratings.api.serializers import VoteSerializer, assignment_payload
+from ratings.api.serializers import VoteSerializer, lease_payload
 from ratings.errors import CampaignNotOpen
 from ratings.models import Campaign
 from ratings.permissions import IsRater
@@ -17,6 +19,23 @@ from ratings.permissions import IsRater
 
 def _clip_url(public_id) -> str:
     return reverse("clip", args=[public_id])
+
+
+class ClipView(APIView):
+    """GET one clip's audio under its opaque id (roles: rater and above). An API view, so a
+    script can fetch the clip URLs the lease returns with the same token it leased with."""
+
+    permission_classes = [IsRater]
+
+    def get(self, request: Request, public_id) -> FileResponse:
+        track = get_object_or_404(Track.objects.only("audio", "mime_type"), public_id=public_id)
+        response = FileResponse(track.audio.open("rb"), content_type=track.mime_type)
+        # Nothing in the headers may tell two clips' origins apart: no file name, no date.
+        for header in ("Content-Disposition", "Last-Modified"):
+            if header in response:
+                del response[header]
+        response["Cache-Control"] = "private, max-age=86400"
+        return response
 
 
 class NextAssignmentView(APIView):
@@ -32,10 +51,10 @@ class NextAssignmentView(APIView):
         if campaign.status == Campaign.Status.GENERATING:
             raise CampaignNotOpen("This campaign's clips are still being generated.")
         rater = services.rater_for_user(user=request.user)
-        assignment = services.assignment_lease_next(rater=rater, campaign=campaign)
-        if assignment is None:
+        lease = services.assignment_lease_next(rater=rater, campaign=campaign)
+        if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(assignment_payload(assignment, campaign, _clip_url))
+        return Response(lease_payload(lease, campaign, _clip_url))
 
 
 class VoteView(APIView):

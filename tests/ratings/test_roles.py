@@ -18,7 +18,7 @@ MATRIX = {
     "logout": ("post", "/accounts/logout/", ANONYMOUS, False),
     "home": ("get", "/", Role.RATER, False),
     "rate": ("get", "/rate/{campaign}/", Role.RATER, False),
-    "clip": ("get", "/clips/{track}", Role.RATER, False),
+    "clip": ("get", "/clips/{track}", Role.RATER, True),
     "campaign-list": ("get", "/manage/campaigns/", Role.RESEARCHER, False),
     "campaign-detail": ("get", "/manage/campaigns/{campaign}/", Role.RESEARCHER, False),
     "campaign-create": ("get", "/manage/campaigns/new/", Role.ADMIN, False),

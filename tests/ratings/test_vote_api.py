@@ -302,3 +302,14 @@ def test_the_lease_reveals_nothing_that_tells_the_versions_apart(make_rater, api
         f"/clips/{pair.track_a.public_id}",
         f"/clips/{pair.track_b.public_id}",
     }
+
+
+def test_a_script_fetches_the_leased_clips_with_its_api_token(make_rater, api_client_for, pair):
+    client = api_client_for(make_rater())
+    payload = lease(client, pair.campaign)
+
+    responses = [client.get(clip["url"]) for clip in payload["clips"]]
+
+    assert [response.status_code for response in responses] == [200, 200]
+    assert all(response["Content-Type"] == "audio/ogg" for response in responses)
+    assert b"".join(responses[0].streaming_content).startswith(b"OggS")
