@@ -30,10 +30,15 @@ python manage.py seed_demo
 gunicorn --config platform/gunicorn.conf.py config.wsgi &
 pids+=($!)
 
-for _ in $(seq 1 60); do
-  curl -fsS "http://$HOST:$PORT/healthz" >/dev/null 2>&1 && break
-  sleep 0.5
-done
+python - <<PY
+import time, urllib.request
+for _ in range(120):
+    try:
+        urllib.request.urlopen("http://$HOST:$PORT/healthz", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.5)
+PY
 echo
 echo "==> The platform is running at http://$HOST:$PORT/  (worker log: $DATA_DIR/worker.log)"
 echo "    Log in as 'rater' to vote, as 'admin' to watch campaigns at /manage/campaigns/."
