@@ -240,53 +240,101 @@ def vote_record(
     """Record a vote once. Returns (vote, created); a replay with the same idempotency key
     returns the original vote with created=False and changes nothing."""
     now = now or timezone.now()
+    context = _vote_context(rater=rater, assignment_id=vote_input.assignment_id)
+    if context is None:
+        # Someone else's assignment is reported exactly like a missing one: no probing.
+        raise AssignmentNotFound("No such assignment for you.")
+    if context.status == Assignment.Status.VOTED:
+        return _vote_replay(rater=rater, vote_input=vote_input), False
+    if context.status == Assignment.Status.EXPIRED or context.expires_at <= now:
+        raise LeaseExpired("This pair's lease has expired; load the next pair.")
+    elapsed_ms = int((now - context.served_at).total_seconds() * 1000)
+    by_track = _map_slots_to_tracks(context, vote_input)
+    _check_listening(context, by_track, elapsed_ms)
     try:
         with transaction.atomic():
-            return _vote_record_locked(rater=rater, vote_input=vote_input, now=now), True
+            vote = _vote_write(context, rater, vote_input, by_track, elapsed_ms, now)
     except IntegrityError:
-        # Lost a race with a concurrent replay of the same request: that one stored it.
+        # The same key arrived twice at once and the other request stored it.
         return _vote_replay(rater=rater, vote_input=vote_input), False
-    except AlreadyVoted:
-        return _vote_replay(rater=rater, vote_input=vote_input), False
+    if vote is None:
+        # The lease changed after it was read: a concurrent request voted, or it expired.
+        voted = Assignment.objects.filter(pk=context.assignment_id, status=Assignment.Status.VOTED)
+        if voted.exists():
+            return _vote_replay(rater=rater, vote_input=vote_input), False
+        raise LeaseExpired("This pair's lease has expired; load the next pair.")
+    return vote, True
 
 
-# What the checks and writes of a vote read; leaving out the rest (a track's events are ~18 KB
-# of JSON) keeps the locked read cheap.
-_VOTE_COLUMNS = (
-    "id", "rater_id", "left_is_a", "status", "served_at", "expires_at",
-    "pair__id", "pair__track_a__id", "pair__track_a__duration_seconds",
-    "pair__track_b__id", "pair__track_b__duration_seconds",
-    "campaign__id", "campaign__protocol", "campaign__min_listen_seconds",
-    "campaign__listen_to_end",
+@dataclass(frozen=True)
+class _VoteContext:
+    """What a vote's checks and writes need, read in one query without locking: the write
+    claims the lease with a conditional UPDATE, which is where concurrency is decided."""
+
+    assignment_id: int
+    status: str
+    served_at: datetime
+    expires_at: datetime
+    left_is_a: bool
+    pair_id: int
+    campaign_id: int
+    campaign: Campaign  # unsaved; carries the listening rules (protocol, minimum listen)
+    track_ids: tuple[int, ...]
+    durations: tuple[float, ...]
+
+
+_VOTE_CONTEXT_COLUMNS = (
+    "id", "status", "served_at", "expires_at", "left_is_a", "pair_id", "campaign_id",
+    "campaign__protocol", "campaign__min_listen_seconds", "campaign__listen_to_end",
+    "pair__track_a_id", "pair__track_a__duration_seconds",
+    "pair__track_b_id", "pair__track_b__duration_seconds",
 )  # fmt: skip
 
 
-def _vote_record_locked(*, rater: Rater, vote_input: VoteInput, now: datetime) -> Vote:
-    assignment = (
-        Assignment.objects.select_for_update(of=("self",))
-        .select_related("pair__track_a", "pair__track_b", "campaign")
-        .only(*_VOTE_COLUMNS)
-        .filter(pk=vote_input.assignment_id, rater=rater)
+def _vote_context(*, rater: Rater, assignment_id: int) -> _VoteContext | None:
+    row = (
+        Assignment.objects.filter(pk=assignment_id, rater=rater)
+        .values_list(*_VOTE_CONTEXT_COLUMNS)
         .first()
     )
-    if assignment is None:
-        # Someone else's assignment is reported exactly like a missing one: no probing.
-        raise AssignmentNotFound("No such assignment for you.")
-    if assignment.status == Assignment.Status.VOTED:
-        raise AlreadyVoted("You already voted on this pair.")
-    if assignment.status == Assignment.Status.EXPIRED or assignment.expires_at <= now:
-        raise LeaseExpired("This pair's lease has expired; load the next pair.")
-    campaign = assignment.campaign
-    elapsed_ms = int((now - assignment.served_at).total_seconds() * 1000)
-    by_track = _map_slots_to_tracks(assignment, vote_input)
-    _check_listening(assignment, by_track, elapsed_ms)
+    if row is None:
+        return None
+    (pk, status, served_at, expires_at, left_is_a, pair_id, campaign_id, protocol,
+     min_listen_seconds, listen_to_end, *tracks) = row  # fmt: skip
+    campaign = Campaign(
+        protocol=protocol, min_listen_seconds=min_listen_seconds, listen_to_end=listen_to_end
+    )
+    track_ids, durations = tracks[::2], tracks[1::2]
+    clips = len(track_ids) if track_ids[-1] is not None else 1
+    return _VoteContext(
+        pk, status, served_at, expires_at, bool(left_is_a), pair_id, campaign_id, campaign,
+        tuple(track_ids[:clips]), tuple(durations[:clips]),
+    )  # fmt: skip
+
+
+def _vote_write(
+    context: _VoteContext,
+    rater: Rater,
+    vote_input: VoteInput,
+    by_track: _TrackOrderedVote,
+    elapsed_ms: int,
+    now: datetime,
+) -> Vote | None:
+    """Claim the lease and store the vote; None when the lease is no longer live. The
+    conditional UPDATE locks the assignment row, so a concurrent duplicate waits here and
+    then finds the lease already voted."""
+    claimed = Assignment.objects.filter(
+        pk=context.assignment_id, status=Assignment.Status.LIVE, expires_at__gt=now
+    ).update(status=Assignment.Status.VOTED)
+    if not claimed:
+        return None
     vote = Vote.objects.create(
-        assignment=assignment,
-        pair=assignment.pair,
+        assignment_id=context.assignment_id,
+        pair_id=context.pair_id,
         rater=rater,
-        campaign=campaign,
+        campaign_id=context.campaign_id,
         choice=by_track.choice,
-        left_is_a=assignment.left_is_a,
+        left_is_a=context.left_is_a,
         listen_ms_a=by_track.listen_ms[0],
         listen_ms_b=by_track.listen_ms[1] if len(by_track.listen_ms) > 1 else None,
         elapsed_ms=elapsed_ms,
@@ -296,18 +344,17 @@ def _vote_record_locked(*, rater: Rater, vote_input: VoteInput, now: datetime) -
         MosRating.objects.bulk_create(
             MosRating(
                 vote=vote,
-                track=track,
+                track_id=track_id,
                 rater=rater,
-                campaign=campaign,
+                campaign_id=context.campaign_id,
                 score=score,
                 listen_ms=listen_ms,
             )
-            for track, score, listen_ms in zip(
-                assignment.pair.tracks, by_track.scores, by_track.listen_ms, strict=True
+            for track_id, score, listen_ms in zip(
+                context.track_ids, by_track.scores, by_track.listen_ms, strict=True
             )
         )
-    Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.VOTED)
-    Pair.objects.filter(pk=assignment.pair_id).update(vote_count=F("vote_count") + 1)
+    Pair.objects.filter(pk=context.pair_id).update(vote_count=F("vote_count") + 1)
     return vote
 
 
@@ -332,21 +379,20 @@ class _TrackOrderedVote:
 _SLOT_CHOICES = {"A", "B", "tie", "both_bad"}
 
 
-def _map_slots_to_tracks(assignment: Assignment, vote_input: VoteInput) -> _TrackOrderedVote:
-    protocol = assignment.campaign.protocol
-    slots = SLOTS[: assignment.campaign.clips_per_item]
+def _map_slots_to_tracks(context: _VoteContext, vote_input: VoteInput) -> _TrackOrderedVote:
+    slots = SLOTS[: len(context.track_ids)]
     _require_exact_slots("listen_ms", vote_input.listen_ms, slots)
     # Slot A is the left clip; it is track a unless this rater was shown the pair swapped.
-    track_order = list(slots) if assignment.left_is_a else list(reversed(slots))
+    track_order = list(slots) if context.left_is_a else list(reversed(slots))
     listen_ms = [vote_input.listen_ms[slot] for slot in track_order]
-    if protocol == Campaign.Protocol.PREFERENCE:
+    if context.campaign.protocol == Campaign.Protocol.PREFERENCE:
         if vote_input.scores:
             raise InvalidVote("This campaign asks for a choice, not scores.")
         if vote_input.choice not in _SLOT_CHOICES:
             raise InvalidVote("choice must be one of A, B, tie, both_bad.")
         choice = vote_input.choice
         if choice in SLOTS:
-            choice = "a" if (choice == "A") == assignment.left_is_a else "b"
+            choice = "a" if (choice == "A") == context.left_is_a else "b"
         return _TrackOrderedVote(listen_ms=listen_ms, choice=choice, scores=None)
     if vote_input.choice:
         raise InvalidVote("This campaign asks for 1-5 scores, not a choice.")
@@ -362,12 +408,11 @@ def _require_exact_slots(field: str, values: dict[str, int], slots: tuple[str, .
         raise InvalidVote(f"{field} needs exactly the keys {', '.join(slots)}.")
 
 
-def _check_listening(assignment: Assignment, vote: _TrackOrderedVote, elapsed_ms: int) -> None:
+def _check_listening(context: _VoteContext, vote: _TrackOrderedVote, elapsed_ms: int) -> None:
     """The browser's report is checked against the server's own clock: each clip reported
     as heard long enough, and enough time passed since serving to have heard them all."""
-    campaign = assignment.campaign
     slack = settings.RATING_LISTEN_SLACK_MS
-    required = [campaign.required_listen_ms(t.duration_seconds) for t in assignment.pair.tracks]
+    required = [context.campaign.required_listen_ms(d) for d in context.durations]
     for heard, needed in zip(vote.listen_ms, required, strict=True):
         if heard < needed:
             raise ListeningTooShort(

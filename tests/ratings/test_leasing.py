@@ -114,3 +114,38 @@ def test_ten_raters_racing_for_a_pair_that_wants_three_votes_store_exactly_three
     assert Vote.objects.filter(pair=pair).count() == 3
     pair.refresh_from_db()
     assert (pair.vote_count, pair.slots_taken) == (3, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_vote_sent_twice_at_once_is_stored_once(api_client_for):
+    campaign = CampaignFactory(min_listen_seconds=0)
+    pair = PairFactory(campaign=campaign)
+    rater = RaterFactory()
+    leased = api_client_for(rater).get("/api/v1/assignments/next/", {"campaign": campaign.pk})
+    body = {
+        "assignment": leased.json()["assignment"],
+        "idempotency_key": str(uuid.uuid4()),
+        "listen_ms": {"A": 0, "B": 0},
+        "choice": "B",
+    }
+    clients = [api_client_for(rater) for _ in range(4)]
+    start = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def send(client) -> None:
+        try:
+            start.wait()
+            statuses.append(client.post("/api/v1/votes/", body, format="json").status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(statuses) == [200, 200, 200, 201]
+    assert Vote.objects.filter(pair=pair).count() == 1
+    pair.refresh_from_db()
+    assert pair.vote_count == 1
