@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import uuid
@@ -252,8 +253,7 @@ def vote_record(
     by_track = _map_slots_to_tracks(context, vote_input)
     _check_listening(context, by_track, elapsed_ms)
     try:
-        with transaction.atomic():
-            vote = _vote_write(context, rater, vote_input, by_track, elapsed_ms, now)
+        vote = _vote_write(context, rater, vote_input, by_track, elapsed_ms, now)
     except IntegrityError:
         # The same key arrived twice at once and the other request stored it.
         return _vote_replay(rater=rater, vote_input=vote_input), False
@@ -407,7 +407,10 @@ def _vote_write_postgresql(
     for i, (track_id, score) in enumerate(zip(context.track_ids, scores, strict=False)):
         params.update({f"track_{i}": track_id, f"score_{i}": score})
         params[f"listen_{i}"] = by_track.listen_ms[i]
-    with connection.cursor() as cursor:
+    # One statement is atomic by itself. Only a caller's open transaction needs a savepoint,
+    # so that a duplicate key rolls back this statement and not the caller's work.
+    nested = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    with nested, connection.cursor() as cursor:
         cursor.execute(_VOTE_SQL_BY_RATED_CLIPS[len(scores)], params)
         row = cursor.fetchone()
     if row is None:
@@ -416,6 +419,7 @@ def _vote_write_postgresql(
     return vote
 
 
+@transaction.atomic
 def _vote_write_portable(
     vote: Vote, context: _VoteContext, by_track: _TrackOrderedVote, now: datetime
 ) -> Vote | None:
