@@ -164,6 +164,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, 
 # --- Generation ---------------------------------------------------------------------------
 GENERATION_DEFAULT_CLIP_SECONDS = env_float("GENERATION_DEFAULT_CLIP_SECONDS", 10.0)
 SOUNDFONT_PATH = env_str("SOUNDFONT_PATH", "")
+# Checkpoints of pretraining runs (model, optimizer, config, step) and exported generators.
+GENERATOR_DIR = Path(env_str("GENERATOR_DIR", str(DATA_DIR / "generators"))).resolve()
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = DATA_DIR / "broker"
@@ -186,6 +188,7 @@ if CELERY_BROKER_URL.startswith("filesystem"):
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
+    "generation.tasks.pretrain_generator": {"queue": "train"},
     "generation.tasks.*": {"queue": "generate"},
     "reward.tasks.*": {"queue": "train"},
 }

@@ -1,12 +1,37 @@
 from django.contrib import admin
 
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, PretrainingRun, Track
+
+
+class ChildVersionInline(admin.TabularInline):
+    model = GeneratorVersion
+    fk_name = "parent"
+    fields = ("name", "backend", "status", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "Versions derived from this one"
 
 
 @admin.register(GeneratorVersion)
 class GeneratorVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "backend", "status", "parent", "created_at")
+    list_display = ("name", "backend", "status", "lineage_path", "pretraining_run", "created_at")
     list_filter = ("backend", "status")
+    search_fields = ("name",)
+    readonly_fields = ("lineage_path", "metrics", "created_at")
+    inlines = [ChildVersionInline]
+
+    @admin.display(description="Lineage (newest first)")
+    def lineage_path(self, version: GeneratorVersion) -> str:
+        return " ← ".join(v.name for v in version.lineage())
+
+
+@admin.register(PretrainingRun)
+class PretrainingRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "size", "status", "step", "steps", "created_at", "finished_at")
+    list_filter = ("status", "size")
+    readonly_fields = ("step", "loss_curve", "metrics", "error", "created_at", "finished_at")
 
 
 @admin.register(Track)

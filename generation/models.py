@@ -1,6 +1,7 @@
 import uuid
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
+from django.conf import settings
 from django.db import models
 
 
@@ -18,10 +19,68 @@ class GeneratorVersion(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    pretraining_run = models.ForeignKey(
+        "generation.PretrainingRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="versions",
+        help_text="The pretraining run that produced this version, if any.",
+    )
+    metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.name
+
+    def backend_config(self) -> dict:
+        """The backend's config, with the checkpoint resolved: a relative path is relative to
+        the project, so a checkpoint shipped in the repository works from any checkout."""
+        config = dict(self.config)
+        if self.checkpoint:
+            config["checkpoint"] = str(Path(settings.BASE_DIR) / self.checkpoint)
+        return config
+
+    def lineage(self) -> list["GeneratorVersion"]:
+        """This version and its ancestors, newest first."""
+        chain, seen, version = [], set(), self
+        while version is not None and version.pk not in seen:
+            chain.append(version)
+            seen.add(version.pk)
+            version = version.parent
+        return chain
+
+
+class PretrainingRun(models.Model):
+    """Pretraining of the learned generator on the composer's captioned corpus."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+
+    size = models.CharField(max_length=16, default="small")
+    steps = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    step = models.PositiveIntegerField(default=0)
+    loss_curve = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(steps__gte=1), name="pretraining_steps_min"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pretraining run {self.pk} ({self.size}, {self.status})"
+
+    @property
+    def directory(self) -> Path:
+        return Path(settings.GENERATOR_DIR) / f"pretraining-{self.pk}"
 
 
 def opaque_audio_path(track: "Track", filename: str) -> str:

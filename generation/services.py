@@ -29,7 +29,7 @@ def track_generate(
     existing = Track.objects.filter(prompt=prompt, generator_version=version, seed=seed).first()
     if existing is not None:
         return existing, False
-    clip = get_backend(version.backend, version.config).generate(
+    clip = get_backend(version.backend, version.backend_config()).generate(
         prompt.text, seed=seed, duration_seconds=duration_seconds
     )
     track = Track(

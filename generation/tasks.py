@@ -18,3 +18,15 @@ def generate_campaign_prompt(campaign_id: int, prompt_id: int) -> None:
             campaign_id=campaign_id, error=f"prompt {prompt_id}: {exc!r}"
         )
         raise
+
+
+@shared_task(
+    acks_late=True,  # resumable: a redelivered run continues from its last checkpoint
+    reject_on_worker_lost=True,
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 60,
+)
+def pretrain_generator(run_id: int) -> None:
+    from generation import training
+
+    training.pretraining_run_execute(run_id=run_id)

@@ -9,6 +9,7 @@ from tests.factories import RaterFactory
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.GENERATOR_DIR = tmp_path / "generators"
 
 
 @pytest.fixture(autouse=True)

@@ -122,8 +122,19 @@ class ProceduralBackend:
         )
 
 
+def _symbolic_backend(config: dict[str, Any] | None) -> MusicBackend:
+    # Imported on first use: the learned backend needs torch, which the web process
+    # must never import.
+    from generation.music.learned import create_backend
+
+    return create_backend(config)
+
+
 BackendFactory = Callable[[dict[str, Any] | None], MusicBackend]
-_BACKENDS: dict[str, BackendFactory] = {ProceduralBackend.name: ProceduralBackend}
+_BACKENDS: dict[str, BackendFactory] = {
+    ProceduralBackend.name: ProceduralBackend,
+    "symbolic": _symbolic_backend,
+}
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
@@ -141,3 +152,13 @@ def get_backend(name: str, config: dict[str, Any] | None = None) -> MusicBackend
     except KeyError:
         raise ValueError(f"unknown backend {name!r}; known: {available_backends()}") from None
     return factory(config)
+
+
+def _musicgen_backend(config: dict[str, Any] | None) -> MusicBackend:
+    # Imported on use: importing this module must not pull in torch or transformers.
+    from generation.music.musicgen import MusicGenBackend
+
+    return MusicGenBackend.from_settings(config)
+
+
+register_backend("musicgen", _musicgen_backend)

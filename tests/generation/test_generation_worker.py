@@ -14,6 +14,8 @@ import soundfile
 from django.conf import settings
 from django.db import connection
 
+from generation import training
+from generation.models import GeneratorVersion, PretrainingRun
 from ratings.models import Campaign, Pair
 from ratings.services import campaign_create
 from tests.factories import GeneratorVersionFactory
@@ -40,6 +42,7 @@ def celery_worker(tmp_path):
         **os.environ,
         "DATABASE_URL": database_url_of_test_db(),
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "GENERATOR_DIR": str(settings.GENERATOR_DIR),
         "DATA_DIR": str(tmp_path),
     }
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed in the teardown
@@ -52,7 +55,7 @@ def celery_worker(tmp_path):
             "config",
             "worker",
             "--queues",
-            "generate,default",
+            "generate,train,default",
             "--pool",
             "solo",
             "--without-gossip",
@@ -71,14 +74,14 @@ def celery_worker(tmp_path):
     log.close()
 
 
-def wait_for_status(campaign: Campaign, worker_log: Path, timeout: float = 180) -> str:
+def wait_for_status(row, pending: set[str], worker_log: Path, timeout: float = 180) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        campaign.refresh_from_db()
-        if campaign.status != Campaign.Status.GENERATING:
-            return campaign.status
+        row.refresh_from_db()
+        if row.status not in pending:
+            return row.status
         time.sleep(0.5)
-    raise AssertionError(f"generation did not finish; worker log:\n{worker_log.read_text()}")
+    raise AssertionError(f"the job did not finish; worker log:\n{worker_log.read_text()}")
 
 
 def test_the_generation_job_produces_playable_audio_for_every_pair(celery_worker):
@@ -92,7 +95,7 @@ def test_the_generation_job_produces_playable_audio_for_every_pair(celery_worker
         clip_seconds=4.0,
     )
 
-    assert wait_for_status(campaign, celery_worker) == Campaign.Status.ACTIVE
+    assert wait_for_status(campaign, {"generating"}, celery_worker) == Campaign.Status.ACTIVE
     assert campaign.generation_done == 4
     pairs = list(Pair.objects.filter(campaign=campaign).select_related("track_a", "track_b"))
     assert len(pairs) == 2
@@ -102,3 +105,15 @@ def test_the_generation_job_produces_playable_audio_for_every_pair(celery_worker
         assert sample_rate == track.sample_rate
         assert abs(len(audio) / sample_rate - 4.0) < 0.05
         assert float(np.sqrt(np.mean(np.square(audio)))) > 0.01, "the clip is silent"
+
+
+def test_a_pretraining_run_on_the_train_queue_registers_a_learned_version(celery_worker):
+    run = training.pretraining_run_create(size="tiny", steps=3, queue=True)
+
+    status = wait_for_status(run, {"queued", "running"}, celery_worker, timeout=300)
+
+    assert status == PretrainingRun.Status.FINISHED, run.error
+    version = GeneratorVersion.objects.get(pretraining_run=run)
+    assert version.status == GeneratorVersion.Status.ACTIVE
+    assert Path(version.checkpoint).exists()
+    assert run.step == 3

@@ -1,4 +1,5 @@
-"""Seed a demo: two generator versions, three campaigns (one per protocol) and three users.
+"""Seed a demo: generator versions (the composer and, when shipped, the learned model), three
+campaigns (one per protocol) and three users.
 
 Safe to run on every start: existing rows are kept, and the demo passwords are stored in the
 data directory so the same credentials are printed each time.
@@ -14,6 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from generation.models import GeneratorVersion
+from generation.training import SHIPPED_GENERATOR
 from ratings.models import Campaign, Rater, Role
 from ratings.services import campaign_create
 
@@ -54,10 +56,27 @@ class Command(BaseCommand):
                     "parent": v1,
                 },
             )
+            learned = self._shipped_learned_version()
         admin = get_user_model().objects.get(username="admin")
-        self._campaigns(v1, v2, admin, clip_seconds)
+        self._campaigns(learned or v1, v2 if learned is None else v1, admin, clip_seconds)
         for username, password in credentials.items():
             self.stdout.write(f"  {username:<11} password: {password}")
+
+    def _shipped_learned_version(self) -> GeneratorVersion | None:
+        """The learned generator shipped in the repository, registered once; None if the
+        checkpoint file is absent (the composer then stands in)."""
+        if not (Path(settings.BASE_DIR) / SHIPPED_GENERATOR).exists():
+            self.stderr.write(f"No {SHIPPED_GENERATOR}; the demo uses the composer only.")
+            return None
+        version, _ = GeneratorVersion.objects.get_or_create(
+            name="symbolic-small-v1",
+            defaults={
+                "backend": "symbolic",
+                "checkpoint": SHIPPED_GENERATOR,
+                "status": GeneratorVersion.Status.ACTIVE,
+            },
+        )
+        return version
 
     def _users(self) -> dict[str, str]:
         store = Path(settings.DATA_DIR) / "demo-credentials.json"
@@ -79,29 +98,31 @@ class Command(BaseCommand):
         store.chmod(0o600)
         return saved
 
-    def _campaigns(self, v1, v2, admin, clip_seconds: float) -> None:
+    def _campaigns(self, main, challenger, admin, clip_seconds: float) -> None:
+        """Collection and MOS use the main version; the evaluation pits the challenger
+        against it (the composer against the learned model when one is shipped)."""
         specs = [
             (
                 "Demo: which clip do you prefer?",
                 Campaign.Purpose.COLLECT,
                 Campaign.Protocol.PREFERENCE,
-                v1,
+                main,
                 None,
                 DEMO_PROMPTS,
             ),
             (
-                "Demo: v2 against v1, side by side",
+                f"Demo: {challenger.name} against {main.name}, side by side",
                 Campaign.Purpose.EVALUATE,
                 Campaign.Protocol.SIDE_BY_SIDE,
-                v1,
-                v2,
+                main,
+                challenger,
                 DEMO_PROMPTS[:4],
             ),
             (
                 "Demo: audio quality (MOS)",
                 Campaign.Purpose.COLLECT,
                 Campaign.Protocol.MOS,
-                v1,
+                main,
                 None,
                 DEMO_PROMPTS[:3],
             ),
