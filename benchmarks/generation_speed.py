@@ -20,19 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generation.music.backends import ProceduralBackend
-from generation.music.prompts import parse_prompt
+from generation.music.prompts import EXAMPLE_PROMPTS, parse_prompt
 from generation.music.render import SAMPLE_RATE, encode_normalized, render_piece, warm_up
 
-PROMPTS = [
-    "slow sad piano ballad",
-    "fast techno with drums",
-    "calm ambient pad with strings",
-    "upbeat jazz with saxophone and piano",
-    "energetic rock with electric guitar and drums",
-    "happy folk song with acoustic guitar and flute",
-    "dark cinematic strings in D minor",
-    "lofi hip hop beat at 80 bpm",
-]
+PROMPTS = EXAMPLE_PROMPTS
 
 
 def time_clip(backend: ProceduralBackend, prompt: str, seed: int, seconds: float) -> dict:

@@ -444,3 +444,16 @@ def random_attributes(rng: random.Random) -> MusicAttributes:
         mood=mood,
         density=rng.choice(list(DENSITY_LEVELS.values())),
     )
+
+
+# Prompts that show the range of the composer; the demo campaigns and benchmarks use them.
+EXAMPLE_PROMPTS = (
+    "slow sad piano ballad",
+    "fast techno with drums",
+    "calm ambient pad with strings",
+    "upbeat jazz with saxophone and piano",
+    "energetic rock with electric guitar and drums",
+    "happy folk song with acoustic guitar and flute",
+    "dark cinematic strings in D minor",
+    "lofi hip hop beat at 80 bpm",
+)

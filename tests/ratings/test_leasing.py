@@ -73,6 +73,27 @@ def test_the_periodic_sweep_expires_overdue_leases(make_rater, settings):
     assert Pair.objects.get().slots_taken == 0
 
 
+def run_at_once(action, arguments: list) -> list:
+    """Run action(argument) in one thread per argument, all released at the same instant,
+    each on its own database connection; returns the results."""
+    start = threading.Barrier(len(arguments))
+    results: list = []
+
+    def run(argument) -> None:
+        try:
+            start.wait()
+            results.append(action(argument))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(argument,)) for argument in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
 @pytest.mark.django_db(transaction=True)
 def test_ten_raters_racing_for_a_pair_that_wants_three_votes_store_exactly_three(
     api_client_for,
@@ -80,35 +101,22 @@ def test_ten_raters_racing_for_a_pair_that_wants_three_votes_store_exactly_three
     assert connection.vendor == "postgresql", "the race is only meaningful on PostgreSQL"
     campaign = CampaignFactory(votes_per_item=3, min_listen_seconds=0)
     pair = PairFactory(campaign=campaign)
-    raters = [RaterFactory() for _ in range(10)]
-    start = threading.Barrier(len(raters))
-    outcomes: list[str] = []
+    clients = [api_client_for(RaterFactory()) for _ in range(10)]
 
-    clients = [api_client_for(rater) for rater in raters]
+    def rate(client) -> str:
+        leased = client.get("/api/v1/assignments/next/", {"campaign": campaign.pk})
+        if leased.status_code == 204:
+            return "nothing left"
+        body = {
+            "assignment": leased.json()["assignment"],
+            "idempotency_key": str(uuid.uuid4()),
+            "listen_ms": {"A": 0, "B": 0},
+            "choice": "A",
+        }
+        voted = client.post("/api/v1/votes/", body, format="json")
+        return "voted" if voted.status_code == 201 else str(voted.status_code)
 
-    def rate(client) -> None:
-        try:
-            start.wait()
-            leased = client.get("/api/v1/assignments/next/", {"campaign": campaign.pk})
-            if leased.status_code == 204:
-                outcomes.append("nothing left")
-                return
-            body = {
-                "assignment": leased.json()["assignment"],
-                "idempotency_key": str(uuid.uuid4()),
-                "listen_ms": {"A": 0, "B": 0},
-                "choice": "A",
-            }
-            voted = client.post("/api/v1/votes/", body, format="json")
-            outcomes.append("voted" if voted.status_code == 201 else f"{voted.status_code}")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=rate, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    outcomes = run_at_once(rate, clients)
 
     assert sorted(outcomes) == ["nothing left"] * 7 + ["voted"] * 3
     assert Vote.objects.filter(pair=pair).count() == 3
@@ -129,21 +137,10 @@ def test_the_same_vote_sent_twice_at_once_is_stored_once(api_client_for):
         "choice": "B",
     }
     clients = [api_client_for(rater) for _ in range(4)]
-    start = threading.Barrier(len(clients))
-    statuses: list[int] = []
 
-    def send(client) -> None:
-        try:
-            start.wait()
-            statuses.append(client.post("/api/v1/votes/", body, format="json").status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    statuses = run_at_once(
+        lambda client: client.post("/api/v1/votes/", body, format="json").status_code, clients
+    )
 
     assert sorted(statuses) == [200, 200, 200, 201]
     assert Vote.objects.filter(pair=pair).count() == 1

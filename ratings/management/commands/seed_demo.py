@@ -15,18 +15,12 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from generation.models import GeneratorVersion
+from generation.music.prompts import EXAMPLE_PROMPTS
 from generation.training import SHIPPED_GENERATOR
 from ratings.models import Campaign, Rater, Role
 from ratings.services import campaign_create
 
-DEMO_PROMPTS = [
-    "slow sad piano ballad",
-    "fast techno with drums",
-    "calm ambient pad with strings",
-    "upbeat jazz with saxophone and piano",
-    "energetic rock with electric guitar and drums",
-    "happy folk song with acoustic guitar and flute",
-]
+DEMO_PROMPTS = EXAMPLE_PROMPTS[:6]
 
 DEMO_INSTRUCTIONS = (
     "Listen to both clips (press A and B, or click Play). When the vote buttons unlock, "
