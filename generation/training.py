@@ -19,9 +19,6 @@ from generation.models import GeneratorVersion, PretrainingRun
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
 # Writing progress to the database on every step would cost more than a tiny model's step.
 PROGRESS_EVERY_STEPS = 10
-# The learned generator the repository ships (relative to the project), so a fresh machine
-# has one without training; README.md gives the command that reproduces it.
-SHIPPED_GENERATOR = "generation/checkpoints/symbolic-small.pt"
 
 
 def pretraining_run_create(*, size: str, steps: int, queue: bool) -> PretrainingRun:

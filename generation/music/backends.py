@@ -130,6 +130,10 @@ def _symbolic_backend(config: dict[str, Any] | None) -> MusicBackend:
     return create_backend(config)
 
 
+# The learned generator the repository ships (relative to the project root), so a fresh
+# machine has one without training; README.md gives the command that reproduces it.
+SHIPPED_GENERATOR = "generation/checkpoints/symbolic-small.pt"
+
 BackendFactory = Callable[[dict[str, Any] | None], MusicBackend]
 _BACKENDS: dict[str, BackendFactory] = {
     ProceduralBackend.name: ProceduralBackend,

@@ -15,8 +15,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from generation.models import GeneratorVersion
+from generation.music.backends import SHIPPED_GENERATOR
 from generation.music.prompts import EXAMPLE_PROMPTS
-from generation.training import SHIPPED_GENERATOR
 from ratings.models import Campaign, Rater, Role
 from ratings.services import campaign_create
 
