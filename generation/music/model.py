@@ -4,6 +4,14 @@ nanoGPT-style: the config is a dataclass beside the module. The prompt enters as
 `n_prefix` vectors projected from a frozen sentence embedding and placed before
 BOS, so every event token can attend to it. Sampling keeps a preallocated
 key/value cache per layer, which makes each new token cost one token's compute.
+
+Sequences open with a header that declares the instruments (see tokenizer.py).
+Tokens the grammar forbids get probability 0 (a logit mask): the kind that may
+come next, rising onsets, ascending instruments, and, once the body has begun,
+only the instruments the header declared. So every sample is well formed and
+plays exactly its plan, and a tiny model spends none of its few minutes of
+training on syntax. The mask is applied in sampling and in teacher-forced
+scoring alike, so `forward` scores exactly the policy that `sample` draws from.
 """
 
 from __future__ import annotations
@@ -15,7 +23,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generation.music.tokenizer import BAR_ID, BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from generation.music.events import EVENT_VOCABULARY
+from generation.music.tokenizer import (
+    BAR_ID,
+    BOS_ID,
+    EOS_ID,
+    GRAMMAR_STATES,
+    INSTRUMENT_IDS,
+    NEXT_KINDS,
+    PAD_ID,
+    SEGMENT_KINDS,
+    VOCAB_SIZE,
+    grammar_state,
+    position_value,
+    token_kind,
+)
+
+_SEGMENT_STRIDE = 1 << 12  # > any token id, for `_segment_max`
 
 
 @dataclass(frozen=True)
@@ -40,6 +64,8 @@ SIZES: dict[str, GPTConfig] = {
 }
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
+# (state kind index, current onset, current instrument id, declared (.., V), in body)
+GrammarState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class CausalSelfAttention(nn.Module):
@@ -111,6 +137,8 @@ class MusicGPT(nn.Module):
         mask = torch.zeros(config.vocab_size)
         mask[[PAD_ID, BOS_ID]] = float("-inf")
         self.register_buffer("logit_mask", mask, persistent=False)
+        for name, value in _grammar_tables(config.vocab_size).items():
+            self.register_buffer(name, value, persistent=False)
         # Prompt embeddings share a large common direction; centring and scaling them
         # (statistics set from the corpus before training) makes the differences
         # between prompts, which are what conditioning needs, the bulk of the input.
@@ -147,12 +175,63 @@ class MusicGPT(nn.Module):
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.ln_f(h)) + self.logit_mask
 
+    def _grammar_mask(self, logits: torch.Tensor, state: GrammarState) -> torch.Tensor:
+        """-inf for the tokens the grammar forbids after `state` (see module doc). A
+        header that declares nothing (a checkpoint from before headers) constrains
+        nothing, so every state leaves at least one token open. Shapes broadcast:
+        logits (..., V), the state's per-row fields (...) and declared (..., V)."""
+        kind, position, instrument, declared, in_body = state
+        vocab = torch.arange(self.config.vocab_size, device=logits.device)
+        allowed = self.grammar_allowed[kind]
+        allowed = allowed & ~(
+            (self.position_value >= 0) & (self.position_value <= position[..., None])
+        )
+        allowed = allowed & ~(self.is_instrument & (vocab <= instrument[..., None]))
+        undeclared = self.is_instrument & ~declared & declared.any(-1, keepdim=True)
+        allowed = allowed & ~(undeclared & in_body[..., None])
+        return logits.masked_fill(~allowed, float("-inf"))
+
+    def grammar_state(self, idx: torch.Tensor) -> GrammarState:
+        """The grammar state after each input token, for teacher forcing; `sample`
+        keeps the same state step by step. "Current" onset and instrument are the
+        largest since the segment began; declared holds all header instruments (the
+        header is complete before the first body position consults it)."""
+        in_body = (idx == BAR_ID).cumsum(1) > 0
+        kind = torch.where(in_body, self.body_state[idx], self.header_state[idx])
+        position = _segment_max(self.position_value[idx], (idx == BAR_ID).cumsum(1))
+        instruments = torch.where(self.is_instrument[idx], idx, -1)
+        instrument = _segment_max(instruments, self.starts_segment[idx].cumsum(1))
+        declared = torch.zeros(
+            len(idx), self.config.vocab_size, dtype=torch.bool, device=idx.device
+        )
+        declared.scatter_(1, idx.masked_fill(in_body, PAD_ID), True)  # PAD: no instrument
+        return kind, position, instrument, (declared & self.is_instrument)[:, None], in_body
+
+    def _advance(self, state: GrammarState, token: torch.Tensor) -> GrammarState:
+        """The grammar state after one more token per row (`grammar_state`, stepwise)."""
+        _, position, instrument, declared, in_body = state
+        in_body = in_body | (token == BAR_ID)
+        kind = torch.where(in_body, self.body_state[token], self.header_state[token])
+        position = torch.where(
+            token == BAR_ID, -1, torch.maximum(position, self.position_value[token])
+        )
+        instrument = torch.where(
+            self.starts_segment[token],
+            -1,
+            torch.maximum(instrument, torch.where(self.is_instrument[token], token, -1)),
+        )
+        rows = torch.arange(len(token), device=token.device)
+        declared = declared.clone()
+        declared[rows, token] |= ~in_body & self.is_instrument[token]
+        return kind, position, instrument, declared, in_body
+
     def forward(self, text_emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Logits at each token of idx (BOS first): position i predicts idx[:, i + 1]."""
         x = self._embed(text_emb, idx)
         for block in self.blocks:
             x = block(x)
-        return self._logits(x[:, self.config.n_prefix :])
+        logits = self._logits(x[:, self.config.n_prefix :])
+        return self._grammar_mask(logits, self.grammar_state(idx))
 
     def new_cache(self, batch: int, length: int) -> list[KVCache]:
         head_dim = self.config.n_embd // self.config.n_head
@@ -188,7 +267,9 @@ class MusicGPT(nn.Module):
         caches = self.new_cache(batch, self.config.n_prefix + 1 + max_new_tokens)
         cond = self.cond(self._standardise(text_emb))
         bos = torch.full((batch, 1), BOS_ID, dtype=torch.long)
-        logits = self._step(self._embed(text_emb, bos), caches, 0)
+        state = self.grammar_state(bos)
+        state = (*(field[:, 0] for field in state[:3]), state[3][:, 0], state[4][:, 0])
+        logits = self._grammar_mask(self._step(self._embed(text_emb, bos), caches, 0), state)
         pos = self.config.n_prefix + 1
         tokens, logprobs = [], []
         finished = torch.zeros(batch, dtype=torch.bool)
@@ -199,6 +280,7 @@ class MusicGPT(nn.Module):
             token = token.masked_fill(finished, PAD_ID)
             tokens.append(token)
             logprobs.append(logprob.masked_fill(finished, 0.0))
+            state = self._advance(state, token)
             bars += token == BAR_ID
             finished = finished | (token == EOS_ID)
             if max_bars is not None:
@@ -206,10 +288,41 @@ class MusicGPT(nn.Module):
             if bool(finished.all()):
                 break
             x = (self.tok_emb(token) + cond)[:, None] + self.pos_emb.weight[pos]
-            logits = self._step(x, caches, pos)
+            logits = self._grammar_mask(self._step(x, caches, pos), state)
             pos += 1
         tokens_t, logprobs_t = torch.stack(tokens, 1), torch.stack(logprobs, 1)
         return tokens_t, logprobs_t, (tokens_t != PAD_ID).sum(1)
+
+
+def _segment_max(values: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+    """Running max of values (>= -1) that restarts at -1 wherever `segment` (a
+    non-decreasing count along dim 1) steps up: one cummax over segment-offset keys."""
+    keys = segment * _SEGMENT_STRIDE + values + 1
+    return keys.cummax(1).values - segment * _SEGMENT_STRIDE - 1
+
+
+def _grammar_tables(vocab_size: int) -> dict[str, torch.Tensor]:
+    """Per-token lookup tables for the grammar mask, built from tokenizer.NEXT_KINDS."""
+    kinds = [token_kind(EVENT_VOCABULARY[i]) for i in range(vocab_size)]
+    allowed = torch.ones(len(GRAMMAR_STATES), vocab_size, dtype=torch.bool)
+    for row, state in enumerate(GRAMMAR_STATES):
+        if state in NEXT_KINDS:  # after EOS or PAD nothing is scored: all open
+            allowed[row] = torch.tensor([kind in NEXT_KINDS[state] for kind in kinds])
+    index = GRAMMAR_STATES.index
+    is_instrument = torch.zeros(vocab_size, dtype=torch.bool)
+    is_instrument[list(INSTRUMENT_IDS)] = True
+    return {
+        "grammar_allowed": allowed,
+        "body_state": torch.tensor(
+            [index(grammar_state(i, in_header=False)) for i in range(vocab_size)]
+        ),
+        "header_state": torch.tensor(
+            [index(grammar_state(i, in_header=True)) for i in range(vocab_size)]
+        ),
+        "position_value": torch.tensor([position_value(i) for i in range(vocab_size)]),
+        "starts_segment": torch.tensor([kind in SEGMENT_KINDS for kind in kinds]),
+        "is_instrument": is_instrument,
+    }
 
 
 def _choose(

@@ -5,12 +5,14 @@ from hypothesis import strategies as st
 
 from generation.music.composer import compose
 from generation.music.events import (
+    EVENT_TO_ID,
     EVENT_VOCABULARY,
     TICKS_PER_BAR,
     VELOCITY_LEVELS,
     Note,
     Piece,
     canonical_notes,
+    ids_to_events,
 )
 from generation.music.prompts import random_attributes
 from generation.music.tokenizer import (
@@ -21,6 +23,7 @@ from generation.music.tokenizer import (
     crop_piece,
     decode_ids,
     encode_piece,
+    header_length,
     is_well_formed,
     loop_piece,
 )
@@ -45,6 +48,10 @@ def test_composer_pieces_round_trip_through_token_ids(attributes_seed, compose_s
     assert decoded.notes == piece.notes
     assert (decoded.tempo_bpm, decoded.bars) == (piece.tempo_bpm, piece.bars)
     assert is_well_formed(ids)
+    header = ids_to_events(ids[: header_length(ids)])
+    programs = sorted({n.program for n in piece.notes if not n.is_drum})
+    drums = ["Drums"] if any(n.is_drum for n in piece.notes) else []
+    assert header == [f"Tempo_{piece.tempo_bpm}"] + [f"Program_{p}" for p in programs] + drums
 
 
 notes_strategy = st.builds(
@@ -71,9 +78,12 @@ drum_strategy = st.builds(
 def test_arbitrary_note_lists_on_the_grid_round_trip(notes):
     piece = Piece(notes=canonical_notes(notes), tempo_bpm=100, bars=4)
 
-    decoded = decode_ids(encode_piece(piece))
+    ids = encode_piece(piece)
+    decoded = decode_ids(ids)
 
     assert decoded.notes == piece.notes
+    assert decoded.tempo_bpm == 100
+    assert is_well_formed(ids)  # the header declares exactly the instruments played
 
 
 @FAST
@@ -108,3 +118,18 @@ def test_well_formedness_rejects_broken_grammar_and_accepts_a_bar_budget_stop():
     assert is_well_formed(budget_stop, max_bars=2)
     assert is_well_formed([*ids, PAD_ID, PAD_ID])
     assert decode_ids(budget_stop, max_bars=2).bars == 2
+
+
+def test_well_formedness_checks_the_header_against_the_body():
+    notes = [Note(0, 4, 60, 87, 0), Note(0, 4, 64, 87, 33), Note(4, 2, 36, 87, 0, is_drum=True)]
+    ids = encode_piece(Piece(notes=canonical_notes(notes), tempo_bpm=100, bars=1))
+    program_0, program_33, drums = (EVENT_TO_ID[t] for t in ("Program_0", "Program_33", "Drums"))
+    assert ids[:4] == [EVENT_TO_ID["Tempo_100"], program_0, program_33, drums]
+    assert ids[4] == BAR_ID and is_well_formed(ids)
+
+    assert not is_well_formed([ids[0], program_33, program_0, *ids[3:]])  # not ascending
+    assert not is_well_formed([ids[0], program_0, *ids[3:]])  # Program_33 undeclared
+    assert not is_well_formed([ids[0], program_0, program_33, *ids[4:]])  # Drums undeclared
+    # The header's Program tokens never reach the notes: only the body's do.
+    over_declared = [ids[0], program_0, EVENT_TO_ID["Program_40"], program_33, *ids[3:]]
+    assert decode_ids(over_declared).notes == decode_ids(ids).notes
