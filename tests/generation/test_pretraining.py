@@ -27,6 +27,7 @@ def test_train_generator_registers_an_evaluated_active_learned_version(tmp_path)
     assert version.metrics["eval"]["token_loss"] > 0
     assert 0 <= version.metrics["eval"]["valid_share"] <= 1
     assert "Registered active generator version" in out.getvalue()
+    assert "       4  " in out.getvalue()  # the loss curve's last step is printed
 
 
 def test_the_generation_job_renders_clips_with_the_learned_generator():

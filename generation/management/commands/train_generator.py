@@ -62,7 +62,8 @@ class Command(BaseCommand):
             bar.close()
 
     def _report(self, version) -> None:
-        run = version.pretraining_run
+        # Fetched again: the run object the service started with predates its progress.
+        run = PretrainingRun.objects.get(pk=version.pretraining_run_id)
         self.stdout.write("Loss curve (step, loss):")
         curve = run.loss_curve
         for step, loss in curve[:: max(len(curve) // 10, 1)] + curve[-1:]:
