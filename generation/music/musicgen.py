@@ -106,8 +106,10 @@ class MusicGenBackend:
         tokenizer: Any,
         sampling: SamplingConfig | None = None,
         source: str | None = None,
+        device: str | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
         self.model.freeze_text_encoder()  # conditioning is fixed; only the decoder learns
         self.model.freeze_audio_encoder()
         self.tokenizer = tokenizer
@@ -119,7 +121,9 @@ class MusicGenBackend:
         self.pad_id: int = decoder.pad_token_id
         start = model.generation_config.decoder_start_token_id
         self.start_id: int = start if start is not None else decoder.bos_token_id
-        self.delays = self._codebook_delays(decoder.num_codebooks, decoder.audio_channels)
+        self.delays = self._codebook_delays(decoder.num_codebooks, decoder.audio_channels).to(
+            self.device
+        )
 
     # --- construction, persistence ---------------------------------------------
 
@@ -130,14 +134,19 @@ class MusicGenBackend:
         tokenizer: Any,
         sampling: SamplingConfig | None = None,
         seed: int = 0,
+        device: str | None = None,
     ) -> MusicGenBackend:
         """A randomly initialised model (tests, experiments): no files, no network."""
         torch.manual_seed(seed)
-        return cls(MusicgenForConditionalGeneration(config), tokenizer, sampling)
+        return cls(MusicgenForConditionalGeneration(config), tokenizer, sampling, device=device)
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, sampling: SamplingConfig | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        sampling: SamplingConfig | None = None,
+        device: str | None = None,
     ) -> MusicGenBackend:
         """Weights, tokenizer and (unless given) sampling settings from a local dir."""
         directory = Path(path)
@@ -151,7 +160,7 @@ class MusicGenBackend:
         if sampling is None and (directory / BACKEND_CONFIG_FILE).is_file():
             saved = json.loads((directory / BACKEND_CONFIG_FILE).read_text())
             sampling = SamplingConfig.from_dict(saved)
-        return cls(model, tokenizer, sampling, source=str(directory))
+        return cls(model, tokenizer, sampling, source=str(directory), device=device)
 
     @classmethod
     def from_settings(cls, config: dict[str, Any] | None = None) -> MusicGenBackend:
@@ -163,9 +172,10 @@ class MusicGenBackend:
         path = config.pop("path", None) or os.environ.get(MUSICGEN_PATH_ENV)
         if not path:
             raise ValueError(f"musicgen backend needs config 'path' or ${MUSICGEN_PATH_ENV}")
-        shared = _load_shared(str(Path(path).resolve()))
+        device = config.pop("device", None)
+        shared = _load_shared(str(Path(path).resolve()), device)
         sampling = SamplingConfig.from_dict({**asdict(shared.sampling), **config})
-        return cls(shared.model, shared.tokenizer, sampling, source=str(path))
+        return cls(shared.model, shared.tokenizer, sampling, source=str(path), device=device)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """A directory that `load` (and `from_pretrained`) reads back."""
@@ -181,6 +191,7 @@ class MusicGenBackend:
         return {
             "backend": self.name,
             "source": self.source,
+            "device": str(self.device),
             "decoder_layers": decoder.num_hidden_layers,
             "hidden_size": decoder.hidden_size,
             "num_codebooks": self.num_codebooks,
@@ -226,7 +237,7 @@ class MusicGenBackend:
         symbolic backend, the codes already fix the duration, so it is given here."""
         check_duration(duration_seconds)
         expanded = [prompt for prompt in prompts for _ in range(n)]
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         codes, logprobs = self._sample_codes(expanded, self.frames_for(duration_seconds), generator)
         samples = [MusicGenSample(p, codes[i], logprobs[i]) for i, p in enumerate(expanded)]
         if render:
@@ -248,6 +259,7 @@ class MusicGenBackend:
         forward pass, and the mask of real codes (all True: every clip in a call has
         the same length; the mask keeps the symbolic backend's signature)."""
         codes = torch.stack(list(token_ids)) if not torch.is_tensor(token_ids) else token_ids
+        codes = codes.to(self.device)
         if codes.shape[0] != len(prompts) or codes.shape[1] != self.num_codebooks:
             raise ValueError("token_ids must be (len(prompts), num_codebooks, frames)")
         sequence = self._delay(codes)
@@ -274,14 +286,16 @@ class MusicGenBackend:
     def _frame_index(self, batch: int, frames: int) -> torch.Tensor:
         """(batch, K, frames): where frame f of codebook k sits among the targets
         (positions 1..L-1 of the delayed sequence)."""
-        index = self.delays[:, None] + torch.arange(frames)[None, :]
+        index = self.delays[:, None] + torch.arange(frames, device=self.device)[None, :]
         return index.expand(batch, -1, -1)
 
     def _delay(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, K, F) codes -> (N, K, L) delayed sequence with start and pads."""
         batch, codebooks, frames = codes.shape
         length = frames + int(self.delays.max()) + 1
-        sequence = torch.full((batch, codebooks, length), self.pad_id, dtype=torch.long)
+        sequence = torch.full(
+            (batch, codebooks, length), self.pad_id, dtype=torch.long, device=self.device
+        )
         sequence[:, :, 0] = self.start_id
         sequence[:, :, 1:] = sequence[:, :, 1:].scatter(
             2, self._frame_index(batch, frames), codes.long()
@@ -295,7 +309,7 @@ class MusicGenBackend:
     def _valid_targets(self, frames: int) -> torch.Tensor:
         """(K, L-1) bool: target positions that hold a code rather than a pad."""
         length = frames + int(self.delays.max()) + 1
-        position = torch.arange(length - 1)[None, :]
+        position = torch.arange(length - 1, device=self.device)[None, :]
         return (position >= self.delays[:, None]) & (position < self.delays[:, None] + frames)
 
     # --- model calls --------------------------------------------------------------------
@@ -309,6 +323,7 @@ class MusicGenBackend:
         """Frozen T5 encoding; with guidance the batch is doubled with a null
         condition (zero states, zero mask), exactly as transformers does."""
         tokens = self.tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt")
+        tokens = {key: value.to(self.device) for key, value in tokens.items()}
         hidden = self.model.text_encoder(
             input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
         ).last_hidden_state
@@ -345,15 +360,17 @@ class MusicGenBackend:
         drawn = torch.multinomial(logits.flatten(0, 1).softmax(-1), 1, generator=generator)
         return drawn.view(logits.shape[:2])
 
+    @torch.no_grad()  # the recorded log-probs are data; seq_logprobs is the differentiable path
     def _sample_codes(
         self, prompts: list[str], frames: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """KV-cached ancestral sampling; returns codes and log-probs, both (N, K, F)."""
         batch, codebooks = len(prompts), self.num_codebooks
         condition = self._condition(prompts)
-        sequence = self._delay(torch.zeros(batch, codebooks, frames, dtype=torch.long))
+        empty = torch.zeros(batch, codebooks, frames, dtype=torch.long, device=self.device)
+        sequence = self._delay(empty)
         valid = self._valid_targets(frames)
-        logprobs = torch.zeros(batch, codebooks, valid.shape[1])
+        logprobs = torch.zeros(batch, codebooks, valid.shape[1], device=self.device)
         cache = _empty_cache(self.model.config.decoder)
         for step in range(valid.shape[1]):
             inputs = sequence[:, :, step : step + 1].reshape(batch * codebooks, 1)
@@ -379,7 +396,7 @@ class MusicGenBackend:
             values = torch.cat([left, right], dim=1)
         else:
             values = codec.decode(codes[None], audio_scales=scales).audio_values
-        return values.transpose(1, 2).float().numpy()
+        return values.transpose(1, 2).float().cpu().numpy()
 
     def _to_clip(self, prompt: str, audio: np.ndarray, duration_seconds: float) -> GeneratedClip:
         """Resample to the Opus rate, cut to exactly the duration, normalise, encode."""
@@ -413,6 +430,13 @@ def _empty_cache(decoder_config: Any) -> Any:
 
 
 @lru_cache(maxsize=2)
-def _load_shared(path: str) -> MusicGenBackend:
+def _load_shared(path: str, device: str | None) -> MusicGenBackend:
     """Weights shared by every backend a process builds for this path (serving)."""
-    return MusicGenBackend.load(path)
+    return MusicGenBackend.load(path, device=device)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The device to run on: the argument, else $MUSICGEN_DEVICE, else CUDA when present.
+    MusicGen is GPU-sized; the CPU is for tests and tiny configs."""
+    chosen = device or os.environ.get("MUSICGEN_DEVICE")
+    return torch.device(chosen or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -189,3 +189,14 @@ def test_backend_registry_is_lazy():
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert "musicgen" in available_backends()
+
+
+def test_the_device_comes_from_the_argument_then_the_environment(monkeypatch):
+    from generation.music.musicgen import resolve_device
+
+    monkeypatch.setenv("MUSICGEN_DEVICE", "meta")
+    assert resolve_device(None).type == "meta"
+    assert resolve_device("cpu").type == "cpu"
+    monkeypatch.delenv("MUSICGEN_DEVICE")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None).type == expected
