@@ -131,10 +131,6 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def clips_per_item(self) -> int:
-        return 1 if self.protocol == self.Protocol.MOS else 2
-
     def required_listen_ms(self, clip_duration_seconds: float) -> int:
         """How long each clip must have been heard before a vote counts."""
         clip_ms = int(clip_duration_seconds * 1000)
@@ -190,10 +186,6 @@ class Pair(models.Model):
     def __str__(self) -> str:
         return f"pair {self.pk} of campaign {self.campaign_id}"
 
-    @property
-    def tracks(self) -> list:
-        return [self.track_a] if self.track_b_id is None else [self.track_a, self.track_b]
-
 
 class AssignmentQuerySet(models.QuerySet):
     def live(self, now: datetime) -> AssignmentQuerySet:
@@ -242,11 +234,6 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"assignment {self.pk} ({self.status})"
-
-    def shown_tracks(self) -> list:
-        """The pair's tracks in the order this rater sees them (left first)."""
-        tracks = self.pair.tracks
-        return tracks if self.left_is_a or len(tracks) == 1 else [tracks[1], tracks[0]]
 
 
 class Vote(models.Model):

@@ -182,8 +182,8 @@ def test_side_by_side_scores_are_given_per_clip_with_number_keys_tab_and_enter(
     page.keyboard.press("Enter")
 
     expect_thank_you(page)
-    assignment = Assignment.objects.get()
-    left, right = assignment.shown_tracks()
+    shown_swapped = not Assignment.objects.get().left_is_a
+    left, right = (pair.track_b, pair.track_a) if shown_swapped else (pair.track_a, pair.track_b)
     scores = dict(MosRating.objects.filter(vote__pair=pair).values_list("track_id", "score"))
     assert scores == {left.pk: 5, right.pk: 2}
     assert Vote.objects.get().choice is None
