@@ -167,6 +167,15 @@ SOUNDFONT_PATH = env_str("SOUNDFONT_PATH", "")
 # Checkpoints of pretraining runs (model, optimizer, config, step) and exported generators.
 GENERATOR_DIR = Path(env_str("GENERATOR_DIR", str(DATA_DIR / "generators"))).resolve()
 
+# --- Rewards and fine-tuning --------------------------------------------------------------
+# Checkpoints, frozen training rows, scorer files and cached log-mel features.
+REWARD_DIR = Path(env_str("REWARD_DIR", str(DATA_DIR / "rewards"))).resolve()
+# A running job's worker writes a heartbeat at least this often...
+TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 5.0)
+# ...and a job whose heartbeat is older than this lost its worker: it is queued again and
+# resumes from its last checkpoint.
+TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 120, minimum=1)
+
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = DATA_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost//")
@@ -192,6 +201,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "generation.tasks.pretrain_generator": {"queue": "train"},
     "generation.tasks.*": {"queue": "generate"},
+    # Bookkeeping must not wait behind a long training job.
+    "reward.tasks.requeue_stalled_jobs": {"queue": "default"},
     "reward.tasks.*": {"queue": "train"},
 }
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 1800, minimum=10)
@@ -199,6 +210,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "ratings.tasks.expire_leases", "schedule": 30.0},
+    "requeue-stalled-training": {"task": "reward.tasks.requeue_stalled_jobs", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 

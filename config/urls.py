@@ -7,4 +7,5 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("ratings.urls")),
+    path("", include("reward.urls")),
 ]

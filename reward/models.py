@@ -1,2 +1,126 @@
-# Reward models and fine-tuning runs arrive with the reward-model issue; the app exists now
-# so that the layout, settings and Celery routing for the `train` queue are in place.
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class TrainingJob(models.Model):
+    """What every long training job shares: a status, progress and curves for its page, and a
+    heartbeat. A worker claims a job by stamping the heartbeat; a job whose heartbeat went
+    stale (its worker died) can be claimed again and resumes from its last checkpoint."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    steps = models.PositiveIntegerField()
+    step = models.PositiveIntegerField(default=0)
+    phase = models.CharField(max_length=100, blank=True, help_text="What the job is doing now.")
+    curve = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker claimed it.")
+    resumed_from_steps = models.JSONField(
+        default=list, blank=True, help_text="The checkpoint step each resumed attempt started at."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def percent_done(self) -> float:
+        return round(100 * self.step / self.steps, 1) if self.steps else 0.0
+
+    def heartbeat_age_seconds(self) -> float | None:
+        if self.heartbeat_at is None:
+            return None
+        return (timezone.now() - self.heartbeat_at).total_seconds()
+
+
+class RewardModel(TrainingJob):
+    class Kind(models.TextChoices):
+        PREFERENCE = "preference", "Preference (Bradley-Terry on pairwise votes)"
+        QUALITY = "quality", "Quality (regression to 1-5 ratings)"
+        ADHERENCE = "adherence", "Prompt adherence"
+
+    class Method(models.TextChoices):
+        LEARNED = "learned", "Learned network"
+        # The exact check of a symbolic piece against the prompt's attributes: nothing to
+        # train, but it is evaluated on the same held-out corpus as the learned tower.
+        ATTRIBUTE_MATCH = "attribute_match", "Exact attribute match (symbolic backends)"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    method = models.CharField(max_length=16, choices=Method.choices, default=Method.LEARNED)
+    data_filters = models.JSONField(default=dict, blank=True)
+    data_summary = models.JSONField(
+        default=dict, blank=True, help_text="Row counts and the sha256 of the rows trained on."
+    )
+    config = models.JSONField(default=dict, blank=True)
+    checkpoint = models.CharField(max_length=500, blank=True, help_text="The scorer file.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(steps__gte=1), name="reward_steps_min"),
+            models.CheckConstraint(
+                condition=models.Q(method="learned") | models.Q(kind="adherence"),
+                name="reward_attribute_match_is_adherence",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def directory(self) -> Path:
+        return Path(settings.REWARD_DIR) / f"reward-model-{self.pk}"
+
+    @property
+    def usable(self) -> bool:
+        """Fine-tuning may use a model only once it finished and its metrics are recorded."""
+        return (
+            self.status == self.Status.FINISHED
+            and bool(self.metrics.get("heldout"))
+            and (self.method == self.Method.ATTRIBUTE_MATCH or bool(self.checkpoint))
+        )
+
+    def scorer_path(self) -> Path:
+        path = Path(self.checkpoint)
+        return path if path.is_absolute() else Path(settings.BASE_DIR) / path
+
+
+class TrackReward(models.Model):
+    """A track's score under one reward model, for the admin's track pages and for RL."""
+
+    track = models.ForeignKey("generation.Track", on_delete=models.CASCADE, related_name="rewards")
+    reward_model = models.ForeignKey(RewardModel, on_delete=models.CASCADE, related_name="scores")
+    value = models.FloatField()
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["track", "reward_model"], name="track_reward_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reward_model}: {self.value:.3f} for {self.track}"

@@ -10,6 +10,7 @@ from tests.factories import RaterFactory
 def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.GENERATOR_DIR = tmp_path / "generators"
+    settings.REWARD_DIR = tmp_path / "rewards"
 
 
 @pytest.fixture(autouse=True)

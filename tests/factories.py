@@ -1,10 +1,13 @@
+import uuid
+
 import factory
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
+from django.db import models
 from django.utils import timezone
 
 from generation.models import GeneratorVersion, Track
-from ratings.models import Campaign, Pair, Prompt, Rater, Role
+from ratings.models import Assignment, Campaign, MosRating, Pair, Prompt, Rater, Role, Vote
 
 PASSWORD = "correct horse battery staple"
 
@@ -94,6 +97,38 @@ class PairFactory(factory.django.DjangoModelFactory):
         generator_version=factory.SelfAttribute("..campaign.version_a"),
     )
     votes_wanted = factory.SelfAttribute("campaign.votes_per_item")
+
+
+def vote_on(
+    pair: Pair,
+    rater: Rater,
+    choice: str | None = None,
+    *,
+    scores: tuple[int, ...] | None = None,
+    left_is_a: bool = True,
+) -> Vote:
+    """A finished vote (its assignment, the vote and any 1-5 ratings) written directly, for
+    tests about what happens to stored votes; the rules of casting one are tested via the API."""
+    now = timezone.now()
+    assignment = Assignment.objects.create(
+        pair=pair, rater=rater, campaign=pair.campaign, left_is_a=left_is_a,
+        status=Assignment.Status.VOTED, served_at=now - timezone.timedelta(seconds=30),
+        expires_at=now + timezone.timedelta(minutes=5),
+    )  # fmt: skip
+    vote = Vote.objects.create(
+        assignment=assignment, pair=pair, rater=rater, campaign=pair.campaign, choice=choice,
+        left_is_a=left_is_a, listen_ms_a=10_000, listen_ms_b=10_000 if pair.track_b_id else None,
+        elapsed_ms=25_000, idempotency_key=uuid.uuid4(),
+    )  # fmt: skip
+    for track, score in zip((pair.track_a, pair.track_b), scores or (), strict=False):
+        MosRating.objects.create(
+            vote=vote, track=track, rater=rater, campaign=pair.campaign, score=score,
+            listen_ms=10_000,
+        )  # fmt: skip
+    Pair.objects.filter(pk=pair.pk).update(
+        vote_count=models.F("vote_count") + 1, slots_taken=models.F("slots_taken") + 1
+    )
+    return vote
 
 
 def served_seconds_ago(assignment, seconds: float) -> None:

@@ -6,6 +6,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from ratings.models import Role
 from ratings.roles import ANONYMOUS
+from reward.models import RewardModel
 from tests.factories import CampaignFactory, PairFactory
 
 ROLES = [ANONYMOUS, Role.RATER, Role.RESEARCHER, Role.ADMIN]
@@ -30,6 +31,18 @@ MATRIX = {
     ),
     "api-votes": ("post", "/api/v1/votes/", Role.RATER, True),
     "admin-index": ("get", "/admin/", Role.ADMIN, False),
+    "reward-model-list": ("get", "/manage/rewards/", Role.RESEARCHER, False),
+    "reward-model-detail": ("get", "/manage/rewards/{reward_model}/", Role.RESEARCHER, False),
+    "reward-model-create": ("get", "/manage/rewards/new/", Role.ADMIN, False),
+    "reward-model-cancel": ("post", "/manage/rewards/{reward_model}/cancel/", Role.ADMIN, False),
+    "api-reward-models": ("get", "/api/v1/reward-models/", Role.RESEARCHER, True),
+    "api-reward-model": ("get", "/api/v1/reward-models/{reward_model}/", Role.RESEARCHER, True),
+    "api-reward-model-cancel": (
+        "post",
+        "/api/v1/reward-models/{reward_model}/cancel/",
+        Role.ADMIN,
+        True,
+    ),
 }
 
 
@@ -53,7 +66,12 @@ def test_every_url_has_a_row_in_the_role_matrix():
 @pytest.fixture
 def world(db):
     pair = PairFactory(campaign=CampaignFactory())
-    return {"campaign": pair.campaign_id, "track": pair.track_a.public_id}
+    reward_model = RewardModel.objects.create(name="matrix", kind="preference", steps=10)
+    return {
+        "campaign": pair.campaign_id,
+        "track": pair.track_a.public_id,
+        "reward_model": reward_model.pk,
+    }
 
 
 def client_as(role, client, make_rater):

@@ -1,0 +1,176 @@
+"""One checkpointed optimisation loop shared by every reward model (and, later, fine-tuning).
+
+Resuming is exact: the batch for step s is drawn from an RNG seeded with (seed, s), and the
+checkpoint holds the model, the optimiser, torch's RNG state (dropout) and the history, so a
+run killed at step 130 and resumed from its step-120 checkpoint ends where an uninterrupted
+run would.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+# step_fn(step, rng) -> (loss to minimise, extra figures for the curve)
+StepFn = Callable[[int, random.Random], tuple[torch.Tensor, dict[str, float]]]
+# evaluate() -> figures on held-out data (the model is in eval mode and grads are off)
+EvalFn = Callable[[], dict[str, float]]
+# on_progress(step, total, entry); it may raise Cancelled to stop after a checkpoint
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a run; the loop checkpoints first."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    steps: int = 300
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-4
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    checkpoint_every: int = 25
+    eval_every: int = 50
+    seed: int = 0
+    num_threads: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def learning_rate(config: LoopConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to min_learning_rate at the last step."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return config.min_learning_rate + cosine * (config.learning_rate - config.min_learning_rate)
+
+
+def make_optimizer(model: nn.Module, config: LoopConfig) -> torch.optim.AdamW:
+    """Weight decay on weight matrices and kernels only, not on biases and norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99))
+
+
+@dataclass
+class LoopState:
+    step: int
+    history: list[dict[str, float]]
+    resumed_from: int  # 0 for a fresh start
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    history: list[dict[str, float]],
+    extra: dict[str, Any],
+) -> None:
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "step": step,
+        "history": history,
+        "extra": extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)  # a crash mid-write leaves the previous checkpoint intact
+
+
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any]
+) -> LoopState:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload["extra"] != extra:
+        raise ValueError(f"{path} was written by a run with other settings; use a new directory")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["torch_rng"])
+    step = int(payload["step"])
+    return LoopState(step=step, history=list(payload["history"]), resumed_from=step)
+
+
+def run_loop(
+    model: nn.Module,
+    step_fn: StepFn,
+    *,
+    config: LoopConfig,
+    checkpoint_dir: Path | str,
+    evaluate: EvalFn | None = None,
+    on_progress: ProgressFn | None = None,
+    extra: dict[str, Any] | None = None,
+) -> LoopState:
+    """Train `model` for config.steps steps, resuming from checkpoint_dir if it holds a
+    checkpoint. `extra` (JSON-like settings) is stored with the checkpoint and must match on
+    resume. History entries: step, loss, lr, step_fn's figures, and evaluate()'s every
+    eval_every steps and at the end."""
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    extra = {"loop": config.to_dict(), **(extra or {})}
+    torch.manual_seed(config.seed)
+    optimizer = make_optimizer(model, config)
+    state = LoopState(step=0, history=[], resumed_from=0)
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path, model, optimizer, extra)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.num_threads)
+    try:
+        for step in range(state.step, config.steps):
+            model.train()
+            lr = learning_rate(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss, figures = step_fn(step, random.Random(config.seed * 1_000_003 + step))
+            loss.backward()
+            grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+            optimizer.step()
+            entry = {"step": step + 1, "loss": float(loss.detach()), "lr": lr}
+            entry |= {"grad_norm": grad_norm, **figures}
+            done = step + 1 == config.steps
+            if evaluate is not None and ((step + 1) % config.eval_every == 0 or done):
+                entry |= _evaluated(model, evaluate)
+            state.history.append(entry)
+            state.step = step + 1
+            if (step + 1) % config.checkpoint_every == 0 or done:
+                save_checkpoint(checkpoint_path, model, optimizer, step + 1, state.history, extra)
+            if on_progress is not None:
+                try:
+                    on_progress(step + 1, config.steps, entry)
+                except Cancelled:
+                    save_checkpoint(
+                        checkpoint_path, model, optimizer, step + 1, state.history, extra
+                    )
+                    raise
+    finally:
+        torch.set_num_threads(previous_threads)
+    model.eval()
+    return state
+
+
+def _evaluated(model: nn.Module, evaluate: EvalFn) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        figures = evaluate()
+    model.train()
+    return figures

@@ -1,0 +1,76 @@
+"""Reads for the reward-model pages and API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reward.models import RewardModel
+
+# The figure a model is judged by, per kind, as a path into its metrics.
+HEADLINE_METRICS = {
+    RewardModel.Kind.PREFERENCE: ("heldout", "accuracy", "held-out pairwise accuracy"),
+    RewardModel.Kind.QUALITY: ("heldout", "pearson", "held-out Pearson r"),
+    RewardModel.Kind.ADHERENCE: ("heldout", "text_to_music_r1", "held-out retrieval R@1"),
+}
+
+
+def headline(reward_model: RewardModel) -> dict[str, Any] | None:
+    """{label, value, low, high} of the model's main figure, when it has been measured."""
+    section, key, label = HEADLINE_METRICS[reward_model.kind]
+    figures = reward_model.metrics.get(section) or {}
+    if figures.get(key) is None:
+        return None
+    interval = figures.get(f"{key}_ci") or [None, None]
+    return {"label": label, "value": figures[key], "low": interval[0], "high": interval[1]}
+
+
+def reward_model_rows() -> list[dict[str, Any]]:
+    models = RewardModel.objects.select_related("created_by").order_by("-created_at")
+    return [{"model": model, "headline": headline(model)} for model in models]
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested metrics as (dotted name, value) rows for a plain table."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(flatten_metrics(value, f"{name}."))
+        elif isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, int | float) or v is None for v in value
+        ):
+            rows.append((name, f"[{_fmt(value[0])}, {_fmt(value[1])}]"))
+        else:
+            rows.append((name, _fmt(value)))
+    return rows
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+def noise_ceiling(reward_model: RewardModel) -> dict[str, Any] | None:
+    """The raters' own agreement on the held-out pairs (the best a model can expect)."""
+    ceiling = (reward_model.metrics.get("noise_ceiling") or {}).get("heldout") or {}
+    if ceiling.get("majority_accuracy") is None:
+        return None
+    interval = ceiling.get("majority_accuracy_ci") or [None, None]
+    return {
+        "value": ceiling["majority_accuracy"],
+        "low": interval[0],
+        "high": interval[1],
+        "pairs": ceiling.get("pairs"),
+        "votes": ceiling.get("votes"),
+    }
+
+
+def reward_model_report(reward_model: RewardModel) -> dict[str, Any]:
+    return {
+        "headline": headline(reward_model),
+        "noise_ceiling": noise_ceiling(reward_model),
+        "metrics": flatten_metrics(reward_model.metrics),
+        "filters": flatten_metrics(reward_model.data_filters),
+        "summary": flatten_metrics(reward_model.data_summary),
+        "settings": flatten_metrics(reward_model.config),
+        "heartbeat_age": reward_model.heartbeat_age_seconds(),
+    }

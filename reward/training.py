@@ -1,0 +1,561 @@
+"""Reward-model jobs: create, run (on a worker), cancel. The rows a model trains on are frozen
+into its directory at the first attempt, so a resumed job sees exactly the same data, and
+their sha256 is recorded so a model can be traced to its dataset.
+
+torch is imported inside the functions that train: the web process imports this module (to
+create and cancel jobs) and must never load torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import traceback
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from generation.models import Track
+from ratings.dataset import DataFilters, preference_target, rating_rows, rows_sha256, vote_rows
+from reward import jobs
+from reward.models import RewardModel, TrainingJob
+
+ROWS_NAME = "rows.jsonl"
+SCORER_NAME = "scorer.pt"
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+# The run settings an admin may set, with their defaults; anything else is refused.
+COMMON_SETTINGS: dict[str, Any] = {
+    "learning_rate": 1e-3,
+    "batch_size": 32,
+    "test_share": 0.2,  # of the prompts, held out whole
+    "split_seed": 0,
+    "seed": 0,
+    "checkpoint_every": 25,
+    "eval_every": 50,
+}
+KIND_SETTINGS: dict[str, dict[str, Any]] = {
+    RewardModel.Kind.PREFERENCE: {"crop_seconds": 4.0},
+    RewardModel.Kind.QUALITY: {"crop_seconds": 4.0},
+    RewardModel.Kind.ADHERENCE: {"corpus_size": 512, "held_out_size": 64, "clip_seconds": 6.0},
+}
+
+
+class RewardModelError(ValueError):
+    """Bad settings for a reward model: shown to the admin as a 400, nothing is stored."""
+
+
+def reward_settings(kind: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The full settings of a run: defaults for its kind with the admin's values on top."""
+    if kind not in RewardModel.Kind.values:
+        raise RewardModelError(f"kind must be one of {', '.join(RewardModel.Kind.values)}")
+    defaults = COMMON_SETTINGS | KIND_SETTINGS[kind]
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise RewardModelError(f"unknown settings for a {kind} model: {', '.join(unknown)}")
+    merged = defaults | overrides
+    for key, value in merged.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise RewardModelError(f"{key} must be a non-negative number")
+    if not 0 < merged["test_share"] < 1:
+        raise RewardModelError("test_share must lie strictly between 0 and 1")
+    if not 0 < merged["learning_rate"] <= 1:
+        raise RewardModelError("learning_rate must lie in (0, 1]")
+    for key in ("batch_size", "checkpoint_every", "eval_every"):
+        if int(merged[key]) != merged[key] or merged[key] < 1:
+            raise RewardModelError(f"{key} must be a whole number of at least 1")
+    return merged
+
+
+def reward_model_create(
+    *,
+    name: str,
+    kind: str,
+    steps: int,
+    method: str = RewardModel.Method.LEARNED,
+    filters: DataFilters | None = None,
+    settings: dict[str, Any] | None = None,
+    created_by: AbstractBaseUser | None = None,
+    queue: bool = True,
+) -> RewardModel:
+    """Record a reward model to train; with queue=True a worker on `train` runs it."""
+    from reward import tasks
+
+    config = reward_settings(kind, settings)
+    if method not in RewardModel.Method.values:
+        raise RewardModelError(f"method must be one of {', '.join(RewardModel.Method.values)}")
+    if method == RewardModel.Method.ATTRIBUTE_MATCH and kind != RewardModel.Kind.ADHERENCE:
+        raise RewardModelError("the attribute match is an adherence reward")
+    if steps < 1:
+        raise RewardModelError("steps must be at least 1")
+    if not name.strip():
+        raise RewardModelError("a reward model needs a name")
+    if RewardModel.objects.filter(name=name).exists():
+        raise RewardModelError(f"a reward model named {name!r} exists already")
+    with transaction.atomic():
+        reward_model = RewardModel.objects.create(
+            name=name,
+            kind=kind,
+            method=method,
+            steps=steps,
+            data_filters=(filters or DataFilters()).to_json(),
+            config=config,
+            created_by=created_by,
+        )
+        if queue:
+            tasks.train_reward_model.delay_on_commit(reward_model.pk)
+    return reward_model
+
+
+def reward_model_cancel(*, reward_model: RewardModel) -> RewardModel:
+    jobs.job_cancel(reward_model)
+    return reward_model
+
+
+def reward_model_execute(
+    *, reward_model_id: int, on_progress: ProgressFn | None = None
+) -> RewardModel | None:
+    """Train (resuming from the last checkpoint if there is one), evaluate, save the scorer and
+    score the tracks the model saw. Returns None when another worker has the job or it is
+    over already, so a duplicate or late delivery of the task does nothing."""
+    if not jobs.job_claim(RewardModel, reward_model_id):
+        return None
+    reward_model = RewardModel.objects.get(pk=reward_model_id)
+    heartbeat = jobs.Heartbeat(RewardModel, reward_model.pk, curve=reward_model.curve,
+                               on_step=on_progress)  # fmt: skip
+    try:
+        trainer = _TRAINERS[(reward_model.kind, reward_model.method)]
+        trainer(reward_model, heartbeat)
+    except jobs.JobLost:
+        return None
+    except jobs.JobCancelled:
+        jobs.job_stop(RewardModel, reward_model.pk, status=TrainingJob.Status.CANCELLED)
+    except Exception:
+        jobs.job_stop(
+            RewardModel, reward_model.pk, status=TrainingJob.Status.FAILED,
+            error=traceback.format_exc(),
+        )  # fmt: skip
+        raise
+    reward_model.refresh_from_db()
+    return reward_model
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def _frozen_rows(reward_model: RewardModel, heartbeat: jobs.Heartbeat, source) -> list[dict]:
+    """The rows this model trains on: read from the database at the first attempt and stored
+    in its directory, then read back from there by every resumed attempt."""
+    path = reward_model.directory / ROWS_NAME
+    if path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    heartbeat.phase("reading the training data")
+    rows = list(source(DataFilters.from_json(reward_model.data_filters)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    temporary.replace(path)
+    return rows
+
+
+def prompt_is_held_out(prompt_text: str, *, test_share: float, split_seed: int) -> bool:
+    """A prompt's side of the split, from a hash of its normalised text: every vote on a
+    prompt lands on the same side, and the same prompt typed twice is still one prompt."""
+    key = f"{split_seed}:{' '.join(prompt_text.casefold().split())}".encode()
+    fraction = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+    return fraction < test_share
+
+
+@dataclass
+class PreferenceData:
+    """Training pairs from vote rows, indices into `track_ids` and `prompt_texts`."""
+
+    track_ids: list[int]
+    prompt_texts: list[str]
+    train: dict[str, list]
+    test: dict[str, list]
+    summary: dict[str, Any]
+
+
+def preference_pairs(
+    rows: list[dict[str, Any]], *, test_share: float, split_seed: int
+) -> PreferenceData:
+    """Votes as Bradley-Terry examples: clip a, clip b, the prompt and P(a preferred) (1, 0,
+    or 0.5 for a tie). Both-bad votes and single-clip items say nothing about which clip is
+    better and are left out. The split is by prompt: no prompt is on both sides."""
+    track_index: dict[int, int] = {}
+    prompt_index: dict[str, int] = {}
+    sides: dict[bool, dict[str, list]] = {
+        held_out: {"clip_a": [], "clip_b": [], "prompt": [], "target": [], "group": []}
+        for held_out in (False, True)
+    }
+    left_out = 0
+    for row in rows:
+        target = preference_target(row)
+        if target is None:
+            left_out += 1
+            continue
+        held_out = prompt_is_held_out(
+            row["prompt_text"], test_share=test_share, split_seed=split_seed
+        )
+        side = sides[held_out]
+        side["clip_a"].append(track_index.setdefault(row["track_a_id"], len(track_index)))
+        side["clip_b"].append(track_index.setdefault(row["track_b_id"], len(track_index)))
+        side["prompt"].append(prompt_index.setdefault(row["prompt_text"], len(prompt_index)))
+        side["target"].append(target)
+        side["group"].append(_pair_key(row))
+    train, test = sides[False], sides[True]
+    summary = {
+        "votes": len(rows),
+        "left_out": left_out,
+        "train_pairs": len(train["target"]),
+        "test_pairs": len(test["target"]),
+        "ties": sum(t == 0.5 for side in sides.values() for t in side["target"]),
+        "train_prompts": len({train["prompt"][i] for i in range(len(train["prompt"]))}),
+        "test_prompts": len({test["prompt"][i] for i in range(len(test["prompt"]))}),
+        "tracks": len(track_index),
+    }
+    return PreferenceData(list(track_index), list(prompt_index), train, test, summary)
+
+
+def _pair_key(row: dict[str, Any]) -> int:
+    """Votes on the same two clips (in either order) share a group: the noise ceiling and the
+    bootstrap treat them as one item."""
+    low, high = sorted((row["track_a_id"], row["track_b_id"]))
+    return low * 10_000_019 + high
+
+
+@dataclass
+class RatingData:
+    track_ids: list[int]
+    prompt_texts: list[str]
+    train: dict[str, list]
+    test: dict[str, list]
+    summary: dict[str, Any]
+
+
+def rater_normalisers(rows: list[dict[str, Any]]) -> dict[int, tuple[float, float]]:
+    """(mean, sd) of each rater's scores. A rater with fewer than three ratings or no spread
+    gets the spread of everyone, so one rating cannot become an extreme z-score."""
+    by_rater: dict[int, list[int]] = defaultdict(list)
+    for row in rows:
+        by_rater[row["rater_id"]].append(row["score"])
+    all_scores = np.array([row["score"] for row in rows], dtype=float)
+    pooled_sd = float(all_scores.std()) if len(all_scores) > 1 and all_scores.std() > 0 else 1.0
+    norms = {}
+    for rater_id, scores in by_rater.items():
+        values = np.array(scores, dtype=float)
+        sd = float(values.std())
+        norms[rater_id] = (float(values.mean()), sd if len(values) >= 3 and sd > 0 else pooled_sd)
+    return norms
+
+
+def rating_targets(rows: list[dict[str, Any]], *, test_share: float, split_seed: int) -> RatingData:
+    """1-5 ratings as regression targets, normalised per rater (z-scores), so that a lenient
+    and a strict rater who agree on the order teach the same thing."""
+    norms = rater_normalisers(rows)
+    track_index: dict[int, int] = {}
+    prompt_index: dict[str, int] = {}
+    sides: dict[bool, dict[str, list]] = {
+        held_out: {"clip": [], "prompt": [], "target": [], "raw_score": [], "group": []}
+        for held_out in (False, True)
+    }
+    for row in rows:
+        held_out = prompt_is_held_out(
+            row["prompt_text"], test_share=test_share, split_seed=split_seed
+        )
+        mean, sd = norms[row["rater_id"]]
+        clip = track_index.setdefault(row["track_id"], len(track_index))
+        side = sides[held_out]
+        side["clip"].append(clip)
+        side["prompt"].append(prompt_index.setdefault(row["prompt_text"], len(prompt_index)))
+        side["target"].append((row["score"] - mean) / sd)
+        side["raw_score"].append(row["score"])
+        side["group"].append(clip)
+    summary = {
+        "ratings": len(rows),
+        "raters": len(norms),
+        "train_ratings": len(sides[False]["target"]),
+        "test_ratings": len(sides[True]["target"]),
+        "tracks": len(track_index),
+    }
+    return RatingData(list(track_index), list(prompt_index), sides[False], sides[True], summary)
+
+
+def _clip_table(track_ids: list[int], prompt_texts: list[str], heartbeat: jobs.Heartbeat):
+    from reward.learning.data import ClipTable
+    from reward.scoring import prompt_embeddings, track_log_mels
+
+    heartbeat.phase(f"computing log-mel features of {len(track_ids)} clips")
+    tracks = Track.objects.in_bulk(track_ids)
+    mels = track_log_mels([tracks[track_id] for track_id in track_ids])
+    heartbeat.phase("embedding the prompts")
+    return ClipTable(mels=mels, prompt_embeddings=prompt_embeddings(prompt_texts))
+
+
+# --- the trainers -----------------------------------------------------------------------------
+
+
+def _loop_config(reward_model: RewardModel):
+    from reward.learning.loop import LoopConfig
+
+    config = reward_model.config
+    return LoopConfig(
+        steps=reward_model.steps,
+        learning_rate=config["learning_rate"],
+        min_learning_rate=config["learning_rate"] / 10,
+        warmup_steps=min(20, max(1, reward_model.steps // 10)),
+        checkpoint_every=int(config["checkpoint_every"]),
+        eval_every=int(config["eval_every"]),
+        seed=int(config["seed"]),
+    )
+
+
+def _record_start(reward_model: RewardModel, summary: dict[str, Any], rows: list[dict]) -> None:
+    attempts = list(reward_model.resumed_from_steps)
+    RewardModel.objects.filter(pk=reward_model.pk).update(
+        data_summary=summary | {"rows_sha256": rows_sha256(rows), "rows_file": ROWS_NAME},
+        resumed_from_steps=attempts,
+    )
+
+
+def _note_resume(reward_model: RewardModel, resumed_from: int) -> None:
+    if resumed_from:
+        model = RewardModel.objects.get(pk=reward_model.pk)
+        RewardModel.objects.filter(pk=reward_model.pk).update(
+            resumed_from_steps=[*model.resumed_from_steps, resumed_from]
+        )
+
+
+def _resume_step(directory: Path) -> int:
+    """The step of the checkpoint a run will resume from (0 for a fresh start)."""
+    from reward.learning.loop import CHECKPOINT_NAME
+
+    path = directory / CHECKPOINT_NAME
+    if not path.exists():
+        return 0
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+
+
+def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
+    from reward.learning.data import PreferenceSet
+    from reward.learning.metrics import rater_agreement
+    from reward.learning.preference import PreferenceConfig, train_preference
+
+    rows = _frozen_rows(reward_model, heartbeat, vote_rows)
+    config = reward_model.config
+    data = preference_pairs(rows, test_share=config["test_share"], split_seed=config["split_seed"])
+    _require(data.summary["train_pairs"] > 0, "no training pairs match the data filters")
+    _require(data.summary["test_pairs"] > 0, "no held-out pairs: add prompts or raise test_share")
+    _record_start(reward_model, data.summary, rows)
+    clips = _clip_table(data.track_ids, data.prompt_texts, heartbeat)
+    _note_resume(reward_model, _resume_step(reward_model.directory))
+    heartbeat.phase("training")
+    trained = train_preference(
+        PreferenceConfig.from_dict(
+            {"loop": _loop_config(reward_model).to_dict()}
+            | {"batch_size": int(config["batch_size"]), "crop_seconds": config["crop_seconds"]}
+        ),
+        clips,
+        PreferenceSet(**data.train),
+        PreferenceSet(**data.test),
+        reward_model.directory,
+        on_progress=heartbeat,
+    )
+    metrics = dict(trained.metrics)
+    metrics["noise_ceiling"] = {
+        "heldout": rater_agreement(_votes_by_group(data.test)),
+        "all": rater_agreement(_votes_by_group(data.train, data.test)),
+    }
+    _finish(reward_model, trained, metrics, data.track_ids, heartbeat)
+
+
+def _votes_by_group(*sides: dict[str, list]) -> dict[int, list[float]]:
+    groups: dict[int, list[float]] = defaultdict(list)
+    for side in sides:
+        for group, target, clip_a, clip_b in zip(
+            side["group"], side["target"], side["clip_a"], side["clip_b"], strict=True
+        ):
+            # The group's clips in a fixed order, so a vote on (b, a) means the same thing.
+            groups[group].append(target if clip_a < clip_b else 1.0 - target)
+    return dict(groups)
+
+
+def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
+    from reward.learning.data import RatingSet
+    from reward.learning.quality import QualityConfig, train_quality
+
+    rows = _frozen_rows(reward_model, heartbeat, rating_rows)
+    config = reward_model.config
+    data = rating_targets(rows, test_share=config["test_share"], split_seed=config["split_seed"])
+    _require(data.summary["train_ratings"] > 0, "no 1-5 ratings match the data filters")
+    _require(data.summary["test_ratings"] > 0, "no held-out ratings: add prompts or test_share")
+    _record_start(reward_model, data.summary, rows)
+    clips = _clip_table(data.track_ids, data.prompt_texts, heartbeat)
+    _note_resume(reward_model, _resume_step(reward_model.directory))
+    heartbeat.phase("training")
+    trained = train_quality(
+        QualityConfig.from_dict(
+            {"loop": _loop_config(reward_model).to_dict()}
+            | {"batch_size": int(config["batch_size"]), "crop_seconds": config["crop_seconds"]}
+        ),
+        clips,
+        RatingSet(**data.train),
+        RatingSet(**data.test),
+        reward_model.directory,
+        on_progress=heartbeat,
+    )
+    _finish(reward_model, trained, dict(trained.metrics), data.track_ids, heartbeat)
+
+
+def _adherence_config(reward_model: RewardModel):
+    from reward.learning.adherence import AdherenceConfig
+
+    config = reward_model.config
+    return AdherenceConfig.from_dict(
+        {
+            "loop": _loop_config(reward_model).to_dict(),
+            "batch_size": int(config["batch_size"]),
+            "corpus_size": int(config["corpus_size"]),
+            "held_out_size": int(config["held_out_size"]),
+            "clip_seconds": float(config["clip_seconds"]),
+            "seed": int(config["seed"]),
+        }
+    )
+
+
+def _adherence_corpora(reward_model: RewardModel, heartbeat: jobs.Heartbeat, config):
+    from django.conf import settings
+
+    from generation.music.text_encoder import get_text_encoder
+    from reward.learning.adherence import build_corpus
+
+    cache = Path(settings.REWARD_DIR) / "corpus"
+    encoder = get_text_encoder()
+
+    def building(split: str):
+        def report(done: int, total: int) -> None:
+            heartbeat.phase(f"rendering the {split} corpus: {done}/{total} clips")
+
+        return report
+
+    train = build_corpus(config, "train", cache, encoder.encode, on_progress=building("train"))
+    test = build_corpus(config, "test", cache, encoder.encode, on_progress=building("test"))
+    return train, test
+
+
+def _train_adherence(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
+    from reward.learning.adherence import attribute_match_retrieval, train_adherence
+
+    config = _adherence_config(reward_model)
+    train, test = _adherence_corpora(reward_model, heartbeat, config)
+    rows = _frozen_rows(reward_model, heartbeat, vote_rows)
+    _record_start(reward_model, {"corpus": config.corpus_size, "held_out": config.held_out_size,
+                                 "scored_votes": len(rows)}, rows)  # fmt: skip
+    _note_resume(reward_model, _resume_step(reward_model.directory))
+    heartbeat.phase("training")
+    trained = train_adherence(config, train, test, reward_model.directory, on_progress=heartbeat)
+    metrics = dict(trained.metrics)
+    metrics["attribute_match"] = attribute_match_retrieval(test)
+    _finish(reward_model, trained, metrics, _tracks_in(rows), heartbeat)
+
+
+def _attribute_match(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
+    from reward.learning.adherence import attribute_match_retrieval
+
+    config = _adherence_config(reward_model)
+    _, test = _adherence_corpora(reward_model, heartbeat, config)
+    rows = _frozen_rows(reward_model, heartbeat, vote_rows)
+    _record_start(reward_model, {"held_out": config.held_out_size, "scored_votes": len(rows)},
+                  rows)  # fmt: skip
+    metrics = {"heldout": attribute_match_retrieval(test)}
+    jobs.job_finish(RewardModel, reward_model.pk, metrics=metrics, step=reward_model.steps)
+    reward_model.refresh_from_db()
+    _score_seen_tracks(reward_model, _tracks_in(rows, symbolic_only=True), heartbeat)
+
+
+def _tracks_in(rows: list[dict[str, Any]], *, symbolic_only: bool = False) -> list[int]:
+    ids = {row[key] for row in rows for key in ("track_a_id", "track_b_id") if row[key]}
+    if symbolic_only:
+        ids = set(Track.objects.filter(pk__in=ids).exclude(events=[]).values_list("pk", flat=True))
+    return sorted(ids)
+
+
+def _finish(
+    reward_model: RewardModel,
+    trained: Any,
+    metrics: dict[str, Any],
+    track_ids: list[int],
+    heartbeat: jobs.Heartbeat,
+) -> None:
+    from reward.learning.scoring import save_scorer
+
+    heartbeat.phase("saving the scorer")
+    path = reward_model.directory / SCORER_NAME
+    save_scorer(
+        path,
+        trained.model,
+        kind=reward_model.kind,
+        config=reward_model.config,
+        metadata={"reward_model": reward_model.name, "rows_sha256": _rows_hash(reward_model)},
+    )
+    jobs.job_finish(
+        RewardModel, reward_model.pk, metrics=_json_safe(metrics), checkpoint=str(path),
+        step=reward_model.steps,
+    )  # fmt: skip
+    reward_model.refresh_from_db()
+    _score_seen_tracks(reward_model, track_ids, heartbeat)
+
+
+def _rows_hash(reward_model: RewardModel) -> str:
+    return (
+        RewardModel.objects.values_list("data_summary", flat=True)
+        .get(pk=reward_model.pk)
+        .get("rows_sha256", "")
+    )
+
+
+def _score_seen_tracks(
+    reward_model: RewardModel, track_ids: list[int], heartbeat: jobs.Heartbeat
+) -> None:
+    """Store the scores of the tracks the model saw, for the admin's track pages. A failure
+    here leaves the trained model usable: scores can be computed again from the admin."""
+    from reward.scoring import reward_scores_store
+
+    tracks = list(Track.objects.filter(pk__in=track_ids).select_related("prompt").order_by("pk"))
+    reward_scores_store(reward_model=reward_model, tracks=tracks)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise RewardModelError(message)
+
+
+def _json_safe(value: Any) -> Any:
+    """Metrics as plain JSON: numpy scalars to floats, NaN to None."""
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+_TRAINERS: dict[tuple[str, str], Callable[[RewardModel, jobs.Heartbeat], None]] = {
+    (RewardModel.Kind.PREFERENCE, RewardModel.Method.LEARNED): _train_preference,
+    (RewardModel.Kind.QUALITY, RewardModel.Method.LEARNED): _train_quality,
+    (RewardModel.Kind.ADHERENCE, RewardModel.Method.LEARNED): _train_adherence,
+    (RewardModel.Kind.ADHERENCE, RewardModel.Method.ATTRIBUTE_MATCH): _attribute_match,
+}
