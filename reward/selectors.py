@@ -36,8 +36,10 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             rows.extend(flatten_metrics(value, f"{name}."))
-        elif isinstance(value, list) and len(value) == 2 and all(
-            isinstance(v, int | float) or v is None for v in value
+        elif (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) or v is None for v in value)
         ):
             rows.append((name, f"[{_fmt(value[0])}, {_fmt(value[1])}]"))
         else:
@@ -52,15 +54,14 @@ def _fmt(value: Any) -> Any:
 def noise_ceiling(reward_model: RewardModel) -> dict[str, Any] | None:
     """The raters' own agreement on the held-out pairs (the best a model can expect)."""
     ceiling = (reward_model.metrics.get("noise_ceiling") or {}).get("heldout") or {}
-    if ceiling.get("majority_accuracy") is None:
+    if ceiling.get("accuracy") is None:
         return None
-    interval = ceiling.get("majority_accuracy_ci") or [None, None]
     return {
-        "value": ceiling["majority_accuracy"],
-        "low": interval[0],
-        "high": interval[1],
-        "pairs": ceiling.get("pairs"),
-        "votes": ceiling.get("votes"),
+        "value": ceiling["accuracy"],
+        "low": ceiling.get("low"),
+        "high": ceiling.get("high"),
+        "pairs": ceiling.get("n_pairs"),
+        "votes": ceiling.get("n_votes"),
     }
 
 

@@ -315,6 +315,9 @@ def _loop_config(reward_model: RewardModel):
         checkpoint_every=int(config["checkpoint_every"]),
         eval_every=int(config["eval_every"]),
         seed=int(config["seed"]),
+        # One thread: these small convolutions gain little from a second core, and a worker
+        # shares the machine with the web server and the other queues.
+        num_threads=1,
     )
 
 
@@ -361,9 +364,10 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
     _note_resume(reward_model, _resume_step(reward_model.directory))
     heartbeat.phase("training")
     trained = train_preference(
-        PreferenceConfig.from_dict(
-            {"loop": _loop_config(reward_model).to_dict()}
-            | {"batch_size": int(config["batch_size"]), "crop_seconds": config["crop_seconds"]}
+        PreferenceConfig(
+            loop=_loop_config(reward_model),
+            batch_size=int(config["batch_size"]),
+            crop_seconds=float(config["crop_seconds"]),
         ),
         clips,
         PreferenceSet(**data.train),
@@ -371,9 +375,9 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
         reward_model.directory,
         on_progress=heartbeat,
     )
-    metrics = dict(trained.metrics)
+    metrics = sectioned_metrics(trained.metrics)
     metrics["noise_ceiling"] = {
-        "heldout": rater_agreement(_votes_by_group(data.test)),
+        "heldout": metrics.pop("noise_ceiling"),
         "all": rater_agreement(_votes_by_group(data.train, data.test)),
     }
     _finish(reward_model, trained, metrics, data.track_ids, heartbeat)
@@ -404,9 +408,10 @@ def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None
     _note_resume(reward_model, _resume_step(reward_model.directory))
     heartbeat.phase("training")
     trained = train_quality(
-        QualityConfig.from_dict(
-            {"loop": _loop_config(reward_model).to_dict()}
-            | {"batch_size": int(config["batch_size"]), "crop_seconds": config["crop_seconds"]}
+        QualityConfig(
+            loop=_loop_config(reward_model),
+            batch_size=int(config["batch_size"]),
+            crop_seconds=float(config["crop_seconds"]),
         ),
         clips,
         RatingSet(**data.train),
@@ -414,22 +419,20 @@ def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None
         reward_model.directory,
         on_progress=heartbeat,
     )
-    _finish(reward_model, trained, dict(trained.metrics), data.track_ids, heartbeat)
+    _finish(reward_model, trained, sectioned_metrics(trained.metrics), data.track_ids, heartbeat)
 
 
 def _adherence_config(reward_model: RewardModel):
     from reward.learning.adherence import AdherenceConfig
 
     config = reward_model.config
-    return AdherenceConfig.from_dict(
-        {
-            "loop": _loop_config(reward_model).to_dict(),
-            "batch_size": int(config["batch_size"]),
-            "corpus_size": int(config["corpus_size"]),
-            "held_out_size": int(config["held_out_size"]),
-            "clip_seconds": float(config["clip_seconds"]),
-            "seed": int(config["seed"]),
-        }
+    return AdherenceConfig(
+        loop=_loop_config(reward_model),
+        batch_size=int(config["batch_size"]),
+        corpus_size=int(config["corpus_size"]),
+        held_out_size=int(config["held_out_size"]),
+        clip_seconds=float(config["clip_seconds"]),
+        seed=int(config["seed"]),
     )
 
 
@@ -464,7 +467,7 @@ def _train_adherence(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> No
     _note_resume(reward_model, _resume_step(reward_model.directory))
     heartbeat.phase("training")
     trained = train_adherence(config, train, test, reward_model.directory, on_progress=heartbeat)
-    metrics = dict(trained.metrics)
+    metrics = sectioned_metrics(trained.metrics, retrieval=True)
     metrics["attribute_match"] = attribute_match_retrieval(test)
     _finish(reward_model, trained, metrics, _tracks_in(rows), heartbeat)
 
@@ -533,6 +536,32 @@ def _score_seen_tracks(
 
     tracks = list(Track.objects.filter(pk__in=track_ids).select_related("prompt").order_by("pk"))
     reward_scores_store(reward_model=reward_model, tracks=tracks)
+
+
+# Keys of a training result that describe the run rather than held-out or training data.
+RUN_KEYS = {"steps", "resumed_from", "final_loss", "parameters", "train_clips"}
+
+
+def sectioned_metrics(raw: dict[str, Any], *, retrieval: bool = False) -> dict[str, Any]:
+    """A training result's flat figures grouped for the pages and for `usable`: heldout_x
+    goes to metrics["heldout"]["x"], train_x to ["train"]["x"], and x_low / x_high become
+    x_ci = [low, high]. Retrieval figures (adherence) are all held-out figures."""
+    metrics: dict[str, Any] = {}
+    for key, value in raw.items():
+        section, _, name = key.partition("_")
+        if section in ("heldout", "train") and name:
+            metrics.setdefault(section, {})[name] = value
+        elif retrieval and key not in RUN_KEYS:
+            metrics.setdefault("heldout", {})[key] = value
+        else:
+            metrics[key] = value
+    for section in ("heldout", "train"):
+        figures = metrics.get(section, {})
+        for key in [k for k in figures if k.endswith("_low")]:
+            base = key.removesuffix("_low")
+            if f"{base}_high" in figures:
+                figures[f"{base}_ci"] = [figures.pop(key), figures.pop(f"{base}_high")]
+    return metrics
 
 
 def _require(condition: bool, message: str) -> None:

@@ -58,7 +58,7 @@ def mel_filterbank(config: MelConfig = DEFAULT_MEL) -> torch.Tensor:
     rising = (bins[None, :] - lower) / (centre - lower)
     falling = (upper - bins[None, :]) / (upper - centre)
     filters = np.maximum(0.0, np.minimum(rising, falling))
-    filters *= (2.0 / (upper - lower))  # unit area
+    filters *= 2.0 / (upper - lower)  # unit area
     return torch.from_numpy(filters.astype(np.float32))
 
 

@@ -129,6 +129,11 @@ class RewardNet(nn.Module):
         self.audio = AudioEncoder(config.encoder)
         dim = config.encoder.embed_dim
         self.text = nn.Linear(config.text_dim, dim)
+        # Sentence embeddings are unit vectors, so a fresh Linear maps them to features (std
+        # ~0.04) several times smaller than the audio's, and the product term barely moves:
+        # on synthetic data where the better clip depends on the prompt, the model stalled
+        # at a prompt-blind ranking. Normalising the projection lets the prompt count at once.
+        self.text_norm = nn.LayerNorm(dim)
         self.head = nn.Sequential(
             nn.Linear(3 * dim, config.hidden),
             nn.GELU(),
@@ -140,5 +145,5 @@ class RewardNet(nn.Module):
         self, mel: torch.Tensor, text_emb: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
         audio = self.audio(mel, lengths)
-        text = self.text(text_emb)
+        text = self.text_norm(self.text(text_emb))
         return self.head(torch.cat([audio, text, audio * text], dim=1)).squeeze(1)

@@ -2,76 +2,29 @@
 PostgreSQL database) and produces playable audio."""
 
 import io
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
-from django.conf import settings
-from django.db import connection
 
 from generation import training
 from generation.models import GeneratorVersion, PretrainingRun
 from ratings.models import Campaign, Pair
 from ratings.services import campaign_create
 from tests.factories import GeneratorVersionFactory
+from tests.workers import WorkerProcess, flush_broker
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-def database_url_of_test_db() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 @pytest.fixture
 def celery_worker(tmp_path):
-    assert connection.vendor == "postgresql"
-    import redis
-
-    broker = settings.CELERY_BROKER_URL
-    assert broker.startswith("redis://"), "the worker test runs on the real Redis broker"
-    redis.Redis.from_url(broker).flushdb()  # no stale jobs from earlier runs
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_of_test_db(),
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "GENERATOR_DIR": str(settings.GENERATOR_DIR),
-        "DATA_DIR": str(tmp_path),
-    }
-    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed in the teardown
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--queues",
-            "generate,train,default",
-            "--pool",
-            "solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield tmp_path / "worker.log"
-    worker.terminate()
-    worker.wait(timeout=30)
-    log.close()
+    flush_broker()
+    worker = WorkerProcess(tmp_path).start()
+    yield worker.log_path
+    worker.stop()
 
 
 def wait_for_status(row, pending: set[str], worker_log: Path, timeout: float = 180) -> str:

@@ -120,8 +120,8 @@ def test_the_detail_page_shows_the_accuracy_next_to_the_noise_ceiling(client, ma
         name="shown", kind="preference", steps=10, status="finished",
         metrics={
             "heldout": {"accuracy": 0.712, "accuracy_ci": [0.65, 0.77], "n": 300},
-            "noise_ceiling": {"heldout": {"majority_accuracy": 0.804,
-                                          "majority_accuracy_ci": [0.75, 0.85], "pairs": 40}},
+            "noise_ceiling": {"heldout": {"accuracy": 0.804, "low": 0.75, "high": 0.85,
+                                          "n_pairs": 40}},
         },
     )  # fmt: skip
     client = logged_in(client, make_rater, Role.RESEARCHER)
