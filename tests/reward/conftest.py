@@ -31,14 +31,18 @@ def varied_prompts(count: int) -> list[str]:
 
 
 def sparse_vs_busy_campaign(
-    *, prompts: int, votes_per_item: int, clip_seconds: float = 3.0
+    *,
+    prompts: int,
+    votes_per_item: int,
+    clip_seconds: float = 3.0,
+    protocol: str = Campaign.Protocol.PREFERENCE,
 ) -> Campaign:
-    """An evaluate campaign (preference protocol) whose two procedural versions differ in note
-    density, with every clip rendered and every pair formed, ready for votes."""
+    """An evaluate campaign whose two procedural versions differ in note density, with every
+    clip rendered and every item formed, ready for votes."""
     sparse = GeneratorVersionFactory(name=SPARSE, config={"density_scale": 0.3})
     busy = GeneratorVersionFactory(name=BUSY, config={"density_scale": 3.0})
     campaign = CampaignFactory(
-        purpose=Campaign.Purpose.EVALUATE, version_a=sparse, version_b=busy,
+        purpose=Campaign.Purpose.EVALUATE, protocol=protocol, version_a=sparse, version_b=busy,
         status=Campaign.Status.GENERATING, votes_per_item=votes_per_item,
         min_listen_seconds=0.2, clip_seconds=clip_seconds,
     )  # fmt: skip
