@@ -60,13 +60,22 @@ def noise_ceiling(reward_model: RewardModel) -> dict[str, Any] | None:
         "value": ceiling["accuracy"],
         "low": ceiling.get("low"),
         "high": ceiling.get("high"),
+        "upper": ceiling.get("ceiling_upper"),
         "pairs": ceiling.get("n_pairs"),
         "votes": ceiling.get("n_votes"),
     }
 
 
+CURVE_TITLES = {
+    RewardModel.Kind.PREFERENCE: "Pairwise accuracy",
+    RewardModel.Kind.QUALITY: "Correlation with ratings",
+    RewardModel.Kind.ADHERENCE: "Retrieval",
+}
+
+
 def reward_model_report(reward_model: RewardModel) -> dict[str, Any]:
     return {
+        "curve_title": CURVE_TITLES[reward_model.kind],
         "headline": headline(reward_model),
         "noise_ceiling": noise_ceiling(reward_model),
         "metrics": flatten_metrics(reward_model.metrics),
