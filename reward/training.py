@@ -315,9 +315,6 @@ def _loop_config(reward_model: RewardModel):
         checkpoint_every=int(config["checkpoint_every"]),
         eval_every=int(config["eval_every"]),
         seed=int(config["seed"]),
-        # One thread: these small convolutions gain little from a second core, and a worker
-        # shares the machine with the web server and the other queues.
-        num_threads=1,
     )
 
 
@@ -436,31 +433,28 @@ def _adherence_config(reward_model: RewardModel):
     )
 
 
-def _adherence_corpora(reward_model: RewardModel, heartbeat: jobs.Heartbeat, config):
+def _adherence_corpus(heartbeat: jobs.Heartbeat, config, split: str):
+    """One split of the composer's captioned corpus, rendered once and cached in REWARD_DIR
+    for every later adherence model with the same corpus settings."""
     from django.conf import settings
 
     from generation.music.text_encoder import get_text_encoder
     from reward.learning.adherence import build_corpus
 
-    cache = Path(settings.REWARD_DIR) / "corpus"
-    encoder = get_text_encoder()
-
-    def building(split: str):
-        def report(done: int, total: int) -> None:
+    def report(done: int, total: int, _entry: dict) -> None:
+        if done == total or done % 16 == 0:
             heartbeat.phase(f"rendering the {split} corpus: {done}/{total} clips")
 
-        return report
-
-    train = build_corpus(config, "train", cache, encoder.encode, on_progress=building("train"))
-    test = build_corpus(config, "test", cache, encoder.encode, on_progress=building("test"))
-    return train, test
+    cache = Path(settings.REWARD_DIR) / "corpus"
+    return build_corpus(config, split, cache, get_text_encoder(), on_progress=report)
 
 
 def _train_adherence(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
     from reward.learning.adherence import attribute_match_retrieval, train_adherence
 
     config = _adherence_config(reward_model)
-    train, test = _adherence_corpora(reward_model, heartbeat, config)
+    train = _adherence_corpus(heartbeat, config, "train")
+    test = _adherence_corpus(heartbeat, config, "test")
     rows = _frozen_rows(reward_model, heartbeat, vote_rows)
     _record_start(reward_model, {"corpus": config.corpus_size, "held_out": config.held_out_size,
                                  "scored_votes": len(rows)}, rows)  # fmt: skip
@@ -476,7 +470,7 @@ def _attribute_match(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> No
     from reward.learning.adherence import attribute_match_retrieval
 
     config = _adherence_config(reward_model)
-    _, test = _adherence_corpora(reward_model, heartbeat, config)
+    test = _adherence_corpus(heartbeat, config, "test")
     rows = _frozen_rows(reward_model, heartbeat, vote_rows)
     _record_start(reward_model, {"held_out": config.held_out_size, "scored_votes": len(rows)},
                   rows)  # fmt: skip
