@@ -6,14 +6,16 @@
 1. Creates the PostgreSQL database musicpref_reward_bench (kept with --reuse, so the clips are
    rendered once), migrates it, and renders an evaluate campaign: 500 prompts, each with one
    clip from a sparse and one from a busy procedural version (3 s clips, FluidSynth, Opus).
-2. Casts the votes in bulk: 20 simulated raters per pair whose known taste prefers the sparse
-   clip with probability 0.85 (the logistic choice model of simulate_raters, noise 1, with its
-   tie band). The best any model can do on their held-out votes is printed next to the result.
+2. Casts the votes in bulk: 20 simulated raters per pair whose known taste depends on the
+   prompt (calm, sad, dark and dreamy prompts should sound sparse, the others busy) and who
+   prefer the fitting clip with probability 0.85 (the logistic choice model of simulate_raters,
+   noise 1, with its tie band); --taste sparse always prefers the sparse clip. The best any
+   model can do on their held-out votes is printed next to the result.
 3. Runs the real job in this process (reward_model_execute: rows, log-mel features, prompt
    embeddings, training with checkpoints, bootstrap metrics, scoring every clip) and times each
    phase; the training figure is steps x batch over the training loop's wall time.
 4. Baseline, same run: a linear Bradley-Terry model on each clip's mean and spread of log-mel
-   bands (no network), trained on the same pairs: its pairs/s and held-out accuracy.
+   bands (no network, no prompt), trained on the same pairs: its pairs/s and held-out accuracy.
 The last line printed is one JSON object.
 """
 
@@ -46,6 +48,13 @@ MOODS = ("calm", "sad", "happy", "dark", "energetic", "dreamy", "tense", "playfu
 STYLES = ("piano ballad", "techno", "folk song", "rock", "lofi beat", "blues", "pop", "house",
           "reggae")  # fmt: skip
 EXTRAS = ("", "with piano", "with guitar")
+# The raters' taste depends on the prompt: calm moods should sound sparse, lively ones busy. A
+# model that ignores the prompt cannot beat chance on it (the baseline below shows that).
+SPARSE_MOODS = {"calm", "sad", "dark", "dreamy"}
+
+
+def wants_sparse(prompt_text: str, taste: str) -> bool:
+    return taste == "sparse" or any(word in SPARSE_MOODS for word in prompt_text.split())
 
 
 def prompts(count: int) -> list[str]:
@@ -112,7 +121,7 @@ def render_campaign(prompt_count: int) -> tuple[int, float]:
     return campaign.pk, time.perf_counter() - started
 
 
-def cast_votes(campaign_id: int, votes: int) -> None:
+def cast_votes(campaign_id: int, votes: int, taste: str) -> None:
     """Bulk-insert votes by simulated raters with the known taste (replacing earlier ones)."""
     from django.contrib.auth import get_user_model
     from django.db import transaction
@@ -123,7 +132,7 @@ def cast_votes(campaign_id: int, votes: int) -> None:
     from ratings.simulation import SimulatedRater
 
     pairs = list(Pair.objects.filter(campaign_id=campaign_id).select_related(
-        "track_a__generator_version").order_by("pk"))  # fmt: skip
+        "track_a__generator_version", "prompt").order_by("pk"))  # fmt: skip
     per_pair = votes // len(pairs)
     if per_pair > RATERS:
         raise SystemExit(f"at most {RATERS * len(pairs)} votes with {len(pairs)} pairs")
@@ -141,7 +150,9 @@ def cast_votes(campaign_id: int, votes: int) -> None:
         rng = random.Random(1)
         assignments, choices = [], []
         for pair in pairs:
-            p_a = P_SPARSE if pair.track_a.generator_version.name == "sparse" else 1 - P_SPARSE
+            a_is_sparse = pair.track_a.generator_version.name == "sparse"
+            a_is_wanted = a_is_sparse == wants_sparse(pair.prompt.text, taste)
+            p_a = P_SPARSE if a_is_wanted else 1 - P_SPARSE
             for rater in raters[:per_pair]:
                 left_is_a = rng.random() < 0.5
                 shown = rater.choose(p_a if left_is_a else 1 - p_a)  # in screen terms
@@ -163,11 +174,12 @@ def cast_votes(campaign_id: int, votes: int) -> None:
         )
 
 
-def best_possible(rows: list[dict], test_share: float) -> float:
+def best_possible(rows: list[dict], test_share: float, taste: str) -> float:
     from reward.training import prompt_is_held_out
 
     hits = [
-        (row["choice"] == "a") == (row["version_a"] == "sparse")
+        (row["choice"] == "a")
+        == ((row["version_a"] == "sparse") == wants_sparse(row["prompt_text"], taste))
         for row in rows
         if row["choice"] in ("a", "b")
         and prompt_is_held_out(row["prompt_text"], test_share=test_share, split_seed=0)
@@ -223,13 +235,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--test-share", type=float, default=0.2)
     parser.add_argument("--reuse", action="store_true", help="Keep the database and clips.")
+    parser.add_argument(
+        "--taste", choices=("mood", "sparse"), default="mood",
+        help="mood: calm moods should sound sparse, lively ones busy; sparse: always sparse.",
+    )  # fmt: skip
     args = parser.parse_args()
 
     url, reused = database(args.reuse)
     data_dir = Path(tempfile.gettempdir()) / "musicpref-reward-bench"
     django_setup(url, data_dir)
     campaign_id, render_seconds = render_campaign(args.prompts)
-    cast_votes(campaign_id, args.votes)
+    cast_votes(campaign_id, args.votes, args.taste)
 
     from ratings.dataset import DataFilters, vote_rows
     from reward.models import RewardModel
@@ -276,10 +292,11 @@ def main() -> None:
         "median_step_ms": round(step_ms, 1),
         "heldout_accuracy": round(heldout["accuracy"], 4),
         "heldout_accuracy_ci": [round(v, 4) for v in heldout["accuracy_ci"]],
-        "best_possible_accuracy": round(best_possible(rows, args.test_share), 4),
+        "best_possible_accuracy": round(best_possible(rows, args.test_share, args.taste), 4),
         "rater_majority_agreement": round(ceiling["accuracy"], 4),
         "baseline_linear": baseline,
         "accuracy_vs_baseline": round(heldout["accuracy"] / baseline["heldout_accuracy"], 3),
+        "taste": args.taste,
         "reused_database": reused,
     }
     for key, value in figures.items():
