@@ -94,7 +94,8 @@ class Heartbeat:
         if self.on_step:
             self.on_step(step, total, entry)
         self.curve = [point for point in self.curve if point["step"] < step]
-        self.curve.append({key: _rounded(value) for key, value in entry.items()})
+        if _kept_on_curve(step, total, entry):
+            self.curve.append({key: _rounded(value) for key, value in entry.items()})
         now = time.monotonic()
         if step == total or now - self._written_at >= settings.TRAINING_HEARTBEAT_SECONDS:
             self._write(step=step, curve=self.curve)
@@ -108,6 +109,17 @@ class Heartbeat:
             raise JobLost()
         if rows.filter(cancel_requested=True).exists():
             raise JobCancelled()
+
+
+# A page draws at most this many points per curve; longer runs keep every k-th step (and
+# every evaluation), so the row stays small however long the run.
+CURVE_POINTS = 500
+
+
+def _kept_on_curve(step: int, total: int, entry: dict[str, float]) -> bool:
+    stride = max(1, total // CURVE_POINTS)
+    evaluated = any(key.startswith("heldout_") for key in entry)
+    return step % stride == 0 or step == total or evaluated
 
 
 def _rounded(value: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import traceback
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from ratings.dataset import DataFilters, preference_target, rating_rows, rows_sh
 from reward import jobs
 from reward.models import RewardModel, TrainingJob
 
+logger = logging.getLogger(__name__)
 ROWS_NAME = "rows.jsonl"
 SCORER_NAME = "scorer.pt"
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -319,10 +321,8 @@ def _loop_config(reward_model: RewardModel):
 
 
 def _record_start(reward_model: RewardModel, summary: dict[str, Any], rows: list[dict]) -> None:
-    attempts = list(reward_model.resumed_from_steps)
     RewardModel.objects.filter(pk=reward_model.pk).update(
-        data_summary=summary | {"rows_sha256": rows_sha256(rows), "rows_file": ROWS_NAME},
-        resumed_from_steps=attempts,
+        data_summary=summary | {"rows_sha256": rows_sha256(rows), "rows_file": ROWS_NAME}
     )
 
 
@@ -525,11 +525,19 @@ def _score_seen_tracks(
     reward_model: RewardModel, track_ids: list[int], heartbeat: jobs.Heartbeat
 ) -> None:
     """Store the scores of the tracks the model saw, for the admin's track pages. A failure
-    here leaves the trained model usable: scores can be computed again from the admin."""
+    here leaves the trained model usable (scores can be computed again from the admin), so it
+    is recorded on the model instead of failing the job."""
     from reward.scoring import reward_scores_store
 
     tracks = list(Track.objects.filter(pk__in=track_ids).select_related("prompt").order_by("pk"))
-    reward_scores_store(reward_model=reward_model, tracks=tracks)
+    try:
+        reward_scores_store(reward_model=reward_model, tracks=tracks)
+    except Exception:
+        logger.exception("scoring the tracks of %s failed", reward_model)
+        RewardModel.objects.filter(pk=reward_model.pk).update(
+            error="Trained, but storing the scores of its tracks failed:\n"
+            + traceback.format_exc()[-3000:]
+        )
 
 
 # Keys of a training result that describe the run rather than held-out or training data.

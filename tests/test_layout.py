@@ -1,6 +1,9 @@
 """The layout rules of design.md §1 that, once broken, break imports far away."""
 
+import os
 import platform
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -24,3 +27,20 @@ def test_the_readme_names_the_two_commands_that_ci_runs():
     assert "platform/run.sh" in readme
     assert "platform/test.sh" in readme
     assert "platform/test.sh" in ci
+
+
+def test_the_web_process_never_imports_torch():
+    """Every URL's view module and the task modules load without torch: the web process
+    queues training and scoring but must not carry torch's memory and start-up time."""
+    code = (
+        "import sys, django; django.setup(); "
+        "from django.urls import get_resolver; get_resolver().url_patterns; "
+        "import config.urls, reward.tasks, generation.tasks, ratings.tasks, reward.training; "
+        "import generation.admin, reward.admin; "
+        "print('torch' in sys.modules)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "SECRET_KEY": "x"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.strip() == "False"
