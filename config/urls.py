@@ -8,4 +8,5 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("ratings.urls")),
     path("", include("reward.urls")),
+    path("", include("reward.urls_evaluation")),
 ]

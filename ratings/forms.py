@@ -29,9 +29,12 @@ class CampaignForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # New collection should use the version admins promoted, so it is preselected.
-        self.fields["version_a"].initial = GeneratorVersion.objects.filter(
-            status=GeneratorVersion.Status.ACTIVE
-        ).first()
+        # The newest active one: promoting a candidate does not retire the versions before it.
+        self.fields["version_a"].initial = (
+            GeneratorVersion.objects.filter(status=GeneratorVersion.Status.ACTIVE)
+            .order_by("-created_at", "-pk")
+            .first()
+        )
 
     def clean_prompts(self) -> list[str]:
         lines = [line.strip() for line in self.cleaned_data["prompts"].splitlines()]

@@ -537,8 +537,10 @@ def campaign_create(
     clip_seconds: float | None = None,
     instructions: str = "",
     created_by: AbstractBaseUser | None = None,
+    queue: bool = True,
 ) -> Campaign:
-    """Create a campaign and queue the generation of its tracks and pairs."""
+    """Create a campaign and queue the generation of its tracks and pairs (queue=False: the
+    caller runs generation.services.campaign_generate_prompt for each prompt itself)."""
     from generation import tasks  # the task module imports this one
 
     texts = [text.strip() for text in prompt_texts if text.strip()]
@@ -561,8 +563,9 @@ def campaign_create(
         )
         prompts = [prompt_get_or_create(text=text) for text in texts]
         campaign.prompts.set(prompts)
-        for prompt in prompts:
-            tasks.generate_campaign_prompt.delay_on_commit(campaign.pk, prompt.pk)
+        if queue:
+            for prompt in prompts:
+                tasks.generate_campaign_prompt.delay_on_commit(campaign.pk, prompt.pk)
     return campaign
 
 

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from ratings.dataset import DataFilters
 from ratings.permissions import IsAdmin, IsResearcher
 from reward import selectors, training
-from reward.models import RewardModel
+from reward.models import FineTuneRun, RewardModel
 
 
 class RewardModelSerializer(serializers.ModelSerializer):
@@ -100,3 +100,29 @@ class RewardModelCancelView(APIView):
         reward_model = get_object_or_404(RewardModel, pk=reward_model_id)
         training.reward_model_cancel(reward_model=reward_model)
         return Response(RewardModelSerializer(reward_model).data)
+
+
+class FineTuneRunSerializer(serializers.ModelSerializer):
+    percent_done = serializers.FloatField(read_only=True)
+    result_version = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    base_version = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = FineTuneRun
+        fields = [
+            "id", "name", "base_version", "algorithm", "preset", "stages", "stage", "status",
+            "phase", "steps", "step", "percent_done", "curve", "metrics", "warnings", "samples",
+            "settings", "result_version", "error", "attempts", "resumed_from_steps",
+            "created_at", "started_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class FineTuneRunDetailView(APIView):
+    """GET one fine-tuning run with its curves (researcher and above)."""
+
+    permission_classes = [IsResearcher]
+
+    def get(self, request: Request, run_id: int) -> Response:
+        run = get_object_or_404(FineTuneRun, pk=run_id)
+        return Response(FineTuneRunSerializer(run).data)

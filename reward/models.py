@@ -124,3 +124,78 @@ class TrackReward(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reward_model}: {self.value:.3f} for {self.track}"
+
+
+class FineTuneRun(TrainingJob):
+    """RL fine-tuning (RLOO) or DPO of a learned generator version; ends by registering a
+    candidate GeneratorVersion whose parent is the base."""
+
+    class Algorithm(models.TextChoices):
+        RLOO = "rloo", "RLOO with reward models"
+        DPO = "dpo", "DPO on stored preference pairs"
+
+    class Preset(models.TextChoices):
+        R = "R", "R: adherence + quality"
+        U = "U", "U: user preference"
+        RU = "RU", "RU: R first, then U from the R result"
+        CUSTOM = "custom", "Custom reward mix"
+
+    name = models.CharField(max_length=100, unique=True)
+    base_version = models.ForeignKey(
+        "generation.GeneratorVersion", on_delete=models.PROTECT, related_name="fine_tune_runs"
+    )
+    algorithm = models.CharField(max_length=8, choices=Algorithm.choices)
+    preset = models.CharField(max_length=8, choices=Preset.choices, default=Preset.CUSTOM)
+    # Stages run one after another (RU has two); each is {"rewards": {reward model id: weight},
+    # "steps": n}. The KL of a stage is measured against the model the stage started from.
+    stages = models.JSONField(default=list)
+    stage = models.PositiveSmallIntegerField(default=0, help_text="The stage running now.")
+    settings = models.JSONField(default=dict, blank=True)
+    data_filters = models.JSONField(default=dict, blank=True, help_text="DPO: the votes used.")
+    data_summary = models.JSONField(default=dict, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    samples = models.JSONField(
+        default=list, blank=True, help_text="Tracks sampled at checkpoints: step, prompt, track."
+    )
+    result_version = models.OneToOneField(
+        "generation.GeneratorVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="made_by_run",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(steps__gte=1), name="finetune_steps_min"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def directory(self) -> Path:
+        return Path(settings.REWARD_DIR) / f"finetune-{self.pk}"
+
+
+class Evaluation(models.Model):
+    """An evaluate campaign (candidate vs its parent) and the report computed from its votes."""
+
+    campaign = models.OneToOneField(
+        "ratings.Campaign", on_delete=models.CASCADE, related_name="evaluation"
+    )
+    candidate = models.ForeignKey(
+        "generation.GeneratorVersion", on_delete=models.PROTECT, related_name="+"
+    )
+    baseline = models.ForeignKey(
+        "generation.GeneratorVersion", on_delete=models.PROTECT, related_name="+"
+    )
+    fine_tune_run = models.ForeignKey(
+        FineTuneRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+    report = models.JSONField(default=dict, blank=True)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.candidate} vs {self.baseline}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reward.models import RewardModel
+from reward.models import FineTuneRun, RewardModel
 
 # The figure a model is judged by, per kind, as a path into its metrics.
 HEADLINE_METRICS = {
@@ -83,4 +83,33 @@ def reward_model_report(reward_model: RewardModel) -> dict[str, Any]:
         "summary": flatten_metrics(reward_model.data_summary),
         "settings": flatten_metrics(reward_model.config),
         "heartbeat_age": reward_model.heartbeat_age_seconds(),
+    }
+
+
+def finetune_report(run: FineTuneRun) -> dict[str, Any]:
+    """What the run page shows besides the curves: stages with their reward models, the
+    settings, final figures per stage, and the samples newest first."""
+    names = dict(RewardModel.objects.values_list("pk", "name"))
+    stages = [
+        {
+            "number": index + 1,
+            "steps": stage["steps"],
+            "rewards": [
+                (names.get(int(pk), f"#{pk}"), weight)
+                for pk, weight in stage.get("rewards", {}).items()
+            ],
+            "running": run.is_active and index == run.stage,
+        }
+        for index, stage in enumerate(run.stages)
+    ]
+    samples = [{"index": index, **sample} for index, sample in enumerate(run.samples)][::-1]
+    return {
+        "stages": stages,
+        "settings": flatten_metrics(run.settings),
+        "metrics": flatten_metrics(run.metrics),
+        "summary": flatten_metrics(
+            {k: v for k, v in run.data_summary.items() if k != "held_out_prompts"}
+        ),
+        "held_out_prompts": run.data_summary.get("held_out_prompts", []),
+        "samples": samples,
     }

@@ -2,7 +2,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from reward import jobs
-from reward.models import RewardModel
+from reward.models import FineTuneRun, RewardModel
 
 
 @shared_task(
@@ -17,6 +17,18 @@ def train_reward_model(reward_model_id: int) -> None:
     training.reward_model_execute(reward_model_id=reward_model_id)
 
 
+@shared_task(
+    acks_late=True,  # resumable: a redelivered run continues from its last checkpoint
+    reject_on_worker_lost=True,
+    soft_time_limit=12 * 3600,
+    time_limit=12 * 3600 + 60,
+)
+def finetune(run_id: int) -> None:
+    from reward import finetune as service
+
+    service.finetune_run_execute(run_id=run_id)
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def score_tracks(reward_model_id: int, track_ids: list[int]) -> None:
     from generation.models import Track
@@ -28,12 +40,15 @@ def score_tracks(reward_model_id: int, track_ids: list[int]) -> None:
 
 
 @shared_task
-def requeue_stalled_jobs() -> list[int]:
+def requeue_stalled_jobs() -> dict[str, list[int]]:
     """Beat, every minute: jobs whose worker died go back in the queue."""
     ids = jobs.jobs_requeue_stalled(RewardModel)
     for reward_model_id in ids:
         train_reward_model.delay(reward_model_id)
-    return ids
+    run_ids = jobs.jobs_requeue_stalled(FineTuneRun)
+    for run_id in run_ids:
+        finetune.delay(run_id)
+    return {"reward_models": ids, "fine_tune_runs": run_ids}
 
 
 @worker_ready.connect

@@ -4,10 +4,18 @@ Resuming is exact: the batch for step s is drawn from an RNG seeded with (seed, 
 checkpoint holds the model, the optimiser, torch's RNG state (dropout) and the history, so a
 run killed at step 130 and resumed from its step-120 checkpoint ends where an uninterrupted
 run would.
+
+A run can also end early and cleanly: a step function or progress callback that raises
+`EarlyStop(reason)` (e.g. a guard against reward hacking in fine-tuning) makes the loop
+checkpoint, record the reason in the checkpoint and return; running it again returns at once
+with the same reason, so a stopped run stays stopped. Training state beyond the model (such
+as running reward statistics) belongs in buffers of the `model` passed in, which the
+checkpoint holds with the weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Callable
@@ -26,10 +34,22 @@ StepFn = Callable[[int, random.Random], tuple[torch.Tensor, dict[str, float]]]
 EvalFn = Callable[[], dict[str, float]]
 # on_progress(step, total, entry); it may raise Cancelled to stop after a checkpoint
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+# on_checkpoint(step): called after each checkpoint is written (not after a cancel's)
+CheckpointFn = Callable[[int], None]
 
 
 class Cancelled(Exception):
     """Raised by a progress callback to stop a run; the loop checkpoints first."""
+
+
+class EarlyStop(Exception):
+    """Raised by a step function or progress callback to end a run for good: the loop
+    checkpoints (with the reason) and returns normally, with `LoopState.stopped_reason` set.
+    From step_fn the step is not taken; from on_progress the step is kept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -71,11 +91,22 @@ def make_optimizer(model: nn.Module, config: LoopConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99))
 
 
+def module_digest(module: nn.Module) -> str:
+    """A short fingerprint of a module's weights and buffers, for a checkpoint's `extra`
+    (resuming from a different starting model is then refused)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass
 class LoopState:
     step: int
     history: list[dict[str, float]]
     resumed_from: int  # 0 for a fresh start
+    stopped_reason: str | None = None  # set when an EarlyStop ended the run
 
 
 def save_checkpoint(
@@ -85,6 +116,7 @@ def save_checkpoint(
     step: int,
     history: list[dict[str, float]],
     extra: dict[str, Any],
+    stopped_reason: str | None = None,
 ) -> None:
     payload = {
         "model": model.state_dict(),
@@ -93,6 +125,7 @@ def save_checkpoint(
         "step": step,
         "history": history,
         "extra": extra,
+        "stopped_reason": stopped_reason,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -110,7 +143,12 @@ def load_checkpoint(
     optimizer.load_state_dict(payload["optimizer"])
     torch.set_rng_state(payload["torch_rng"])
     step = int(payload["step"])
-    return LoopState(step=step, history=list(payload["history"]), resumed_from=step)
+    return LoopState(
+        step=step,
+        history=list(payload["history"]),
+        resumed_from=step,
+        stopped_reason=payload.get("stopped_reason"),  # absent from older checkpoints
+    )
 
 
 def run_loop(
@@ -122,11 +160,13 @@ def run_loop(
     evaluate: EvalFn | None = None,
     on_progress: ProgressFn | None = None,
     extra: dict[str, Any] | None = None,
+    on_checkpoint: CheckpointFn | None = None,
 ) -> LoopState:
     """Train `model` for config.steps steps, resuming from checkpoint_dir if it holds a
     checkpoint. `extra` (JSON-like settings) is stored with the checkpoint and must match on
     resume. History entries: step, loss, lr, step_fn's figures, and evaluate()'s every
-    eval_every steps and at the end."""
+    eval_every steps and at the end. An EarlyStop ends the run after a checkpoint (see the
+    module doc); a checkpoint of a stopped run is returned as it is."""
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME
     extra = {"loop": config.to_dict(), **(extra or {})}
     torch.manual_seed(config.seed)
@@ -136,14 +176,32 @@ def run_loop(
         state = load_checkpoint(checkpoint_path, model, optimizer, extra)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.num_threads)
+
+    announced: list[int] = []  # a stop right after a periodic checkpoint saves twice
+
+    def checkpoint(step: int, *, announce: bool = True) -> None:
+        save_checkpoint(
+            checkpoint_path, model, optimizer, step, state.history, extra, state.stopped_reason
+        )
+        if announce and on_checkpoint is not None and step not in announced[-1:]:
+            announced.append(step)
+            on_checkpoint(step)
+
     try:
         for step in range(state.step, config.steps):
+            if state.stopped_reason is not None:
+                break
             model.train()
             lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            loss, figures = step_fn(step, random.Random(config.seed * 1_000_003 + step))
+            try:
+                loss, figures = step_fn(step, random.Random(config.seed * 1_000_003 + step))
+            except EarlyStop as stop:
+                state.stopped_reason = stop.reason
+                checkpoint(step)
+                break
             loss.backward()
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
             optimizer.step()
@@ -155,15 +213,17 @@ def run_loop(
             state.history.append(entry)
             state.step = step + 1
             if (step + 1) % config.checkpoint_every == 0 or done:
-                save_checkpoint(checkpoint_path, model, optimizer, step + 1, state.history, extra)
+                checkpoint(step + 1)
             if on_progress is not None:
                 try:
                     on_progress(step + 1, config.steps, entry)
                 except Cancelled:
-                    save_checkpoint(
-                        checkpoint_path, model, optimizer, step + 1, state.history, extra
-                    )
+                    checkpoint(step + 1, announce=False)
                     raise
+                except EarlyStop as stop:
+                    state.stopped_reason = stop.reason
+                    checkpoint(step + 1)
+                    break
     finally:
         torch.set_num_threads(previous_threads)
     model.eval()

@@ -2,12 +2,15 @@
 A new URL without a row here fails the first test, so none can be added unguarded."""
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from ratings.models import Role
+from ratings.models import Campaign, Role
 from ratings.roles import ANONYMOUS
-from reward.models import RewardModel
-from tests.factories import CampaignFactory, PairFactory
+from reward.finetune import DEFAULT_SETTINGS
+from reward.models import Evaluation, FineTuneRun, RewardModel
+from tests.factories import CampaignFactory, GeneratorVersionFactory, PairFactory
 
 ROLES = [ANONYMOUS, Role.RATER, Role.RESEARCHER, Role.ADMIN]
 RANK = {role: index for index, role in enumerate(ROLES)}
@@ -37,12 +40,23 @@ MATRIX = {
     "reward-model-cancel": ("post", "/manage/rewards/{reward_model}/cancel/", Role.ADMIN, False),
     "api-reward-models": ("get", "/api/v1/reward-models/", Role.RESEARCHER, True),
     "api-reward-model": ("get", "/api/v1/reward-models/{reward_model}/", Role.RESEARCHER, True),
+    "finetune-list": ("get", "/manage/finetune/", Role.RESEARCHER, False),
+    "finetune-detail": ("get", "/manage/finetune/{run}/", Role.RESEARCHER, False),
+    "finetune-create": ("get", "/manage/finetune/new/", Role.ADMIN, False),
+    "finetune-cancel": ("post", "/manage/finetune/{run}/cancel/", Role.ADMIN, False),
+    "finetune-evaluate": ("post", "/manage/finetune/{run}/evaluate/", Role.ADMIN, False),
+    "finetune-sample": ("get", "/manage/finetune/{run}/samples/0", Role.RESEARCHER, False),
+    "api-finetune-run": ("get", "/api/v1/finetune-runs/{run}/", Role.RESEARCHER, True),
     "api-reward-model-cancel": (
         "post",
         "/api/v1/reward-models/{reward_model}/cancel/",
         Role.ADMIN,
         True,
     ),
+    "evaluation-list": ("get", "/manage/evaluations/", Role.RESEARCHER, False),
+    "evaluation-detail": ("get", "/manage/evaluations/{evaluation}/", Role.RESEARCHER, False),
+    "evaluation-promote": ("post", "/manage/evaluations/{evaluation}/promote/", Role.ADMIN, False),
+    "evaluation-retire": ("post", "/manage/evaluations/{evaluation}/retire/", Role.ADMIN, False),
 }
 
 
@@ -67,10 +81,26 @@ def test_every_url_has_a_row_in_the_role_matrix():
 def world(db):
     pair = PairFactory(campaign=CampaignFactory())
     reward_model = RewardModel.objects.create(name="matrix", kind="preference", steps=10)
+    candidate, baseline = GeneratorVersionFactory(), GeneratorVersionFactory()
+    evaluate = CampaignFactory(
+        purpose=Campaign.Purpose.EVALUATE, version_a=candidate, version_b=baseline
+    )
+    evaluation = Evaluation.objects.create(
+        campaign=evaluate, candidate=candidate, baseline=baseline
+    )
+    sample = default_storage.save("finetune/matrix.ogg", ContentFile(b"OggS placeholder"))
+    run = FineTuneRun.objects.create(
+        name="matrix", base_version=baseline, algorithm="rloo", steps=1, status="finished",
+        settings=DEFAULT_SETTINGS, result_version=GeneratorVersionFactory(parent=baseline),
+        data_summary={"held_out_prompts": ["calm piano"]},
+        samples=[{"step": 1, "prompt": "calm piano", "file": sample}],
+    )  # fmt: skip
     return {
         "campaign": pair.campaign_id,
         "track": pair.track_a.public_id,
         "reward_model": reward_model.pk,
+        "evaluation": evaluation.pk,
+        "run": run.pk,
     }
 
 

@@ -3,10 +3,26 @@
 (function () {
   "use strict";
   const SVG = "http://www.w3.org/2000/svg";
-  const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
-  const QUALITY_KEYS = [
-    "train_accuracy", "heldout_accuracy", "heldout_pearson", "heldout_r1",
-  ];
+  const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
+
+  // A chart's series come from its data-series attribute: names, or prefixes ending in "*"
+  // (e.g. "reward_*" draws one line per reward model).
+  function seriesKeys(svg, curve) {
+    const keys = [];
+    for (const pattern of (svg.dataset.series || "").split(",").map((p) => p.trim()).filter(Boolean)) {
+      if (pattern.endsWith("*")) {
+        const prefix = pattern.slice(0, -1);
+        for (const point of curve) {
+          for (const key of Object.keys(point)) {
+            if (key.startsWith(prefix) && !keys.includes(key)) keys.push(key);
+          }
+        }
+      } else if (!keys.includes(pattern)) {
+        keys.push(pattern);
+      }
+    }
+    return keys;
+  }
 
   function el(name, attrs, text) {
     const node = document.createElementNS(SVG, name);
@@ -47,8 +63,9 @@
   }
 
   function render(curve) {
-    draw(document.getElementById("chart-loss"), curve, ["loss", "heldout_loss"]);
-    draw(document.getElementById("chart-quality"), curve, QUALITY_KEYS);
+    for (const svg of document.querySelectorAll("svg.chart[data-series]")) {
+      draw(svg, curve, seriesKeys(svg, curve));
+    }
   }
 
   window.ShowCurves = function ({ api, active, initial }) {

@@ -1,0 +1,315 @@
+"""The whole MusicRL cycle on this machine, with simulated raters voting through the real HTTP
+API: collect campaign -> votes -> the data's snapshot -> reward models -> RL -> evaluation
+campaign judged by the same simulated rater population -> report.
+
+Every stage leaves the platform's own objects behind (campaigns, votes, reward models, a
+fine-tuning run, a candidate version, an evaluation), exactly as if people had done it in the
+browser; generation runs in this process instead of on a worker so the command needs nothing
+else running.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler
+
+from django.conf import settings
+from django.core.servers.basehttp import ThreadedWSGIServer
+from django.core.wsgi import get_wsgi_application
+from django.db import connections
+
+from generation.models import GeneratorVersion
+from generation.music.backends import SHIPPED_GENERATOR
+from generation.services import campaign_generate_prompt
+from ratings.dataset import DataFilters, rows_sha256, vote_rows
+from ratings.models import Campaign
+from ratings.services import campaign_create
+from ratings.simulation import (
+    PreferenceFn,
+    RaterSwarm,
+    SimulationConfig,
+    simulated_raters_build,
+    simulated_raters_ensure,
+)
+from reward import finetune, training
+from reward.models import FineTuneRun, RewardModel
+
+logger = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    collect_prompts: int
+    votes_per_item: int
+    raters: int
+    clip_seconds: float
+    reward_steps: int
+    rl_steps: int  # per stage
+    eval_votes_per_item: int
+    min_listen_seconds: float = 0.2  # simulated raters wait it out in real time
+
+
+BUDGETS = {
+    "small": Budget(
+        collect_prompts=96,
+        votes_per_item=3,
+        raters=12,
+        clip_seconds=4.0,
+        reward_steps=300,
+        rl_steps=40,
+        eval_votes_per_item=3,
+    ),
+    "full": Budget(
+        collect_prompts=400,
+        votes_per_item=5,
+        raters=40,
+        clip_seconds=10.0,
+        reward_steps=1500,
+        rl_steps=200,
+        eval_votes_per_item=5,
+    ),
+}
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+
+class LocalServer:
+    """The platform's WSGI app on a free local port, in threads of this process: the real
+    HTTP API for the simulated raters, without starting anything else."""
+
+    def __init__(self) -> None:
+        self.httpd = ThreadedWSGIServer(("127.0.0.1", 0), _QuietHandler, allow_reuse_address=True)
+        self.httpd.set_app(get_wsgi_application())
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> LocalServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def base_version() -> GeneratorVersion:
+    """The shipped learned generator, registered once (the loop tunes a learned model)."""
+    if not (Path(settings.BASE_DIR) / SHIPPED_GENERATOR).exists():
+        raise FileNotFoundError(f"{SHIPPED_GENERATOR} is missing")
+    version, _ = GeneratorVersion.objects.get_or_create(
+        name="symbolic-small-v1",
+        defaults={"backend": "symbolic", "checkpoint": SHIPPED_GENERATOR, "status": "active"},
+    )
+    return version
+
+
+def loop_prompts(count: int, seed: int) -> list[str]:
+    """Prompts as people write them (the pretraining corpus's short-prompt style)."""
+    from generation.music.pretrain import short_prompt
+    from generation.music.prompts import random_attributes
+
+    rng = random.Random(seed)
+    texts: list[str] = []
+    while len(texts) < count:
+        text = short_prompt(random_attributes(rng), rng)
+        if text not in texts:
+            texts.append(text)
+    return texts
+
+
+def generate(campaign: Campaign, say: Say) -> None:
+    started = time.monotonic()
+    for prompt in campaign.prompts.order_by("pk"):
+        campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)
+    campaign.refresh_from_db()
+    say(f"  {campaign.generation_done} clips in {time.monotonic() - started:.0f} s")
+
+
+def vote(
+    campaign: Campaign,
+    *,
+    server: LocalServer,
+    preference: PreferenceFn,
+    budget: Budget,
+    seed: int,
+    say: Say,
+) -> int:
+    accounts = simulated_raters_ensure(campaign_id=campaign.pk, count=budget.raters)
+    raters = simulated_raters_build(accounts=accounts, noise=1.0, careless_fraction=0.0, seed=seed)
+    wanted = campaign.pairs.count() * campaign.votes_per_item
+    report = RaterSwarm(
+        config=SimulationConfig(
+            campaign_id=campaign.pk,
+            votes=wanted,
+            base_url=server.url,
+            preference=preference,
+            concurrency=min(budget.raters, 12),
+        ),
+        raters=raters,
+    ).run()
+    connections.close_all()
+    say(
+        f"  {report.votes_cast} votes by {len(report.raters_voted)} raters in "
+        f"{report.elapsed_seconds:.0f} s"
+    )
+    if report.server_errors:
+        raise RuntimeError(f"the API answered with server errors: {report.server_errors}")
+    return report.votes_cast
+
+
+def train_reward(
+    name: str,
+    kind: str,
+    method: str,
+    campaign: Campaign | None,
+    steps: int,
+    settings_: dict[str, Any],
+    say: Say,
+) -> RewardModel:
+    filters = DataFilters(campaign_ids=(campaign.pk,)) if campaign else DataFilters()
+    model = training.reward_model_create(
+        name=name,
+        kind=kind,
+        method=method,
+        steps=steps,
+        filters=filters,
+        settings=settings_,
+        queue=False,
+    )
+    model = training.reward_model_execute(reward_model_id=model.pk)
+    if model is None or model.status != RewardModel.Status.FINISHED:
+        raise RuntimeError(f"reward model {name} did not finish: {model and model.error}")
+    say(f"  {name}: {model.metrics.get('heldout', {})}")
+    return model
+
+
+def closed_loop_run(
+    *,
+    preference: PreferenceFn,
+    preference_name: str,
+    budget_name: str,
+    seed: int = 0,
+    say: Say = print,
+) -> dict[str, Any]:
+    """Run the cycle once; returns the evaluation figures (and the objects it made)."""
+    from reward.evaluations import evaluation_refresh
+
+    budget = BUDGETS[budget_name]
+    tag = f"loop-{int(time.time())}"
+    started = time.monotonic()
+    stages: dict[str, float] = {}
+
+    def stage(name: str) -> None:
+        stages[name] = round(time.monotonic() - started, 1)
+        say(f"[{stages[name]:>6.0f} s] {name}")
+
+    base = base_version()
+    with LocalServer() as server:
+        stage("collect campaign: generating clips")
+        collect = campaign_create(
+            name=f"{tag} collect",
+            purpose="collect",
+            protocol="preference",
+            prompt_texts=loop_prompts(budget.collect_prompts, seed),
+            version_a=base,
+            votes_per_item=budget.votes_per_item,
+            min_listen_seconds=budget.min_listen_seconds,
+            clip_seconds=budget.clip_seconds,
+            queue=False,
+        )
+        generate(collect, say)
+        stage("collect campaign: simulated raters vote through the API")
+        vote(collect, server=server, preference=preference, budget=budget, seed=seed, say=say)
+
+        stage("snapshot of the data")
+        rows = list(vote_rows(DataFilters(campaign_ids=(collect.pk,))))
+        snapshot = {"votes": len(rows), "sha256": rows_sha256(rows)}
+        say(f"  {snapshot}")
+
+        stage("reward models")
+        reward_settings = {"test_share": 0.2, "learning_rate": 2e-3, "eval_every": 100}
+        preference_model = train_reward(
+            f"{tag} preference",
+            "preference",
+            "learned",
+            collect,
+            budget.reward_steps,
+            reward_settings,
+            say,
+        )
+        adherence_model = train_reward(
+            f"{tag} adherence",
+            "adherence",
+            "attribute_match",
+            collect,
+            1,
+            {"held_out_size": 32, "clip_seconds": 2.0},
+            say,
+        )
+
+        stage("RL fine-tuning (RU: adherence, then preference)")
+        run = finetune.finetune_run_create(
+            name=f"{tag} RU",
+            base_version=base,
+            algorithm="rloo",
+            preset="RU",
+            steps=budget.rl_steps,
+            queue=False,
+            stage_rewards=[{adherence_model.pk: 1.0}, {preference_model.pk: 1.0}],
+            settings={"clip_seconds": budget.clip_seconds, "seed": seed},
+        )
+        run = finetune.finetune_run_execute(run_id=run.pk)
+        if run is None or run.status != FineTuneRun.Status.FINISHED:
+            raise RuntimeError(f"the RL run did not finish: {run and run.error}")
+        say(f"  candidate {run.result_version}; warnings: {run.warnings or 'none'}")
+
+        stage("evaluation campaign: candidate vs base, side by side")
+        evaluation = finetune.evaluation_for_run(
+            run=run,
+            votes_per_item=budget.eval_votes_per_item,
+            min_listen_seconds=budget.min_listen_seconds,
+            queue=False,
+        )
+        generate(evaluation.campaign, say)
+        vote(
+            evaluation.campaign,
+            server=server,
+            preference=preference,
+            budget=budget,
+            seed=seed + 1,
+            say=say,
+        )
+        stage("report")
+        report = evaluation_refresh(evaluation)
+    stage("done")
+    return {
+        "preference": preference_name,
+        "budget": budget_name,
+        "budget_settings": asdict(budget),
+        "seconds": stages["done"],
+        "stage_started_at_seconds": stages,
+        "snapshot": snapshot,
+        "reward_models": {
+            "preference": {
+                "id": preference_model.pk,
+                **preference_model.metrics.get("heldout", {}),
+            },
+            "adherence": {"id": adherence_model.pk},
+        },
+        "fine_tune_run": run.pk,
+        "candidate": run.result_version.name,
+        "baseline": base.name,
+        "evaluation": evaluation.pk,
+        "report": report,
+    }

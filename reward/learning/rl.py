@@ -1,0 +1,517 @@
+"""RL fine-tuning of the symbolic generator against reward models: RLOO (REINFORCE with a
+leave-one-out baseline, Ahmadian et al. 2024) with a KL penalty to a frozen reference.
+
+Readable top to bottom: config -> the estimator (running reward normalisation, the
+leave-one-out advantage, the loss) -> curve figures (diversity) -> guards against reward
+hacking -> held-out evaluation -> the run (run_loop: checkpoints, exact resume, early stop).
+
+One step, for prompts_per_step prompts drawn by the step's RNG and K samples of each:
+
+    r_k,i  raw reward k of sample i (reward_fn), normalised by its running mean and std
+    R_i  = sum_k w_k r_k,i - beta * KL_i,   KL_i = sum_t log pi(y_t) - log pi_ref(y_t)
+    A_i  = R_i - mean of R over the other K - 1 samples of the same prompt
+    loss = -mean_i(A_i * log pi(y_i)),  log pi(y_i) teacher-forced, with grad
+
+The reference never changes during a run. Two-stage schedules (R, then U from the R result)
+are the caller's: it passes the first stage's policy as the second stage's reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from generation.music.learned import Sample, SymbolicTransformerBackend, torch_threads
+from generation.music.tokenizer import content_ids
+from reward.learning.loop import (
+    Cancelled,
+    EarlyStop,
+    LoopConfig,
+    ProgressFn,
+    module_digest,
+    run_loop,
+)
+
+KIND = "rloo"
+GUARD_ACTIONS = ("stop", "warn")
+DIVERSITY_NGRAM = 4
+# A reward that has been constant so far normalises to 0 rather than to 0/0.
+MIN_REWARD_STD = 1e-6
+
+# reward_fn(samples) -> {reward name: (len(samples),) raw reward of each sample}
+RewardFn = Callable[[list[Sample]], dict[str, torch.Tensor]]
+# on_checkpoint(step, samples): a few held-out samples of the policy as checkpointed
+CheckpointSamplesFn = Callable[[int, list[Sample]], None]
+
+
+def default_loop() -> LoopConfig:
+    """Fine-tuning settings: a small learning rate (the policy starts from a trained model
+    and RL's gradient is noisy), no weight decay (it pulls the weights towards zero, not
+    towards the reference; the KL penalty is the regulariser), and the usual clip."""
+    return LoopConfig(
+        steps=200,
+        learning_rate=2e-5,
+        min_learning_rate=2e-6,
+        warmup_steps=10,
+        weight_decay=0.0,
+        grad_clip=1.0,
+        checkpoint_every=25,
+        eval_every=25,
+    )
+
+
+@dataclass(frozen=True)
+class RLOOConfig:
+    loop: LoopConfig = field(default_factory=default_loop)
+    prompts_per_step: int = 8
+    samples_per_prompt: int = 4  # K; the leave-one-out baseline needs K >= 2
+    beta: float = 0.05  # KL penalty, in units of (normalised) reward per nat
+    reward_weights: dict[str, float] = field(default_factory=dict)
+    normalise_rewards: bool = True
+    # Guards against reward hacking (None = off). kl_limit: mean per-sequence KL in nats;
+    # diversity_floor: share of the first step's diversity.
+    kl_limit: float | None = None
+    diversity_floor: float | None = None
+    guard_action: str = "stop"  # "stop" ends the run after a checkpoint, "warn" records
+    held_out_samples: int = 1  # per held-out prompt
+    held_out_seed: int = 1234  # the same every evaluation, so held-out curves compare
+    checkpoint_samples: int = 3  # held-out prompts whose samples on_checkpoint receives
+    temperature: float | None = None  # None: the policy's own sampling temperature
+
+    def __post_init__(self) -> None:
+        if self.samples_per_prompt < 2:
+            raise ValueError("RLOO needs samples_per_prompt >= 2 (the leave-one-out baseline)")
+        if self.prompts_per_step < 1 or self.held_out_samples < 1:
+            raise ValueError("need prompts_per_step >= 1 and held_out_samples >= 1")
+        if self.beta < 0:
+            raise ValueError("beta must be >= 0")
+        if self.guard_action not in GUARD_ACTIONS:
+            raise ValueError(f"guard_action must be one of {GUARD_ACTIONS}")
+        if self.kl_limit is not None and self.kl_limit <= 0:
+            raise ValueError("kl_limit must be > 0")
+        if self.diversity_floor is not None and not 0 < self.diversity_floor <= 1:
+            raise ValueError("diversity_floor must lie in (0, 1]")
+
+    @property
+    def reward_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.reward_weights))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RLOOConfig:
+        data = dict(data)
+        return cls(loop=LoopConfig(**data.pop("loop")), **data)
+
+
+# --- the estimator ------------------------------------------------------------------------
+
+
+class RewardStatistics(nn.Module):
+    """Running mean and variance of each raw reward over every sample seen (Chan et al.'s
+    parallel update, in float64). Buffers, so the loop's checkpoint holds them with the
+    weights and a resumed run normalises exactly as an uninterrupted one would.
+
+    The normalisation's shift cancels in the leave-one-out advantage; its scale is what
+    matters: it puts rewards of different units on one footing for the weights, and makes
+    beta read as "nats of KL worth one standard deviation of reward"."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(len(names), dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(len(names), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, rewards: torch.Tensor) -> None:
+        """Fold in a batch (N, len(names))."""
+        n = rewards.shape[0]
+        batch_mean = rewards.mean(0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.m2 += ((rewards - batch_mean) ** 2).sum(0) + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.count.copy_(total)
+
+    def std(self) -> torch.Tensor:
+        return (self.m2 / self.count.clamp_min(1.0)).sqrt()
+
+    def normalise(self, rewards: torch.Tensor) -> torch.Tensor:
+        return (rewards - self.mean) / self.std().clamp_min(MIN_REWARD_STD)
+
+
+class GuardState(nn.Module):
+    """What the guards remember between steps (buffers, checkpointed with the weights): the
+    first step's diversity and the last value each guard warned at (NaN: none yet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("initial_diversity", torch.tensor(math.nan, dtype=torch.float64))
+        self.register_buffer("warned", torch.full((2,), math.nan, dtype=torch.float64))
+
+
+class RLOOModule(nn.Module):
+    """What the loop trains and checkpoints: the policy's weights, the reward statistics and
+    the guards' state (the last two have no parameters, so the optimiser never sees them)."""
+
+    def __init__(self, policy: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.policy = policy
+        self.statistics = RewardStatistics(names)
+        self.guard = GuardState()
+
+
+def rloo_advantages(objective: torch.Tensor, group_size: int) -> torch.Tensor:
+    """A_i = R_i - mean of the other group_size - 1 R of its group, for prompt-major R
+    (groups are consecutive). Within each group the advantages sum to zero, so a reward
+    every sample of a prompt shares (an easy prompt) gives no gradient."""
+    grouped = objective.view(-1, group_size)
+    others = (grouped.sum(1, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - others).reshape(-1)
+
+
+def rloo_loss(advantages: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor:
+    """-mean(A_i * log pi(y_i)) over sequences. log pi is the sequence's summed log-prob, not
+    its per-token mean: the sum gives the unbiased gradient of the sequence-level objective
+    (the reward and the KL penalty are per sequence too), while dividing by the length would
+    favour long samples when A > 0 and short ones when A < 0. The larger gradients of long
+    sequences are bounded by the loop's clipping (and Adam is blind to the overall scale)."""
+    return -(advantages.detach() * logprobs).mean()
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def ngrams(ids: Sequence[int], n: int = DIVERSITY_NGRAM) -> set[tuple[int, ...]]:
+    tokens = content_ids(list(ids))
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def jaccard_distance(a: set, b: set) -> float:
+    """1 - |a & b| / |a | b|: 0 for equal sets (two empty ones included), 1 for disjoint."""
+    union = len(a | b)
+    return 1.0 - len(a & b) / union if union else 0.0
+
+
+def diversity(samples: Sequence[Sample], group_size: int) -> float:
+    """Mean pairwise Jaccard distance between the token 4-gram sets of the samples of one
+    prompt (groups of group_size consecutive samples), averaged over prompts: 1 when the K
+    samples of a prompt share no 4-gram, 0 when they are identical. Collapse onto one
+    output, the usual face of reward hacking, drives it to 0. With one sample per prompt
+    (held-out, by default) all samples form one group, and it measures diversity across
+    prompts instead."""
+    sets = [ngrams(sample.token_ids) for sample in samples]
+    if group_size < 2:
+        group_size = len(sets)
+    distances = []
+    for start in range(0, len(sets), group_size):
+        group = sets[start : start + group_size]
+        pairs = [jaccard_distance(a, b) for a, b in combinations(group, 2)]
+        if pairs:
+            distances.append(sum(pairs) / len(pairs))
+    return sum(distances) / len(distances) if distances else 0.0
+
+
+@dataclass
+class Scored:
+    """A batch of samples with its rewards and KL to the reference."""
+
+    samples: list[Sample]
+    raw: torch.Tensor  # (N, rewards) float64, columns in config.reward_names order
+    kl: torch.Tensor  # (N,) float64: sum_t log pi - log pi_ref, per sequence
+
+
+def raw_rewards(samples: list[Sample], reward_fn: RewardFn, names: Sequence[str]) -> torch.Tensor:
+    rewards = reward_fn(samples)
+    missing = [name for name in names if name not in rewards]
+    if missing:
+        raise ValueError(f"reward_fn returned no {missing}")
+    columns = [torch.as_tensor(rewards[name], dtype=torch.float64).reshape(-1) for name in names]
+    if any(len(column) != len(samples) for column in columns):
+        raise ValueError("reward_fn must return one value per sample for each reward")
+    return torch.stack(columns, dim=1)
+
+
+def weighted_total(
+    config: RLOOConfig, statistics: RewardStatistics, raw: torch.Tensor
+) -> torch.Tensor:
+    """sum_k w_k r_k (normalised if the config says so): the reward before the KL penalty."""
+    rewards = statistics.normalise(raw) if config.normalise_rewards else raw
+    weights = torch.tensor([config.reward_weights[n] for n in config.reward_names])
+    return rewards @ weights.double()
+
+
+def figures_of(
+    config: RLOOConfig,
+    statistics: RewardStatistics,
+    scored: Scored,
+    group_size: int,
+    prefix: str = "",
+) -> dict[str, float]:
+    figures = {
+        f"{prefix}reward_{name}": float(scored.raw[:, column].mean())
+        for column, name in enumerate(config.reward_names)
+    }
+    samples = scored.samples
+    figures[f"{prefix}reward_total"] = float(weighted_total(config, statistics, scored.raw).mean())
+    figures[f"{prefix}kl"] = float(scored.kl.mean())
+    figures[f"{prefix}diversity"] = diversity(samples, group_size)
+    figures[f"{prefix}length"] = sum(len(s.token_ids) for s in samples) / len(samples)
+    figures[f"{prefix}well_formed"] = sum(s.well_formed for s in samples) / len(samples)
+    return figures
+
+
+# --- guards against reward hacking --------------------------------------------------------
+
+GUARD_KINDS = ("kl_limit", "diversity_floor")
+
+
+def check_guards(
+    config: RLOOConfig, state: GuardState, entry: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Warnings for one step's curve entry (updating `state`). A guard records a warning when
+    its figure first crosses the limit, and again only each time it gets twice as bad as at
+    its last warning (KL doubles, diversity halves): a drifting run gives a handful of
+    warnings, not one per step."""
+    if math.isnan(float(state.initial_diversity)):
+        state.initial_diversity.fill_(entry["diversity"])  # the untouched policy's
+    limits = {
+        "kl_limit": config.kl_limit,
+        "diversity_floor": None
+        if config.diversity_floor is None
+        else config.diversity_floor * float(state.initial_diversity),
+    }
+    warnings = []
+    for index, kind in enumerate(GUARD_KINDS):
+        limit = limits[kind]
+        if limit is None:
+            continue
+        value = entry["kl"] if kind == "kl_limit" else entry["diversity"]
+        last = float(state.warned[index])
+        if kind == "kl_limit":
+            crossed = value > limit and (math.isnan(last) or value >= 2 * last)
+        else:
+            crossed = value < limit and (math.isnan(last) or value <= last / 2)
+        if crossed:
+            state.warned[index] = value
+            warnings.append({"step": int(entry["step"]), "kind": kind, "value": value, "limit": limit})
+    return warnings
+
+
+def guard_warnings(config: RLOOConfig, history: list[dict[str, float]]) -> list[dict[str, Any]]:
+    """The warnings of a whole run, replayed from its curve (as recorded live)."""
+    state = GuardState()
+    return [w for entry in history for w in check_guards(config, state, entry)]
+
+
+# --- held-out evaluation ------------------------------------------------------------------
+
+
+@dataclass
+class RLOORun:
+    """The pieces one run's steps and evaluations share."""
+
+    config: RLOOConfig
+    module: RLOOModule
+    sampler: SymbolicTransformerBackend  # the policy, with the run's sampling settings
+    reference: SymbolicTransformerBackend
+    reward_fn: RewardFn
+
+    def score(self, samples: list[Sample]) -> tuple[Scored, torch.Tensor]:
+        """Rewards and KL of samples, and log pi with grad (when grad is on)."""
+        prompts = [s.prompt for s in samples]
+        ids = [s.token_ids for s in samples]
+        raw = raw_rewards(samples, self.reward_fn, self.config.reward_names)
+        logprobs = self.sampler.seq_logprobs(prompts, ids)
+        with torch.no_grad():
+            reference = self.reference.seq_logprobs(prompts, ids)
+        return Scored(samples, raw, logprobs.detach() - reference), logprobs
+
+    def held_out(self, prompts: list[str]) -> Scored:
+        """Held-out prompts sampled with the fixed held-out seed, scored."""
+        with torch.no_grad():
+            samples = self.sampler.sample(
+                prompts, self.config.held_out_samples, self.config.held_out_seed
+            )
+            scored, _ = self.score(samples)
+        return scored
+
+    def held_out_figures(self, prompts: list[str]) -> dict[str, float]:
+        scored = self.held_out(prompts)
+        statistics = self.module.statistics
+        group = self.config.held_out_samples
+        return figures_of(self.config, statistics, scored, group, prefix="heldout_")
+
+
+def choose_prompts(prompts: Sequence[str], count: int, rng: random.Random) -> list[str]:
+    """`count` distinct prompts when there are enough, else drawn with replacement."""
+    if len(prompts) >= count:
+        return rng.sample(list(prompts), count)
+    return rng.choices(list(prompts), k=count)
+
+
+def training_step(
+    run: RLOORun, prompts: Sequence[str], rng: random.Random
+) -> tuple[torch.Tensor, dict[str, float]]:
+    config, k = run.config, run.config.samples_per_prompt
+    # Dropout off for the whole step: the gradient must be that of the policy that sampled.
+    run.module.policy.eval()
+    chosen = choose_prompts(prompts, config.prompts_per_step, rng)
+    samples = run.sampler.sample(chosen, k, seed=rng.randrange(2**31))
+    scored, logprobs = run.score(samples)
+    if config.normalise_rewards:
+        run.module.statistics.update(scored.raw)  # before the advantage, as specified
+    total = weighted_total(config, run.module.statistics, scored.raw)
+    objective = total - config.beta * scored.kl
+    advantages = rloo_advantages(objective, k)
+    loss = rloo_loss(advantages, logprobs)
+    figures = figures_of(config, run.module.statistics, scored, k)
+    figures["objective"] = float(objective.mean())
+    return loss, figures
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class RLResult:
+    policy: SymbolicTransformerBackend  # the backend passed in, now tuned
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+    resumed_from: int
+    stopped_reason: str | None  # None, "kl_limit" or "diversity_floor"
+    warnings: list[dict[str, Any]]
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()[:16]
+
+
+def sampler_for(policy: SymbolicTransformerBackend, config: RLOOConfig) -> SymbolicTransformerBackend:
+    """The policy as the run samples it: its own sampling settings, bar the temperature if
+    the config sets one (samples at a temperature other than 1 are slightly off-policy: the
+    gradient and the KL use the untempered log-probs)."""
+    if config.temperature is None:
+        return policy
+    sampling = replace(policy.sampling, temperature=config.temperature)
+    return SymbolicTransformerBackend(
+        policy.model, sampling=sampling, text_encoder=policy.text_encoder
+    )
+
+
+def train_rloo(
+    config: RLOOConfig,
+    policy: SymbolicTransformerBackend,
+    reference: SymbolicTransformerBackend,
+    prompts: list[str],
+    held_out_prompts: list[str],
+    reward_fn: RewardFn,
+    checkpoint_dir: Path | str,
+    on_progress: ProgressFn | None = None,
+    on_checkpoint: CheckpointSamplesFn | None = None,
+) -> RLResult:
+    """Fine-tune `policy` in place with RLOO (or resume, if checkpoint_dir holds a checkpoint
+    of the same run: pass the same starting policy and reference again). Held-out figures
+    every loop.eval_every steps and at the end; on_checkpoint(step, samples) after every
+    checkpoint and once at step 0 of a fresh run (a resumed run may repeat a step's call)."""
+    if not config.reward_weights:
+        raise ValueError("no rewards: set config.reward_weights")
+    if not prompts or not held_out_prompts:
+        raise ValueError("need training and held-out prompts")
+    module = RLOOModule(policy.model, config.reward_names)
+    reference.model.eval()
+    run = RLOORun(config, module, sampler_for(policy, config), reference, reward_fn)
+    fresh = not (Path(checkpoint_dir) / "checkpoint.pt").exists()
+    # Stored with the checkpoint: resuming with other settings, prompts or models is refused.
+    extra = {
+        "kind": KIND,
+        "config": config.to_dict(),
+        "sampling": asdict(run.sampler.sampling),
+        "data": {"prompts": texts_digest(prompts), "held_out": texts_digest(held_out_prompts)},
+        "models": {"start": module_digest(policy.model), "reference": module_digest(reference.model)},
+    }
+    with torch_threads(config.loop.num_threads):
+        initial = run.held_out(held_out_prompts)  # the starting policy, for before/after
+    checkpoint_prompts = held_out_prompts[: config.checkpoint_samples]
+
+    def checkpoint_samples(step: int) -> None:
+        if on_checkpoint is not None and checkpoint_prompts:
+            module.policy.eval()
+            with torch.no_grad():
+                samples = run.sampler.sample(checkpoint_prompts, 1, config.held_out_seed)
+            on_checkpoint(step, samples)
+
+    def step_fn(step: int, rng: random.Random) -> tuple[torch.Tensor, dict[str, float]]:
+        return training_step(run, prompts, rng)
+
+    def progress(step: int, total: int, entry: dict[str, float]) -> None:
+        crossed = check_guards(config, module.guard, entry)
+        if not crossed or config.guard_action == "warn":
+            if on_progress is not None:
+                on_progress(step, total, entry)
+            return
+        if on_progress is not None:
+            try:
+                on_progress(step, total, entry)
+            except Cancelled:
+                pass  # the guard's stop wins: both end the run, and the stop is what happened
+        raise EarlyStop(crossed[0]["kind"])
+
+    if fresh:
+        with torch_threads(config.loop.num_threads):
+            checkpoint_samples(0)
+    state = run_loop(
+        module,
+        step_fn,
+        config=config.loop,
+        checkpoint_dir=checkpoint_dir,
+        evaluate=lambda: run.held_out_figures(held_out_prompts),
+        on_progress=progress,
+        extra=extra,
+        on_checkpoint=checkpoint_samples,
+    )
+    with torch_threads(config.loop.num_threads):
+        metrics = final_metrics(run, state.history, initial, held_out_prompts)
+    metrics |= {
+        "steps": state.step,
+        "resumed_from": state.resumed_from,
+        "stopped_reason": state.stopped_reason,
+    }
+    return RLResult(
+        policy=policy,
+        history=state.history,
+        metrics=metrics,
+        resumed_from=state.resumed_from,
+        stopped_reason=state.stopped_reason,
+        warnings=guard_warnings(config, state.history),
+    )
+
+
+def final_metrics(
+    run: RLOORun, history: list[dict[str, float]], initial: Scored, held_out_prompts: list[str]
+) -> dict[str, Any]:
+    """The last step's figures, held-out figures of the final policy (those of the last
+    entry, or fresh ones after an early stop) and of the starting policy. Both held-out
+    reward totals use the final reward statistics, so they compare."""
+    last = history[-1] if history else {}
+    metrics: dict[str, Any] = {k: v for k, v in last.items() if k not in ("step", "lr")}
+    if "heldout_kl" not in metrics:
+        run.module.eval()
+        with torch.no_grad():
+            metrics |= run.held_out_figures(held_out_prompts)
+    group = run.config.held_out_samples
+    before = figures_of(run.config, run.module.statistics, initial, group, prefix="heldout_")
+    metrics["initial"] = before
+    return metrics

@@ -1,0 +1,243 @@
+"""Evaluations: creating one queues an evaluate campaign, its report follows the votes, and
+admins (only admins) promote or retire the candidate from its page."""
+
+import pytest
+
+from generation.models import GeneratorVersion
+from ratings.models import Campaign, Role
+from reward.evaluations import (
+    EvaluationError,
+    evaluation_create,
+    evaluation_refresh,
+    version_promote,
+    version_retire,
+)
+from reward.models import Evaluation
+from tests.factories import (
+    CampaignFactory,
+    GeneratorVersionFactory,
+    PairFactory,
+    PromptFactory,
+    TrackFactory,
+    vote_on,
+)
+
+pytestmark = pytest.mark.django_db
+
+# (candidate score, baseline score) of ten side-by-side votes: 6 wins, 2 ties, 2 losses; the
+# figures are worked out by hand in test_statistics.py.
+SCORES = [(4, 3), (5, 3), (3, 3), (4, 2), (2, 3), (5, 4), (4, 4), (5, 2), (3, 4), (4, 1)]
+
+
+@pytest.fixture
+def versions():
+    base = GeneratorVersionFactory(name="base-v1")
+    tuned = GeneratorVersionFactory(
+        name="tuned-v2", parent=base, status=GeneratorVersion.Status.CANDIDATE
+    )
+    return tuned, base
+
+
+def evaluation_with_votes(candidate, baseline, make_rater, scores=SCORES):
+    """An active evaluate campaign of 5 items, each voted on by 2 raters in `scores` order."""
+    campaign = CampaignFactory(
+        purpose=Campaign.Purpose.EVALUATE,
+        protocol=Campaign.Protocol.SIDE_BY_SIDE,
+        version_a=candidate,
+        version_b=baseline,
+    )
+    evaluation = Evaluation.objects.create(
+        campaign=campaign, candidate=candidate, baseline=baseline
+    )
+    raters = [make_rater() for _ in range(2)]
+    for index, (own, other) in enumerate(scores):
+        if index % 2 == 0:
+            prompt = PromptFactory()
+            pair = PairFactory(
+                campaign=campaign,
+                prompt=prompt,
+                track_b=TrackFactory(prompt=prompt, generator_version=baseline),
+            )
+        vote_on(pair, raters[index % 2], scores=(own, other))
+    return evaluation
+
+
+@pytest.fixture
+def client_as(client, make_rater):
+    def login(role):
+        client.force_login(make_rater(role=role).user)
+        return client
+
+    return login
+
+
+def test_creating_an_evaluation_queues_an_evaluate_campaign(
+    versions, django_capture_on_commit_callbacks
+):
+    tuned, base = versions
+    with django_capture_on_commit_callbacks() as callbacks:
+        evaluation = evaluation_create(
+            candidate=tuned,
+            baseline=base,
+            prompt_texts=["slow sad piano ballad", "fast techno", " "],
+            votes_per_item=5,
+            clip_seconds=8.0,
+        )
+
+    campaign = evaluation.campaign
+    assert campaign.name == "Evaluation: tuned-v2 vs base-v1"
+    assert campaign.purpose == Campaign.Purpose.EVALUATE
+    assert campaign.protocol == Campaign.Protocol.SIDE_BY_SIDE
+    assert (campaign.version_a, campaign.version_b) == (tuned, base)
+    assert (campaign.votes_per_item, campaign.clip_seconds) == (5, 8.0)
+    assert campaign.status == Campaign.Status.GENERATING
+    assert campaign.generation_total == 4
+    assert (evaluation.candidate, evaluation.baseline) == (tuned, base)
+    assert evaluation.report["votes"] == 0
+    assert len(callbacks) == 2  # one generation job per prompt, sent once the rows commit
+
+
+def test_an_evaluation_against_itself_or_without_prompts_stores_nothing(versions):
+    tuned, base = versions
+    with pytest.raises(EvaluationError):
+        evaluation_create(candidate=tuned, baseline=tuned, prompt_texts=["calm piano"])
+    with pytest.raises(EvaluationError):
+        evaluation_create(candidate=tuned, baseline=base, prompt_texts=["", "  "])
+    assert not Campaign.objects.exists() and not Evaluation.objects.exists()
+
+
+def test_the_report_is_computed_from_the_campaigns_votes(versions, make_rater):
+    tuned, base = versions
+    evaluation = evaluation_with_votes(tuned, base, make_rater)
+    other = evaluation_with_votes(tuned, base, make_rater, scores=[(1, 5), (1, 5)])
+
+    report = evaluation_refresh(evaluation)
+
+    evaluation.refresh_from_db()
+    assert evaluation.report == report and evaluation.computed_at is not None
+    comparison = report["comparison"]
+    assert (comparison["wins"], comparison["ties"], comparison["losses"]) == (6, 2, 2)
+    assert comparison["win_rate"] == 0.75
+    assert report["wilcoxon"]["p"] == pytest.approx(26 / 256)
+    assert report["scores"]["candidate"]["mean"] == pytest.approx(3.9)
+    assert report["scores"]["baseline"]["mean"] == pytest.approx(2.9)
+    assert (report["votes"], report["raters"], report["prompts"]) == (10, 2, 5)
+    assert evaluation_refresh(other)["comparison"]["losses"] == 2
+
+
+def test_promote_and_retire_change_the_versions_status(versions):
+    tuned, _ = versions
+    version_promote(tuned)
+    assert GeneratorVersion.objects.get(pk=tuned.pk).status == GeneratorVersion.Status.ACTIVE
+    version_retire(tuned)
+    assert GeneratorVersion.objects.get(pk=tuned.pk).status == GeneratorVersion.Status.RETIRED
+
+
+def test_the_detail_page_shows_the_musicrl_table(versions, make_rater, client_as):
+    tuned, base = versions
+    evaluation = evaluation_with_votes(tuned, base, make_rater)
+
+    response = client_as(Role.RESEARCHER).get(f"/manage/evaluations/{evaluation.pk}/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    for figure in (
+        "60.0%",  # win
+        "20.0%",  # tie and loss
+        "75.0%",  # win rate, ties excluded
+        "[40.9%, 92.9%]",  # its Wilson interval
+        "0.2891",  # binomial p = 74/256
+        "0.1016",  # Wilcoxon p = 26/256
+        "3.90",  # candidate mean
+        "2.90",  # baseline mean
+        "[3.19, 4.61]",  # 3.9 +- 2.262 * 0.994 / sqrt(10)
+        "No clear difference yet",  # the interval [40.9%, 92.9%] contains 50%
+    ):
+        assert figure in html, figure
+    assert '<svg class="chart" id="chart-outcomes"' in html
+    assert '<svg class="chart" id="chart-means"' in html
+    assert f'href="/manage/campaigns/{evaluation.campaign_id}/"' in html
+    assert "tuned-v2 <span" in html and "&larr; base-v1" in html  # lineage
+    assert "Promote candidate to active" not in html  # researchers only read
+    evaluation.refresh_from_db()
+    assert evaluation.report["votes"] == 10  # refreshed on view
+
+
+def test_the_list_shows_each_evaluations_headline(versions, make_rater, client_as):
+    tuned, base = versions
+    evaluation = evaluation_with_votes(tuned, base, make_rater)  # report never computed
+
+    response = client_as(Role.RESEARCHER).get("/manage/evaluations/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f'href="/manage/evaluations/{evaluation.pk}/"' in html
+    assert "75.0% [40.9%, 92.9%]" in html
+    assert "60.0% / 20.0% / 20.0%" in html
+
+
+def test_a_mos_evaluation_page_shows_means_only(versions, make_rater, client_as):
+    tuned, base = versions
+    campaign = CampaignFactory(
+        purpose=Campaign.Purpose.EVALUATE,
+        protocol=Campaign.Protocol.MOS,
+        version_a=tuned,
+        version_b=base,
+    )
+    evaluation = Evaluation.objects.create(campaign=campaign, candidate=tuned, baseline=base)
+    rater = make_rater()
+    for version, score in ((tuned, 4), (tuned, 5), (base, 2), (base, 3)):
+        vote_on(PairFactory(campaign=campaign, track_b=None, track_a=TrackFactory(
+            generator_version=version)), rater, scores=(score,))  # fmt: skip
+
+    response = client_as(Role.RESEARCHER).get(f"/manage/evaluations/{evaluation.pk}/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="no-comparison"' in html and "A MOS test rates one clip at a time" in html
+    assert "4.50" in html and "2.50" in html
+    assert 'id="chart-outcomes"' not in html and 'id="chart-means"' in html
+
+
+def test_admins_promote_and_retire_the_candidate(versions, make_rater, client_as):
+    tuned, base = versions
+    evaluation = evaluation_with_votes(tuned, base, make_rater)
+    client = client_as(Role.ADMIN)
+
+    page = client.get(f"/manage/evaluations/{evaluation.pk}/").content.decode()
+    assert "Promote candidate to active" in page and "Retire candidate" in page
+    response = client.post(f"/manage/evaluations/{evaluation.pk}/promote/")
+    assert response.status_code == 302
+    assert response["Location"] == f"/manage/evaluations/{evaluation.pk}/"
+    tuned.refresh_from_db()
+    assert tuned.status == GeneratorVersion.Status.ACTIVE
+
+    client.post(f"/manage/evaluations/{evaluation.pk}/retire/")
+    tuned.refresh_from_db()
+    assert tuned.status == GeneratorVersion.Status.RETIRED
+    assert client.get(f"/manage/evaluations/{evaluation.pk}/promote/").status_code == 405
+
+
+@pytest.mark.parametrize("action", ["promote", "retire"])
+def test_researchers_may_read_but_not_decide(action, versions, make_rater, client_as):
+    tuned, base = versions
+    evaluation = evaluation_with_votes(tuned, base, make_rater, scores=SCORES[:2])
+    client = client_as(Role.RESEARCHER)
+
+    assert client.get(f"/manage/evaluations/{evaluation.pk}/").status_code == 200
+    assert client.post(f"/manage/evaluations/{evaluation.pk}/{action}/").status_code == 403
+    tuned.refresh_from_db()
+    assert tuned.status == GeneratorVersion.Status.CANDIDATE
+
+
+def test_raters_are_refused_and_anonymous_visitors_sent_to_log_in(
+    versions, make_rater, client, client_as
+):
+    tuned, base = versions
+    evaluation = evaluation_with_votes(tuned, base, make_rater, scores=SCORES[:2])
+    for path in ("/manage/evaluations/", f"/manage/evaluations/{evaluation.pk}/"):
+        response = client.get(path)
+        assert response.status_code == 302 and "/login/" in response["Location"]
+    response = client.post(f"/manage/evaluations/{evaluation.pk}/promote/")
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert client_as(Role.RATER).get("/manage/evaluations/").status_code == 403
