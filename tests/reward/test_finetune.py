@@ -1,0 +1,142 @@
+"""Fine-tuning runs on the Django side: validation stores nothing on bad input; an RLOO run
+(here RU, two stages) and a DPO run each register a candidate version whose parent is the
+base; a finished run turns into an evaluation campaign on its held-out prompts."""
+
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import default_storage
+
+from generation.models import GeneratorVersion
+from generation.music.backends import SHIPPED_GENERATOR
+from generation.services import track_generate
+from ratings.dataset import DataFilters
+from ratings.models import Campaign
+from reward import finetune
+from reward.models import FineTuneRun, RewardModel
+from tests.factories import (
+    CampaignFactory,
+    GeneratorVersionFactory,
+    PairFactory,
+    PromptFactory,
+    RaterFactory,
+    vote_on,
+)
+
+pytestmark = pytest.mark.django_db
+
+QUICK = {
+    "prompts_per_step": 2, "samples_per_prompt": 2, "checkpoint_every": 2, "eval_every": 2,
+    "min_prompts": 16, "clip_seconds": 2.0,
+}  # fmt: skip
+
+
+@pytest.fixture
+def learned_base():
+    return GeneratorVersion.objects.create(
+        name="symbolic-small-v1", backend="symbolic", checkpoint=SHIPPED_GENERATOR,
+        status=GeneratorVersion.Status.ACTIVE,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def attribute_match():
+    """A finished exact-attribute adherence reward (no training needed to score)."""
+    return RewardModel.objects.create(
+        name="exact", kind="adherence", method="attribute_match", steps=1, status="finished",
+        metrics={"heldout": {"text_to_music_r1": 0.9}},
+    )  # fmt: skip
+
+
+def test_bad_runs_are_refused_and_store_nothing(learned_base, attribute_match):
+    procedural = GeneratorVersionFactory()
+    unfinished = RewardModel.objects.create(name="half", kind="preference", steps=5)
+    attempts = [
+        {"base_version": procedural, "reward_weights": {attribute_match.pk: 1.0}},
+        {"base_version": learned_base, "reward_weights": {unfinished.pk: 1.0}},
+        {"base_version": learned_base, "reward_weights": {}},
+        {"base_version": learned_base, "preset": "U"},  # no usable preference model
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"samples_per_prompt": 1}},
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"guard_action": "panic"}},
+    ]  # fmt: skip
+    for attempt in attempts:
+        with pytest.raises(finetune.FineTuneError):
+            finetune.finetune_run_create(
+                name="bad", algorithm="rloo", steps=3, queue=False, **attempt
+            )
+    assert not FineTuneRun.objects.exists()
+
+
+def test_an_ru_run_registers_a_candidate_whose_parent_is_the_base(learned_base, attribute_match):
+    run = finetune.finetune_run_create(
+        name="ru", base_version=learned_base, algorithm="rloo", preset="RU", steps=4,
+        stage_rewards=[{attribute_match.pk: 1.0}, {attribute_match.pk: 1.0}],
+        settings=QUICK, queue=False,
+    )  # fmt: skip
+
+    run = finetune.finetune_run_execute(run_id=run.pk)
+
+    assert run.status == FineTuneRun.Status.FINISHED, run.error
+    assert run.steps == run.step == 8  # two stages of four steps
+    candidate = run.result_version
+    assert candidate.parent == learned_base
+    assert candidate.status == GeneratorVersion.Status.CANDIDATE
+    assert candidate.backend == "symbolic"
+    assert Path(candidate.backend_config()["checkpoint"]).exists()
+    assert {"stage_0", "stage_1"} <= set(run.metrics)
+    # One continuous curve over both stages, with the reward and the KL at every step.
+    assert [point["step"] for point in run.curve] == list(range(1, 9))
+    assert all("reward_exact" in point and "kl" in point for point in run.curve)
+    assert {point["stage"] for point in run.curve} == {0, 1}
+    assert run.samples and all(default_storage.exists(s["file"]) for s in run.samples)
+    assert run.data_summary["held_out_prompts"]
+
+
+def test_a_finished_run_becomes_an_evaluation_on_its_held_out_prompts(
+    learned_base, attribute_match
+):
+    run = finetune.finetune_run_create(
+        name="u", base_version=learned_base, algorithm="rloo", steps=2,
+        reward_weights={attribute_match.pk: 1.0}, settings=QUICK, queue=False,
+    )  # fmt: skip
+    run = finetune.finetune_run_execute(run_id=run.pk)
+
+    evaluation = finetune.evaluation_for_run(run=run, queue=False)
+
+    campaign = evaluation.campaign
+    assert campaign.purpose == Campaign.Purpose.EVALUATE
+    assert campaign.protocol == Campaign.Protocol.SIDE_BY_SIDE
+    assert (campaign.version_a, campaign.version_b) == (run.result_version, learned_base)
+    held_out = set(run.data_summary["held_out_prompts"])
+    assert set(campaign.prompts.values_list("text", flat=True)) == held_out
+    assert finetune.evaluation_for_run(run=run) == evaluation  # made once
+
+
+def test_a_dpo_run_learns_from_votes_on_two_clips_of_the_base(learned_base):
+    campaign = CampaignFactory(version_a=learned_base, votes_per_item=2, clip_seconds=2.0)
+    raters = RaterFactory.create_batch(2)
+    for index in range(6):
+        prompt = PromptFactory(text=f"slow sad piano ballad number {index}")
+        tracks = [
+            track_generate(prompt=prompt, version=learned_base, seed=seed, duration_seconds=2)[0]
+            for seed in (1, 2)
+        ]
+        pair = PairFactory(campaign=campaign, prompt=prompt, track_a=tracks[0],
+                           track_b=tracks[1], votes_wanted=2)  # fmt: skip
+        for rater in raters:
+            vote_on(pair, rater, "a")
+    run = finetune.finetune_run_create(
+        name="dpo", base_version=learned_base, algorithm="dpo", steps=3, queue=False,
+        filters=DataFilters(campaign_ids=(campaign.pk,)),
+        settings={"test_share": 0.3, "dpo_batch_size": 4, "checkpoint_every": 2},
+    )  # fmt: skip
+
+    run = finetune.finetune_run_execute(run_id=run.pk)
+
+    assert run.status == FineTuneRun.Status.FINISHED, run.error
+    assert run.data_summary["decisive_votes"] == 12
+    assert run.data_summary["train_pairs"] + run.data_summary["held_out"] == 12
+    assert run.result_version.parent == learned_base
+    assert all("loss" in point for point in run.curve)
