@@ -26,7 +26,7 @@ from ratings.dataset import DataFilters, preference_target, vote_rows
 from ratings.models import Prompt
 from reward import jobs
 from reward.models import FineTuneRun, RewardModel, TrainingJob
-from reward.training import prompt_is_held_out
+from reward.training import prompt_is_held_out, resume_step
 
 logger = logging.getLogger(__name__)
 GENERATOR_NAME = "generator.pt"
@@ -357,6 +357,8 @@ def _run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             diversity_floor=config["diversity_floor"],
             guard_action=config["guard_action"],
         )
+        if resumed := resume_step(stage_dir):
+            jobs.job_note_resume(FineTuneRun, run.pk, offset + resumed)
         heartbeat.phase(f"stage {index + 1}/{len(run.stages)}: RLOO")
         result = train_rloo(
             rloo,
@@ -446,6 +448,7 @@ def _run_dpo(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
     if not train:
         raise FineTuneError("no decisive votes on two clips of the base version match the filters")
     FineTuneRun.objects.filter(pk=run.pk).update(data_summary=summary)
+    jobs.job_note_resume(FineTuneRun, run.pk, resume_step(run.directory / "stage-0"))
     heartbeat.phase("DPO")
     result = train_dpo(
         DPOConfig(

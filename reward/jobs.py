@@ -141,6 +141,16 @@ def job_cancel(job: TrainingJob) -> None:
     job.refresh_from_db()
 
 
+def job_note_resume(job_model: type[TrainingJob], job_id: int, step: int) -> None:
+    """Record that this attempt resumed from the checkpoint at `step` (0: a fresh start)."""
+    if step:
+        with transaction.atomic():
+            job = job_model.objects.select_for_update().get(pk=job_id)
+            job_model.objects.filter(pk=job_id).update(
+                resumed_from_steps=[*job.resumed_from_steps, step]
+            )
+
+
 def job_finish(job_model: type[TrainingJob], job_id: int, **fields: Any) -> None:
     job_model.objects.filter(pk=job_id).update(
         status=TrainingJob.Status.FINISHED, finished_at=timezone.now(), phase="", **fields

@@ -327,14 +327,10 @@ def _record_start(reward_model: RewardModel, summary: dict[str, Any], rows: list
 
 
 def _note_resume(reward_model: RewardModel, resumed_from: int) -> None:
-    if resumed_from:
-        model = RewardModel.objects.get(pk=reward_model.pk)
-        RewardModel.objects.filter(pk=reward_model.pk).update(
-            resumed_from_steps=[*model.resumed_from_steps, resumed_from]
-        )
+    jobs.job_note_resume(RewardModel, reward_model.pk, resumed_from)
 
 
-def _resume_step(directory: Path) -> int:
+def resume_step(directory: Path) -> int:
     """The step of the checkpoint a run will resume from (0 for a fresh start)."""
     from reward.learning.loop import CHECKPOINT_NAME
 
@@ -358,7 +354,7 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
     _require(data.summary["test_pairs"] > 0, "no held-out pairs: add prompts or raise test_share")
     _record_start(reward_model, data.summary, rows)
     clips = _clip_table(data.track_ids, data.prompt_texts, heartbeat)
-    _note_resume(reward_model, _resume_step(reward_model.directory))
+    _note_resume(reward_model, resume_step(reward_model.directory))
     heartbeat.phase("training")
     trained = train_preference(
         PreferenceConfig(
@@ -402,7 +398,7 @@ def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None
     _require(data.summary["test_ratings"] > 0, "no held-out ratings: add prompts or test_share")
     _record_start(reward_model, data.summary, rows)
     clips = _clip_table(data.track_ids, data.prompt_texts, heartbeat)
-    _note_resume(reward_model, _resume_step(reward_model.directory))
+    _note_resume(reward_model, resume_step(reward_model.directory))
     heartbeat.phase("training")
     trained = train_quality(
         QualityConfig(
@@ -458,7 +454,7 @@ def _train_adherence(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> No
     rows = _frozen_rows(reward_model, heartbeat, vote_rows)
     _record_start(reward_model, {"corpus": config.corpus_size, "held_out": config.held_out_size,
                                  "scored_votes": len(rows)}, rows)  # fmt: skip
-    _note_resume(reward_model, _resume_step(reward_model.directory))
+    _note_resume(reward_model, resume_step(reward_model.directory))
     heartbeat.phase("training")
     trained = train_adherence(config, train, test, reward_model.directory, on_progress=heartbeat)
     metrics = sectioned_metrics(trained.metrics, retrieval=True)

@@ -127,17 +127,22 @@ class PairSet:
         return len(self.pairs)
 
 
-def check_pairs(pairs: Sequence[DPOPair], backend: SymbolicTransformerBackend) -> None:
-    """Every sequence must be non-empty and fit the model's context (prefix + BOS + ids)."""
+def fit_pairs(
+    pairs: Sequence[DPOPair], backend: SymbolicTransformerBackend
+) -> tuple[list[DPOPair], int]:
+    """The pairs with every sequence cut to the model's context (the prefix, then BOS and
+    all ids but the last: block_size - n_prefix ids), as pretraining cuts its corpus, and
+    how many sequences were cut. Dense stored tracks can exceed it; the cut keeps their
+    opening, which is what the model would have written first. Empty sequences are refused."""
     config = backend.model.config
-    room = config.block_size - config.n_prefix - 1
+    room = config.block_size - config.n_prefix
+    fitted, cut = [], 0
     for index, pair in enumerate(pairs):
-        for side in (pair.chosen, pair.rejected):
-            if not side or len(side) > room:
-                raise ValueError(
-                    f"pair {index}: sequences must hold 1..{room} tokens "
-                    "(crop with token_ids_for_events(..., max_tokens=))"
-                )
+        if not pair.chosen or not pair.rejected:
+            raise ValueError(f"pair {index} has an empty sequence")
+        cut += (len(pair.chosen) > room) + (len(pair.rejected) > room)
+        fitted.append(DPOPair(pair.prompt, pair.chosen[:room], pair.rejected[:room]))
+    return fitted, cut
 
 
 def pair_logprobs(
@@ -237,11 +242,12 @@ def train_dpo(
     """Fine-tune `policy` in place with DPO (or resume, if checkpoint_dir holds a checkpoint
     of the same run: pass the same starting policy and reference again). Held-out figures
     (heldout_loss, _reward_accuracy, _margin, _kl_chosen, _kl_rejected) every
-    loop.eval_every steps and at the end; metrics["initial"] has them before training."""
+    loop.eval_every steps and at the end; metrics["initial"] has them before training.
+    Sequences longer than the model's context are cut to it (see fit_pairs)."""
     if not train_pairs:
         raise ValueError("no training pairs")
-    for pairs in (train_pairs, held_out_pairs):
-        check_pairs(pairs, policy)
+    train_pairs, train_cut = fit_pairs(train_pairs, policy)
+    held_out_pairs, held_out_cut = fit_pairs(held_out_pairs, policy)
     with torch_threads(config.loop.num_threads):
         train = with_reference(reference, train_pairs)
         held_out = with_reference(reference, held_out_pairs)
@@ -252,7 +258,10 @@ def train_dpo(
         "kind": KIND,
         "config": config.to_dict(),
         "data": {"train": pairs_digest(train_pairs), "held_out": pairs_digest(held_out_pairs)},
-        "models": {"start": module_digest(policy.model), "reference": module_digest(reference.model)},
+        "models": {
+            "start": module_digest(policy.model),
+            "reference": module_digest(reference.model),
+        },
     }
 
     def step_fn(step: int, rng: random.Random) -> tuple[torch.Tensor, dict[str, float]]:
@@ -273,6 +282,7 @@ def train_dpo(
         "initial": initial,
         "train_pairs": len(train),
         "heldout_pairs": len(held_out),
+        "cut_sequences": train_cut + held_out_cut,  # longer than the context (fit_pairs)
         "steps": state.step,
         "resumed_from": state.resumed_from,
     }

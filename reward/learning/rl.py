@@ -18,6 +18,7 @@ are the caller's: it passes the first stage's policy as the second stage's refer
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ from torch import nn
 from generation.music.learned import Sample, SymbolicTransformerBackend, torch_threads
 from generation.music.tokenizer import content_ids
 from reward.learning.loop import (
+    CHECKPOINT_NAME,
     Cancelled,
     EarlyStop,
     LoopConfig,
@@ -306,7 +308,9 @@ def check_guards(
             crossed = value < limit and (math.isnan(last) or value <= last / 2)
         if crossed:
             state.warned[index] = value
-            warnings.append({"step": int(entry["step"]), "kind": kind, "value": value, "limit": limit})
+            warnings.append(
+                {"step": int(entry["step"]), "kind": kind, "value": value, "limit": limit}
+            )
     return warnings
 
 
@@ -316,7 +320,7 @@ def guard_warnings(config: RLOOConfig, history: list[dict[str, float]]) -> list[
     return [w for entry in history for w in check_guards(config, state, entry)]
 
 
-# --- held-out evaluation ------------------------------------------------------------------
+# --- a step, and held-out evaluation -------------------------------------------------------
 
 
 @dataclass
@@ -372,7 +376,9 @@ def training_step(
     samples = run.sampler.sample(chosen, k, seed=rng.randrange(2**31))
     scored, logprobs = run.score(samples)
     if config.normalise_rewards:
-        run.module.statistics.update(scored.raw)  # before the advantage, as specified
+        # This batch first: so the first step has a scale, and no batch is judged by
+        # statistics that have never seen rewards as high (or low) as its own.
+        run.module.statistics.update(scored.raw)
     total = weighted_total(config, run.module.statistics, scored.raw)
     objective = total - config.beta * scored.kl
     advantages = rloo_advantages(objective, k)
@@ -399,7 +405,9 @@ def texts_digest(texts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()[:16]
 
 
-def sampler_for(policy: SymbolicTransformerBackend, config: RLOOConfig) -> SymbolicTransformerBackend:
+def sampler_for(
+    policy: SymbolicTransformerBackend, config: RLOOConfig
+) -> SymbolicTransformerBackend:
     """The policy as the run samples it: its own sampling settings, bar the temperature if
     the config sets one (samples at a temperature other than 1 are slightly off-policy: the
     gradient and the KL use the untempered log-probs)."""
@@ -433,14 +441,17 @@ def train_rloo(
     module = RLOOModule(policy.model, config.reward_names)
     reference.model.eval()
     run = RLOORun(config, module, sampler_for(policy, config), reference, reward_fn)
-    fresh = not (Path(checkpoint_dir) / "checkpoint.pt").exists()
+    fresh = not (Path(checkpoint_dir) / CHECKPOINT_NAME).exists()
     # Stored with the checkpoint: resuming with other settings, prompts or models is refused.
     extra = {
         "kind": KIND,
         "config": config.to_dict(),
         "sampling": asdict(run.sampler.sampling),
         "data": {"prompts": texts_digest(prompts), "held_out": texts_digest(held_out_prompts)},
-        "models": {"start": module_digest(policy.model), "reference": module_digest(reference.model)},
+        "models": {
+            "start": module_digest(policy.model),
+            "reference": module_digest(reference.model),
+        },
     }
     with torch_threads(config.loop.num_threads):
         initial = run.held_out(held_out_prompts)  # the starting policy, for before/after
@@ -463,10 +474,10 @@ def train_rloo(
                 on_progress(step, total, entry)
             return
         if on_progress is not None:
-            try:
+            # The guard's stop wins over a cancel: both end the run, and the stop is what
+            # must be recorded (and what a resumed run must find).
+            with contextlib.suppress(Cancelled):
                 on_progress(step, total, entry)
-            except Cancelled:
-                pass  # the guard's stop wins: both end the run, and the stop is what happened
         raise EarlyStop(crossed[0]["kind"])
 
     if fresh:
