@@ -108,6 +108,23 @@ def default_preference(prompt_text: str, clip_a: SimulatedClip, clip_b: Simulate
     return _sigmoid(PREFERENCE_SHARPNESS * margin)
 
 
+# --- Other tastes, for checking that the loop learns what it was never tuned on ------------
+
+
+def prefers_faster(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+    """Faster is better, whatever the prompt asks: 8 bpm more is a logit unit."""
+    return _sigmoid((clip_a.attributes["tempo_bpm"] - clip_b.attributes["tempo_bpm"]) / 8.0)
+
+
+def prefers_fewer_instruments(
+    prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip
+) -> float:
+    """Sparse arrangements are better: each instrument fewer is 1.5 logit units."""
+    count_a = len(clip_a.attributes["instruments"]) + bool(clip_a.attributes.get("drums"))
+    count_b = len(clip_b.attributes["instruments"]) + bool(clip_b.attributes.get("drums"))
+    return _sigmoid(1.5 * (count_b - count_a))
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -333,12 +350,36 @@ class _TrackCatalog:
             cached = (
                 track.prompt.text,
                 track.caption,
-                track.attributes or {},
+                heard_attributes(track.attributes or {}, track.events or []),
                 track.generator_version.name,
             )
             with self._lock:
                 self._cache[public_id] = cached
         return cached
+
+
+def heard_attributes(attributes: dict[str, Any], events: list[str]) -> dict[str, Any]:
+    """What a listener hears in a clip, in the oracle's terms. A clip's stored attributes
+    are what it was asked for (a learned generator records its prompt's), so the oracle
+    measures its notes instead: tempo, instruments, drums, mode, and notes per bar. Genre
+    and mood cannot be measured and stay as recorded."""
+    if not events:
+        return attributes
+    from generation.music.attributes_measure import measure
+    from generation.music.events import events_to_piece
+
+    piece = events_to_piece(events)
+    if not piece.notes:
+        return {**attributes, "instruments": [], "notes_per_bar": 0.0}
+    measured = measure(piece)
+    return {
+        **attributes,
+        "tempo_bpm": measured.tempo_bpm,
+        "instruments": list(measured.programs),
+        "drums": measured.drums,
+        "mode": measured.mode,
+        "notes_per_bar": measured.notes_per_bar,
+    }
 
 
 def public_id_from_clip_url(url: str) -> uuid.UUID:

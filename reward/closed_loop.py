@@ -58,6 +58,16 @@ class Budget:
 
 
 BUDGETS = {
+    # For the test suite: every stage runs and leaves its objects; nothing is learned.
+    "tiny": Budget(
+        collect_prompts=12,
+        votes_per_item=2,
+        raters=4,
+        clip_seconds=2.0,
+        reward_steps=10,
+        rl_steps=2,
+        eval_votes_per_item=2,
+    ),
     "small": Budget(
         collect_prompts=96,
         votes_per_item=3,

@@ -1,0 +1,355 @@
+"""RLOO on a tiny, randomly initialised generator with a known cheap reward: the share of a
+sample's notes pitched at MIDI 64 or above (about half, to start with). The policy and the
+reference start as copies of one model; sequences are kept short (a 128-token context, one
+bar) so that a step costs about a third of a second on one thread."""
+
+import copy
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from generation.music.events import EVENT_VOCABULARY
+from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
+from generation.music.model import SIZES, MusicGPT
+from generation.music.text_encoder import get_text_encoder
+from reward.learning.loop import CHECKPOINT_NAME, Cancelled, EarlyStop, LoopConfig, run_loop
+from reward.learning.rl import (
+    GuardState,
+    RewardStatistics,
+    RLOOConfig,
+    check_guards,
+    diversity,
+    guard_warnings,
+    rloo_advantages,
+    train_rloo,
+)
+from tests.reward_learning.synthetic import one_thread  # noqa: F401  (autouse fixture)
+
+PROMPTS = [
+    "slow sad piano ballad",
+    "fast techno with drums",
+    "jazz trio in F major",
+    "ambient pad",
+    "rock with electric guitar",
+    "chill lofi beat",
+]
+HELD_OUT = ["happy folk song", "dark cinematic strings", "upbeat pop", "calm harp"]
+IS_PITCH = torch.tensor([token.startswith("Pitch_") for token in EVENT_VOCABULARY])
+IS_HIGH = torch.tensor(
+    [token.startswith("Pitch_") and int(token[6:]) >= 64 for token in EVENT_VOCABULARY]
+)
+
+
+def high_pitch_share(samples) -> dict[str, torch.Tensor]:
+    shares = []
+    for sample in samples:
+        ids = torch.tensor(sample.token_ids)
+        pitches = int(IS_PITCH[ids].sum())
+        shares.append(int(IS_HIGH[ids].sum()) / pitches if pitches else 0.0)
+    return {"high": torch.tensor(shares)}
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return get_text_encoder()
+
+
+def models(encoder, seed: int = 0):
+    """(policy, reference): one tiny random model and a frozen copy of it."""
+    torch.manual_seed(seed)
+    model = MusicGPT(replace(SIZES["tiny"], block_size=128)).eval()
+    sampling = SamplingConfig(max_bars=1)
+    policy = SymbolicTransformerBackend(model, sampling=sampling, text_encoder=encoder)
+    reference = SymbolicTransformerBackend(
+        copy.deepcopy(model), sampling=sampling, text_encoder=encoder
+    )
+    return policy, reference
+
+
+def config(**overrides) -> RLOOConfig:
+    loop = dict(
+        steps=40,
+        learning_rate=3e-3,  # a random tiny model, not a fine-tuning: see the report
+        min_learning_rate=3e-4,
+        warmup_steps=10,
+        weight_decay=0.0,
+        checkpoint_every=20,
+        eval_every=10,
+        num_threads=1,
+    )
+    settings = dict(
+        prompts_per_step=4,
+        samples_per_prompt=4,
+        beta=0.05,
+        reward_weights={"high": 1.0},
+        held_out_samples=2,
+        checkpoint_samples=2,
+    )
+    loop |= overrides.pop("loop", {})
+    return RLOOConfig(loop=LoopConfig(**loop), **(settings | overrides))
+
+
+def window(history, key, rows) -> float:
+    values = [entry[key] for entry in history[rows]]
+    return sum(values) / len(values)
+
+
+@pytest.fixture(scope="module")
+def trained(encoder, tmp_path_factory):
+    policy, reference = models(encoder)
+    checkpoints: list[tuple[int, list]] = []
+    result = train_rloo(
+        config(),
+        policy,
+        reference,
+        PROMPTS,
+        HELD_OUT,
+        high_pitch_share,
+        tmp_path_factory.mktemp("rloo"),
+        on_checkpoint=lambda step, samples: checkpoints.append((step, samples)),
+    )
+    return result, checkpoints
+
+
+# --- the estimator ------------------------------------------------------------------------
+
+
+def test_leave_one_out_advantages_sum_to_zero_in_each_prompt_group():
+    objective = torch.tensor([1.0, 2.0, 6.0, -1.0, 0.5, 0.5, 3.0, 10.0], dtype=torch.float64)
+
+    advantages = rloo_advantages(objective, group_size=4)
+
+    torch.testing.assert_close(advantages.view(2, 4).sum(1), torch.zeros(2, dtype=torch.float64))
+    # A_0 = R_0 - mean(R_1, R_2, R_3) = 1 - (2 + 6 - 1) / 3
+    assert float(advantages[0]) == pytest.approx(1 - 7 / 3)
+    assert float(advantages[4]) == pytest.approx(0.5 - 13.5 / 3)
+    # a shift shared by a group (an easy prompt) changes nothing
+    torch.testing.assert_close(rloo_advantages(objective + 5.0, 4), advantages)
+
+
+def test_running_reward_statistics_match_the_statistics_of_everything_seen():
+    torch.manual_seed(0)
+    batches = [torch.randn(16, 2, dtype=torch.float64) * 3 + 1 for _ in range(3)]
+    statistics = RewardStatistics(["a", "b"])
+
+    for batch in batches:
+        statistics.update(batch)
+
+    seen = torch.cat(batches)
+    torch.testing.assert_close(statistics.mean, seen.mean(0))
+    torch.testing.assert_close(statistics.std(), seen.std(0, correction=0))
+    normalised = statistics.normalise(seen)
+    torch.testing.assert_close(normalised.mean(0), torch.zeros(2, dtype=torch.float64))
+
+
+def test_diversity_is_the_mean_pairwise_jaccard_distance_of_4_gram_sets_per_prompt():
+    def sample(ids):
+        return type("S", (), {"token_ids": ids})()
+
+    same = [sample([10, 11, 12, 13, 14]), sample([10, 11, 12, 13, 14])]
+    apart = [sample([10, 11, 12, 13]), sample([20, 21, 22, 23])]
+    half = [sample([10, 11, 12, 13, 14]), sample([10, 11, 12, 13, 15])]  # 1 of 3 shared
+
+    assert diversity(same, 2) == 0.0
+    assert diversity(apart, 2) == 1.0
+    assert diversity(half, 2) == pytest.approx(2 / 3)
+    assert diversity(same + apart, 2) == 0.5  # averaged over prompts
+    assert diversity(apart, 1) == 1.0  # one sample per prompt: across prompts
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def test_rloo_raises_the_reward_and_keeps_the_kl_finite(trained):
+    result, _ = trained
+    history, metrics = result.history, result.metrics
+    assert [entry["step"] for entry in history] == list(range(1, 41))
+    assert window(history, "reward_high", slice(-10, None)) > (
+        window(history, "reward_high", slice(0, 10)) + 0.1
+    )
+    assert metrics["heldout_reward_high"] > metrics["initial"]["heldout_reward_high"] + 0.1
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-3)  # the first batch: policy = reference
+    assert all(math.isfinite(entry["kl"]) for entry in history)
+    assert 0.5 < metrics["kl"] < 50 and 0.5 < metrics["heldout_kl"] < 50
+    assert metrics["initial"]["heldout_kl"] == pytest.approx(0.0, abs=1e-3)
+    for key in ("reward_total", "objective", "diversity", "length", "well_formed", "grad_norm"):
+        assert all(math.isfinite(entry[key]) for entry in history), key
+    held_out = [entry["step"] for entry in history if "heldout_reward_total" in entry]
+    assert held_out == [10, 20, 30, 40]
+    assert result.stopped_reason is None and result.warnings == []
+    assert result.resumed_from == 0 and metrics["steps"] == 40
+
+
+def test_on_checkpoint_gets_the_same_held_out_prompts_at_each_checkpoint(trained):
+    _, checkpoints = trained
+    assert [step for step, _ in checkpoints] == [0, 20, 40]
+    for _, samples in checkpoints:
+        assert [sample.prompt for sample in samples] == HELD_OUT[:2]
+        assert all(sample.piece is not None for sample in samples)
+    # the policy moved, so the fixed-seed samples changed
+    assert checkpoints[0][1][0].token_ids != checkpoints[-1][1][0].token_ids
+
+
+def test_with_a_very_high_beta_the_policy_stays_near_the_reference(encoder, trained, tmp_path):
+    """The KL penalty is part of the reward, so it acts through the same noisy REINFORCE
+    gradient as the reward: with Adam the policy still wanders a little (a floor that grows
+    with the learning rate), but nowhere near as far as with the small beta, and it no longer
+    follows the reward."""
+    low_beta, _ = trained
+    policy, reference = models(encoder)
+
+    result = train_rloo(
+        config(beta=50.0), policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path
+    )
+
+    history = result.history
+    kl_high, kl_low = (window(r.history, "kl", slice(-10, None)) for r in (result, low_beta))
+    assert kl_high < kl_low / 3
+    assert window(history, "reward_high", slice(-10, None)) < (
+        window(history, "reward_high", slice(0, 10)) + 0.03
+    )
+    assert result.metrics["heldout_reward_high"] < low_beta.metrics["heldout_reward_high"] - 0.1
+
+
+def test_a_cancelled_run_resumes_exactly(encoder, tmp_path):
+    settings = config(loop={"steps": 6, "checkpoint_every": 100, "eval_every": 3})
+
+    def cancel_at_3(step, total, entry):
+        if step == 3:
+            raise Cancelled
+
+    policy, reference = models(encoder)
+    with pytest.raises(Cancelled):
+        train_rloo(
+            settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path / "a",
+            on_progress=cancel_at_3,
+        )  # fmt: skip
+    policy, reference = models(encoder)  # a new worker: the base model again
+    resumed = train_rloo(
+        settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path / "a"
+    )
+    policy, reference = models(encoder)
+    straight = train_rloo(
+        settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path / "b"
+    )
+
+    assert resumed.resumed_from == 3 and straight.resumed_from == 0
+    assert resumed.history == straight.history
+    for name, tensor in straight.policy.model.state_dict().items():
+        assert torch.equal(resumed.policy.model.state_dict()[name], tensor), name
+    saved = [torch.load(tmp_path / run / CHECKPOINT_NAME, weights_only=True) for run in "ab"]
+    assert torch.equal(saved[0]["model"]["statistics.m2"], saved[1]["model"]["statistics.m2"])
+    assert saved[0]["model"]["statistics.count"] == 6 * 16
+
+
+def test_a_resume_with_another_reference_is_refused(encoder, tmp_path):
+    settings = config(loop={"steps": 1})
+    policy, reference = models(encoder)
+    train_rloo(settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path)
+    other_policy, _ = models(encoder)
+    _, other_reference = models(encoder, seed=1)
+
+    with pytest.raises(ValueError, match="other settings"):
+        train_rloo(
+            settings, other_policy, other_reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path
+        )
+
+
+def test_an_early_stop_from_a_step_function_keeps_the_steps_before_it(tmp_path):
+    """The loop's side of the guards: EarlyStop from step_fn drops that step, checkpoints
+    the one before with the reason, announces the checkpoint, and a rerun does nothing."""
+    model = torch.nn.Linear(2, 1)
+    announced = []
+
+    def step_fn(step, rng):
+        if step == 3:
+            raise EarlyStop("enough")
+        return model(torch.ones(1, 2)).sum(), {}
+
+    def run():
+        settings = LoopConfig(steps=10, checkpoint_every=100, num_threads=1)
+        return run_loop(
+            model, step_fn, config=settings, checkpoint_dir=tmp_path, on_checkpoint=announced.append
+        )
+
+    first, again = run(), run()
+
+    assert first.stopped_reason == "enough" and first.step == 3 and len(first.history) == 3
+    assert announced == [3]
+    assert again.stopped_reason == "enough" and again.history == first.history
+    assert again.resumed_from == 3
+
+
+# --- guards against reward hacking --------------------------------------------------------
+
+
+def test_the_kl_guard_stops_the_run_after_a_checkpoint_and_it_stays_stopped(encoder, tmp_path):
+    settings = config(kl_limit=1.0, guard_action="stop", loop={"steps": 20, "warmup_steps": 1})
+    policy, reference = models(encoder)
+
+    result = train_rloo(settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path)
+
+    stopped_at = len(result.history)
+    assert result.stopped_reason == "kl_limit" and result.metrics["stopped_reason"] == "kl_limit"
+    assert 1 < stopped_at < 20
+    assert result.history[-1]["kl"] > 1.0 >= max(e["kl"] for e in result.history[:-1])
+    assert result.warnings == [
+        {"step": stopped_at, "kind": "kl_limit", "value": result.history[-1]["kl"], "limit": 1.0}
+    ]
+    assert "heldout_kl" in result.metrics  # evaluated after the stop
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert saved["step"] == stopped_at and saved["stopped_reason"] == "kl_limit"
+
+    policy, reference = models(encoder)
+    again = train_rloo(settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path)
+    assert again.stopped_reason == "kl_limit" and again.resumed_from == stopped_at
+    assert again.history == result.history and again.warnings == result.warnings
+
+
+def test_the_warn_action_records_warnings_and_trains_on(encoder, tmp_path):
+    settings = config(kl_limit=0.5, guard_action="warn", loop={"steps": 8, "warmup_steps": 1})
+    policy, reference = models(encoder)
+
+    result = train_rloo(settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path)
+
+    assert result.stopped_reason is None and len(result.history) == 8
+    above = [entry["step"] for entry in result.history if entry["kl"] > 0.5]
+    assert result.warnings and result.warnings[0]["step"] == above[0]
+    assert len(result.warnings) < len(above)  # not one per step
+    assert {warning["kind"] for warning in result.warnings} == {"kl_limit"}
+
+
+def test_guards_warn_at_the_first_crossing_and_then_when_twice_as_bad():
+    settings = RLOOConfig(reward_weights={"r": 1.0}, kl_limit=2.0, diversity_floor=0.5)
+    curve = [(0.0, 0.8), (1.0, 0.7), (2.5, 0.5), (3.0, 0.39), (5.1, 0.3), (4.0, 0.21), (10.5, 0.1)]
+    history = [{"step": s, "kl": kl, "diversity": d} for s, (kl, d) in enumerate(curve, 1)]
+
+    warnings = guard_warnings(settings, history)
+
+    assert [(w["step"], w["kind"], w["value"]) for w in warnings] == [
+        (3, "kl_limit", 2.5),
+        (4, "diversity_floor", 0.39),
+        (5, "kl_limit", 5.1),
+        (7, "kl_limit", 10.5),
+        (7, "diversity_floor", 0.1),
+    ]
+    assert all(w["limit"] == pytest.approx(0.4) for w in warnings if w["kind"] != "kl_limit")
+    # the live check keeps its memory in buffers, so a resumed run goes on where it was
+    state = GuardState()
+    for entry in history[:5]:
+        check_guards(settings, state, entry)
+    restored = GuardState()
+    restored.load_state_dict(state.state_dict())
+    assert check_guards(settings, restored, history[5]) == []
+    assert [w["step"] for w in check_guards(settings, restored, history[6])] == [7, 7]
+
+
+def test_configs_round_trip_and_bad_settings_are_refused():
+    settings = config(kl_limit=3.0)
+    assert RLOOConfig.from_dict(settings.to_dict()) == settings
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        RLOOConfig(samples_per_prompt=1)
+    with pytest.raises(ValueError, match="guard_action"):
+        RLOOConfig(guard_action="panic")
