@@ -55,6 +55,10 @@ class Budget:
     rl_steps: int  # per stage
     eval_votes_per_item: int
     min_listen_seconds: float = 0.2  # simulated raters wait it out in real time
+    rl_learning_rate: float = 3e-4
+    rl_beta: float = 0.05
+    rl_prompts_per_step: int = 8
+    rl_samples_per_prompt: int = 4
 
 
 BUDGETS = {
@@ -277,7 +281,14 @@ def closed_loop_run(
             steps=budget.rl_steps,
             queue=False,
             stage_rewards=[{adherence_model.pk: 1.0}, {preference_model.pk: 1.0}],
-            settings={"clip_seconds": budget.clip_seconds, "seed": seed},
+            settings={
+                "clip_seconds": budget.clip_seconds,
+                "seed": seed,
+                "learning_rate": budget.rl_learning_rate,
+                "beta": budget.rl_beta,
+                "prompts_per_step": budget.rl_prompts_per_step,
+                "samples_per_prompt": budget.rl_samples_per_prompt,
+            },
         )
         run = finetune.finetune_run_execute(run_id=run.pk)
         if run is None or run.status != FineTuneRun.Status.FINISHED:

@@ -345,6 +345,7 @@ def _run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
                 learning_rate=config["learning_rate"],
                 min_learning_rate=config["learning_rate"] / 10,
                 warmup_steps=min(10, max(1, stage["steps"] // 10)),
+                weight_decay=0.0,  # fine-tuning: stay near the starting weights
                 checkpoint_every=int(config["checkpoint_every"]),
                 eval_every=int(config["eval_every"]),
                 seed=int(config["seed"]) + index,
@@ -457,6 +458,7 @@ def _run_dpo(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
                 learning_rate=config["learning_rate"],
                 min_learning_rate=config["learning_rate"] / 10,
                 warmup_steps=min(10, max(1, run.steps // 10)),
+                weight_decay=0.0,
                 checkpoint_every=int(config["checkpoint_every"]),
                 eval_every=int(config["eval_every"]),
                 seed=int(config["seed"]),

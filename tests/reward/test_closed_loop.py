@@ -1,0 +1,44 @@
+"""The closed loop at its tiny budget: every stage runs for real (generation, simulated raters
+over HTTP, reward models, RU fine-tuning, an evaluation campaign voted by the same population)
+and leaves its objects behind. The tiny budget learns nothing; the small one is the command's
+job (see the closing notes for its figures)."""
+
+import pytest
+
+from generation.models import GeneratorVersion, Track
+from ratings.models import Campaign, Vote
+from ratings.simulation import default_preference
+from reward.closed_loop import closed_loop_run
+from reward.models import Evaluation, FineTuneRun, RewardModel
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_stage_of_the_tiny_loop_produces_its_objects():
+    said: list[str] = []
+
+    result = closed_loop_run(
+        preference=default_preference, preference_name="default", budget_name="tiny",
+        say=said.append,
+    )  # fmt: skip
+
+    collect = Campaign.objects.get(purpose="collect")
+    assert collect.pairs.count() == 12
+    assert Track.objects.filter(generator_version__name=result["baseline"]).count() >= 24
+    assert Vote.objects.filter(campaign=collect).count() == 24
+    assert result["snapshot"]["votes"] == 24 and len(result["snapshot"]["sha256"]) == 64
+    models = {m.kind: m for m in RewardModel.objects.all()}
+    assert {"preference", "adherence"} <= set(models)
+    assert all(m.status == "finished" and m.usable for m in models.values())
+    run = FineTuneRun.objects.get()
+    assert run.status == "finished" and len(run.stages) == 2  # RU
+    candidate = GeneratorVersion.objects.get(pk=run.result_version_id)
+    assert candidate.parent.name == result["baseline"]
+    evaluation = Evaluation.objects.get()
+    assert evaluation.fine_tune_run == run
+    assert evaluation.campaign.version_a == candidate
+    votes = Vote.objects.filter(campaign=evaluation.campaign).count()
+    assert votes == evaluation.campaign.pairs.count() * 2
+    report = result["report"]
+    assert report["comparison"]["n"] == votes
+    assert report["candidate"] == candidate.name
+    assert any("report" in line for line in said)
