@@ -43,8 +43,10 @@ COMMON_SETTINGS: dict[str, Any] = {
     "eval_every": 50,
 }
 KIND_SETTINGS: dict[str, dict[str, Any]] = {
-    RewardModel.Kind.PREFERENCE: {"crop_seconds": 4.0},
-    RewardModel.Kind.QUALITY: {"crop_seconds": 4.0},
+    # encoder_from: the id of a learned adherence model whose music tower starts the audio
+    # encoder (0: start from scratch).
+    RewardModel.Kind.PREFERENCE: {"crop_seconds": 4.0, "encoder_from": 0},
+    RewardModel.Kind.QUALITY: {"crop_seconds": 4.0, "encoder_from": 0},
     RewardModel.Kind.ADHERENCE: {"corpus_size": 512, "held_out_size": 64, "clip_seconds": 6.0},
 }
 
@@ -342,6 +344,31 @@ def resume_step(directory: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
 
 
+def initial_audio_encoder(config: dict[str, Any]) -> dict | None:
+    """The music tower of the adherence model named by `encoder_from`, as the starting audio
+    encoder of a preference or quality model (None: start from scratch)."""
+    source_id = int(config.get("encoder_from") or 0)
+    if not source_id:
+        return None
+    source = RewardModel.objects.filter(pk=source_id).first()
+    _require(
+        source is not None
+        and source.usable
+        and source.kind == RewardModel.Kind.ADHERENCE
+        and source.method == RewardModel.Method.LEARNED,
+        f"encoder_from={source_id} is not a usable learned adherence model",
+    )
+    import torch
+
+    payload = torch.load(source.scorer_path(), map_location="cpu", weights_only=True)
+    prefix = "audio."
+    return {
+        key.removeprefix(prefix): value
+        for key, value in payload["state_dict"].items()
+        if key.startswith(prefix)
+    }
+
+
 def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
     from reward.learning.data import PreferenceSet
     from reward.learning.metrics import rater_agreement
@@ -367,6 +394,7 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
         PreferenceSet(**data.test),
         reward_model.directory,
         on_progress=heartbeat,
+        initial_audio=initial_audio_encoder(config),
     )
     metrics = sectioned_metrics(trained.metrics)
     metrics["noise_ceiling"] = {
@@ -411,6 +439,7 @@ def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None
         RatingSet(**data.test),
         reward_model.directory,
         on_progress=heartbeat,
+        initial_audio=initial_audio_encoder(config),
     )
     _finish(reward_model, trained, sectioned_metrics(trained.metrics), data.track_ids, heartbeat)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from reward.learning.data import ClipTable, PreferenceSet, random_crops
 from reward.learning.features import DEFAULT_MEL
-from reward.learning.loop import LoopConfig, ProgressFn, run_loop
+from reward.learning.loop import LoopConfig, ProgressFn, module_digest, run_loop
 from reward.learning.metrics import DEFAULT_RESAMPLES, pairwise_accuracy, rater_agreement
 from reward.learning.nets import RewardNet, RewardNetConfig
 from reward.learning.scoring import (
@@ -132,6 +132,7 @@ def train_preference(
     test: PreferenceSet,
     checkpoint_dir: Path | str,
     on_progress: ProgressFn | None = None,
+    initial_audio: dict[str, torch.Tensor] | None = None,
 ) -> TrainedReward:
     """Train (or resume, if checkpoint_dir holds a checkpoint of the same run) a preference
     reward model; evaluate on `test` every loop.eval_every steps and at the end."""
@@ -139,6 +140,11 @@ def train_preference(
         raise ValueError("no training votes")
     torch.manual_seed(config.loop.seed)
     model = RewardNet(config.net)
+    if initial_audio is not None:
+        # An audio encoder pretrained elsewhere (the adherence model's music tower, trained
+        # on thousands of captioned clips) starts from features of tempo, instruments and
+        # style, which a few hundred votes could never teach from scratch.
+        model.audio.load_state_dict(initial_audio)
 
     def step_fn(step: int, rng: random.Random) -> tuple[torch.Tensor, dict[str, float]]:
         return training_step(model, config, clips, train, rng)
@@ -154,6 +160,7 @@ def train_preference(
         "kind": KIND,
         "config": training_settings(config),
         "data": {"clips": clips.digest(), "train": train.digest(), "test": test.digest()},
+        "initial_audio": module_digest(model.audio) if initial_audio is not None else None,
     }
     state = run_loop(
         model,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from reward.learning.data import ClipTable, RatingSet, random_crops
 from reward.learning.features import DEFAULT_MEL
-from reward.learning.loop import LoopConfig, ProgressFn, run_loop
+from reward.learning.loop import LoopConfig, ProgressFn, module_digest, run_loop
 from reward.learning.metrics import DEFAULT_RESAMPLES, pearson, regression_metrics
 from reward.learning.nets import RewardNet, RewardNetConfig
 from reward.learning.scoring import (
@@ -100,6 +100,7 @@ def train_quality(
     test: RatingSet,
     checkpoint_dir: Path | str,
     on_progress: ProgressFn | None = None,
+    initial_audio: dict[str, torch.Tensor] | None = None,
 ) -> TrainedReward:
     """Train (or resume, if checkpoint_dir holds a checkpoint of the same run) a quality
     reward model; evaluate on `test` every loop.eval_every steps and at the end."""
@@ -107,6 +108,11 @@ def train_quality(
         raise ValueError("no training ratings")
     torch.manual_seed(config.loop.seed)
     model = RewardNet(config.net)
+    if initial_audio is not None:
+        # An audio encoder pretrained elsewhere (the adherence model's music tower, trained
+        # on thousands of captioned clips) starts from features of tempo, instruments and
+        # style, which a few hundred votes could never teach from scratch.
+        model.audio.load_state_dict(initial_audio)
 
     def step_fn(step: int, rng: random.Random) -> tuple[torch.Tensor, dict[str, float]]:
         return training_step(model, config, clips, train, rng)
@@ -126,6 +132,7 @@ def train_quality(
         "kind": KIND,
         "config": training_settings(config),
         "data": {"clips": clips.digest(), "train": train.digest(), "test": test.digest()},
+        "initial_audio": module_digest(model.audio) if initial_audio is not None else None,
     }
     state = run_loop(
         model,
