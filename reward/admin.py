@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from reward.models import RewardModel, TrackReward
+from reward.models import Evaluation, FineTuneRun, RewardModel, TrackReward
 
 
 @admin.register(RewardModel)
@@ -19,3 +19,22 @@ class TrackRewardAdmin(admin.ModelAdmin):
     list_display = ("track", "reward_model", "value", "created_at")
     list_filter = ("reward_model",)
     raw_id_fields = ("track",)
+
+
+@admin.register(FineTuneRun)
+class FineTuneRunAdmin(admin.ModelAdmin):
+    list_display = ("name", "base_version", "algorithm", "preset", "status", "step", "steps",
+                    "result_version", "created_at")  # fmt: skip
+    list_filter = ("algorithm", "preset", "status")
+    search_fields = ("name",)
+    readonly_fields = (
+        "status", "step", "phase", "stage", "curve", "metrics", "warnings", "samples",
+        "data_summary", "error", "heartbeat_at", "worker", "attempts", "resumed_from_steps",
+        "result_version", "started_at", "finished_at",
+    )  # fmt: skip
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "campaign", "fine_tune_run", "computed_at")
+    readonly_fields = ("report", "computed_at")

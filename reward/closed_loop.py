@@ -215,6 +215,12 @@ def train_reward(
     return model
 
 
+def better_than_chance(reward_model: RewardModel) -> bool:
+    """Whether a preference model's held-out accuracy is above 0.5 with 95% confidence."""
+    interval = (reward_model.metrics.get("heldout") or {}).get("accuracy_ci") or [None]
+    return interval[0] is not None and interval[0] > 0.5
+
+
 def closed_loop_run(
     *,
     preference: PreferenceFn,
@@ -300,15 +306,22 @@ def closed_loop_run(
             say,
         )
 
-        stage("RL fine-tuning (RU: adherence, then preference)")
+        stage_rewards, preset = [{adherence_model.pk: 1.0}], "R"
+        if better_than_chance(preference_model):
+            stage_rewards.append({preference_model.pk: 1.0})
+            preset = "RU"
+        else:
+            say("  the preference model is not better than chance on its held-out votes (the")
+            say("  95% interval reaches 0.5): the U stage is left out, it would optimise noise")
+        stage(f"RL fine-tuning ({preset})")
         run = finetune.finetune_run_create(
-            name=f"{tag} RU",
+            name=f"{tag} {preset}",
             base_version=base,
             algorithm="rloo",
-            preset="RU",
+            preset=preset,
             steps=budget.rl_steps,
             queue=False,
-            stage_rewards=[{adherence_model.pk: 1.0}, {preference_model.pk: 1.0}],
+            stage_rewards=stage_rewards,
             settings={
                 "clip_seconds": budget.clip_seconds,
                 "seed": seed,
@@ -360,6 +373,7 @@ def closed_loop_run(
             "music_tower": {"id": music_tower.pk, **music_tower.metrics.get("heldout", {})},
         },
         "fine_tune_run": run.pk,
+        "preset": preset,
         "candidate": run.result_version.name,
         "baseline": base.name,
         "evaluation": evaluation.pk,

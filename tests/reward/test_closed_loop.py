@@ -30,7 +30,9 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects():
     assert {"preference", "adherence"} <= set(models)
     assert all(m.status == "finished" and m.usable for m in models.values())
     run = FineTuneRun.objects.get()
-    assert run.status == "finished" and len(run.stages) == 2  # RU
+    assert run.status == "finished"
+    # RU, or R alone when the preference model is no better than chance (as at this budget).
+    assert len(run.stages) == {"RU": 2, "R": 1}[result["preset"]]
     candidate = GeneratorVersion.objects.get(pk=run.result_version_id)
     assert candidate.parent.name == result["baseline"]
     evaluation = Evaluation.objects.get()
