@@ -383,6 +383,7 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
     clips = _clip_table(data.track_ids, data.prompt_texts, heartbeat)
     _note_resume(reward_model, resume_step(reward_model.directory))
     heartbeat.phase("training")
+    train, test = PreferenceSet(**data.train), PreferenceSet(**data.test)
     trained = train_preference(
         PreferenceConfig(
             loop=_loop_config(reward_model),
@@ -390,8 +391,8 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
             crop_seconds=float(config["crop_seconds"]),
         ),
         clips,
-        PreferenceSet(**data.train),
-        PreferenceSet(**data.test),
+        train,
+        test,
         reward_model.directory,
         on_progress=heartbeat,
         initial_audio=initial_audio_encoder(config),
@@ -399,20 +400,10 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
     metrics = sectioned_metrics(trained.metrics)
     metrics["noise_ceiling"] = {
         "heldout": metrics.pop("noise_ceiling"),
-        "all": rater_agreement(_votes_by_group(data.train, data.test)),
+        # Prompts are split whole, so no pair has votes on both sides: the groups just merge.
+        "all": rater_agreement(train.votes_by_group() | test.votes_by_group()),
     }
     _finish(reward_model, trained, metrics, data.track_ids, heartbeat)
-
-
-def _votes_by_group(*sides: dict[str, list]) -> dict[int, list[float]]:
-    groups: dict[int, list[float]] = defaultdict(list)
-    for side in sides:
-        for group, target, clip_a, clip_b in zip(
-            side["group"], side["target"], side["clip_a"], side["clip_b"], strict=True
-        ):
-            # The group's clips in a fixed order, so a vote on (b, a) means the same thing.
-            groups[group].append(target if clip_a < clip_b else 1.0 - target)
-    return dict(groups)
 
 
 def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:

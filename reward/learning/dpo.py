@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from generation.music.events import events_to_piece
 from generation.music.learned import SymbolicTransformerBackend, torch_threads
 from generation.music.tokenizer import encode_piece
-from reward.learning.loop import LoopConfig, ProgressFn, module_digest, run_loop
+from reward.learning.loop import LoopConfig, ProgressFn, finetune_loop, module_digest, run_loop
 
 KIND = "dpo"
 SCORE_BATCH = 16  # sequences per no-grad forward pass when scoring whole sets
@@ -55,24 +55,9 @@ def token_ids_for_events(
     return encode_piece(piece, max_bars=max_bars, max_tokens=max_tokens)
 
 
-def default_loop() -> LoopConfig:
-    """Fine-tuning settings, as for RLOO: a small learning rate and no weight decay (the
-    reference in the loss is the regulariser)."""
-    return LoopConfig(
-        steps=200,
-        learning_rate=2e-5,
-        min_learning_rate=2e-6,
-        warmup_steps=10,
-        weight_decay=0.0,
-        grad_clip=1.0,
-        checkpoint_every=25,
-        eval_every=25,
-    )
-
-
 @dataclass(frozen=True)
 class DPOConfig:
-    loop: LoopConfig = field(default_factory=default_loop)
+    loop: LoopConfig = field(default_factory=finetune_loop)
     beta: float = 0.1  # larger: stay closer to the reference
     batch_size: int = 8  # pairs per step
 

@@ -71,6 +71,22 @@ class LoopConfig:
         return asdict(self)
 
 
+def finetune_loop() -> LoopConfig:
+    """Fine-tuning settings (RLOO, DPO): a small learning rate (the policy starts from a
+    trained model and the gradient is noisy) and no weight decay (it pulls the weights towards
+    zero, not towards the reference; the KL term is the regulariser)."""
+    return LoopConfig(
+        steps=200,
+        learning_rate=2e-5,
+        min_learning_rate=2e-6,
+        warmup_steps=10,
+        weight_decay=0.0,
+        grad_clip=1.0,
+        checkpoint_every=25,
+        eval_every=25,
+    )
+
+
 def learning_rate(config: LoopConfig, step: int) -> float:
     """Linear warmup, then cosine decay to min_learning_rate at the last step."""
     if step < config.warmup_steps:

@@ -40,6 +40,7 @@ from reward.learning.loop import (
     EarlyStop,
     LoopConfig,
     ProgressFn,
+    finetune_loop,
     module_digest,
     run_loop,
 )
@@ -56,25 +57,9 @@ RewardFn = Callable[[list[Sample]], dict[str, torch.Tensor]]
 CheckpointSamplesFn = Callable[[int, list[Sample]], None]
 
 
-def default_loop() -> LoopConfig:
-    """Fine-tuning settings: a small learning rate (the policy starts from a trained model
-    and RL's gradient is noisy), no weight decay (it pulls the weights towards zero, not
-    towards the reference; the KL penalty is the regulariser), and the usual clip."""
-    return LoopConfig(
-        steps=200,
-        learning_rate=2e-5,
-        min_learning_rate=2e-6,
-        warmup_steps=10,
-        weight_decay=0.0,
-        grad_clip=1.0,
-        checkpoint_every=25,
-        eval_every=25,
-    )
-
-
 @dataclass(frozen=True)
 class RLOOConfig:
-    loop: LoopConfig = field(default_factory=default_loop)
+    loop: LoopConfig = field(default_factory=finetune_loop)
     prompts_per_step: int = 8
     samples_per_prompt: int = 4  # K; the leave-one-out baseline needs K >= 2
     beta: float = 0.05  # KL penalty, in units of (normalised) reward per nat
