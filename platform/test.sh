@@ -17,4 +17,6 @@ echo "==> ruff"
 ruff check .
 ruff format --check .
 echo "==> pytest"
-python -m pytest "$@"
+# Two processes on the two cores; whole files stay on one process (module-scoped browser
+# fixtures), and tests/parallel.py gives each its own database, Redis database and data dir.
+python -m pytest -n 2 --dist loadfile "$@"
