@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
-from ratings.models import MosRating, Vote
+from ratings.models import MosRating, Pair, Vote
 
 ROW_BATCH = 2_000
 # Reliability is unknown for raters with fewer comparable votes than this: they are kept.
@@ -32,20 +32,29 @@ class DataFilters:
     campaign_ids: tuple[int, ...] = ()
     protocols: tuple[str, ...] = ()
     version_ids: tuple[int, ...] = ()
+    # Prompt sources (curated, user, playground); the playground's typed prompts can be
+    # included or left out.
+    prompt_sources: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
     # Raters whose agreement with the other raters (see rater_reliability) is below this are
     # left out; None keeps everyone.
     min_rater_reliability: float | None = None
+    # Raters whose share of right answers on gold and trap checks is below this are left out.
+    min_gold_accuracy: float | None = None
     include_ties: bool = True
     include_both_bad: bool = True
+    # Flagged and rejected votes are kept but left out unless asked for; check items (gold,
+    # trap, qualification) are never rows of a dataset.
+    vote_statuses: tuple[str, ...] = (Vote.Status.COUNTED,)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("since", "until"):
             data[key] = data[key].isoformat() if data[key] else None
-        for key in ("campaign_ids", "protocols", "version_ids"):
+        for key in ("campaign_ids", "protocols", "version_ids", "prompt_sources"):
             data[key] = list(data[key])
+        data["vote_statuses"] = [str(status) for status in data["vote_statuses"]]
         return data
 
     @classmethod
@@ -53,17 +62,22 @@ class DataFilters:
         data = dict(data)
         for key in ("since", "until"):
             data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
-        for key in ("campaign_ids", "protocols", "version_ids"):
+        for key in ("campaign_ids", "protocols", "version_ids", "prompt_sources"):
             data[key] = tuple(data.get(key) or ())
+        # Filters saved before votes had a status selected every vote, all of them counted.
+        data["vote_statuses"] = tuple(data.get("vote_statuses") or (Vote.Status.COUNTED,))
         return cls(**data)
 
 
-def _filtered_votes(filters: DataFilters) -> QuerySet[Vote]:
-    votes = Vote.objects.all()
+def filtered_votes(filters: DataFilters) -> QuerySet[Vote]:
+    """The votes a dataset with these filters holds (reward training and snapshots alike)."""
+    votes = Vote.objects.filter(pair__kind=Pair.Kind.REGULAR, status__in=filters.vote_statuses)
     if filters.campaign_ids:
         votes = votes.filter(campaign_id__in=filters.campaign_ids)
     if filters.protocols:
         votes = votes.filter(campaign__protocol__in=filters.protocols)
+    if filters.prompt_sources:
+        votes = votes.filter(pair__prompt__source__in=filters.prompt_sources)
     if filters.version_ids:
         votes = votes.filter(
             Q(pair__track_a__generator_version_id__in=filters.version_ids)
@@ -84,6 +98,16 @@ def _filtered_votes(filters: DataFilters) -> QuerySet[Vote]:
             if score.reliability is not None and score.reliability < filters.min_rater_reliability
         ]
         votes = votes.exclude(rater_id__in=unreliable)
+    if filters.min_gold_accuracy is not None:
+        checks = Vote.objects.all()
+        if filters.campaign_ids:
+            checks = checks.filter(campaign_id__in=filters.campaign_ids)
+        failing = [
+            rater_id
+            for rater_id, accuracy in gold_accuracy(checks).items()
+            if accuracy is not None and accuracy < filters.min_gold_accuracy
+        ]
+        votes = votes.exclude(rater_id__in=failing)
     return votes
 
 
@@ -112,7 +136,7 @@ def vote_rows(filters: DataFilters) -> Iterator[dict[str, Any]]:
     """One row per vote, in id order, with both clips' 1-5 scores where the protocol asks for
     them (score_a / score_b in the pair's own track order; None otherwise)."""
     votes = (
-        _filtered_votes(filters)
+        filtered_votes(filters)
         .order_by("id")
         .values(
             *[name for name, path in VOTE_COLUMNS.items() if name == path],
@@ -141,7 +165,7 @@ def _scores_by_vote(vote_ids: list[int]) -> dict[int, dict[int, int]]:
 def rating_rows(filters: DataFilters) -> Iterator[dict[str, Any]]:
     """One row per 1-5 rating of one clip (side-by-side and MOS protocols)."""
     ratings = (
-        MosRating.objects.filter(vote__in=_filtered_votes(filters))
+        MosRating.objects.filter(vote__in=filtered_votes(filters))
         .order_by("id")
         .values(
             "vote_id",
@@ -257,3 +281,21 @@ def _pair_targets(votes: QuerySet[Vote]) -> Iterator[tuple[int, int, float | Non
             row["score_a"] = track_scores.get(row["track_a_id"])
             row["score_b"] = track_scores.get(row["track_b_id"])
             yield row["rater_id"], row["pair_id"], preference_target(row)
+
+
+def gold_accuracy(votes: QuerySet[Vote] | None = None) -> dict[int, float | None]:
+    """Per rater, the share of their gold and trap answers in `votes` that were right; None
+    with fewer than RELIABILITY_MIN_VOTES such answers."""
+    votes = Vote.objects.all() if votes is None else votes
+    rows = (
+        votes.filter(pair__kind__in=[Pair.Kind.GOLD, Pair.Kind.TRAP], check_passed__isnull=False)
+        .values("rater_id")
+        .annotate(total=Count("id"), right=Count("id", filter=Q(check_passed=True)))
+        .order_by()
+    )
+    return {
+        row["rater_id"]: row["right"] / row["total"]
+        if row["total"] >= RELIABILITY_MIN_VOTES
+        else None
+        for row in rows
+    }
