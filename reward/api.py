@@ -2,6 +2,7 @@
 cancel them. Used by the detail page to redraw its curves while a job runs."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -44,6 +45,9 @@ class RewardModelCreateSerializer(serializers.Serializer):
     min_rater_reliability = serializers.FloatField(
         min_value=0, max_value=1, required=False, allow_null=True, default=None
     )
+    min_gold_accuracy = serializers.FloatField(
+        min_value=0, max_value=1, required=False, allow_null=True, default=None
+    )
     settings = serializers.DictField(default=dict)
 
 
@@ -53,10 +57,16 @@ class RewardModelListView(APIView):
     def get_permissions(self) -> list:
         return [IsAdmin()] if self.request.method == "POST" else [IsResearcher()]
 
+    @extend_schema(operation_id="reward_models_list", responses=RewardModelSerializer(many=True))
     def get(self, request: Request) -> Response:
         models = RewardModel.objects.order_by("-created_at")
         return Response(RewardModelSerializer(models, many=True).data)
 
+    @extend_schema(
+        operation_id="reward_models_create",
+        request=RewardModelCreateSerializer,
+        responses={201: RewardModelSerializer},
+    )
     def post(self, request: Request) -> Response:
         body = RewardModelCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -67,6 +77,7 @@ class RewardModelListView(APIView):
             since=data["since"],
             until=data["until"],
             min_rater_reliability=data["min_rater_reliability"],
+            min_gold_accuracy=data["min_gold_accuracy"],
         )
         try:
             reward_model = training.reward_model_create(
@@ -86,6 +97,7 @@ class RewardModelDetailView(APIView):
 
     permission_classes = [IsResearcher]
 
+    @extend_schema(operation_id="reward_models_retrieve", responses=RewardModelSerializer)
     def get(self, request: Request, reward_model_id: int) -> Response:
         reward_model = get_object_or_404(RewardModel, pk=reward_model_id)
         return Response(RewardModelSerializer(reward_model).data)
@@ -96,6 +108,7 @@ class RewardModelCancelView(APIView):
 
     permission_classes = [IsAdmin]
 
+    @extend_schema(request=None, responses=RewardModelSerializer)
     def post(self, request: Request, reward_model_id: int) -> Response:
         reward_model = get_object_or_404(RewardModel, pk=reward_model_id)
         training.reward_model_cancel(reward_model=reward_model)
@@ -123,6 +136,7 @@ class FineTuneRunDetailView(APIView):
 
     permission_classes = [IsResearcher]
 
+    @extend_schema(responses=FineTuneRunSerializer)
     def get(self, request: Request, run_id: int) -> Response:
         run = get_object_or_404(FineTuneRun, pk=run_id)
         return Response(FineTuneRunSerializer(run).data)

@@ -221,6 +221,14 @@ def better_than_chance(reward_model: RewardModel) -> bool:
     return interval[0] is not None and interval[0] > 0.5
 
 
+def trusted_preference_model(candidates: list[RewardModel]) -> RewardModel | None:
+    """Of the preference models that beat chance on their held-out votes, the most accurate
+    there (None: none does, and optimising one would optimise noise). Both see the same
+    votes and split them alike, so their held-out figures compare."""
+    trusted = [model for model in candidates if better_than_chance(model)]
+    return max(trusted, key=lambda m: m.metrics["heldout"]["accuracy"], default=None)
+
+
 def closed_loop_run(
     *,
     preference: PreferenceFn,
@@ -296,6 +304,15 @@ def closed_loop_run(
             reward_settings,
             say,
         )
+        measured_model = train_reward(
+            f"{tag} preference (measured features)",
+            "preference",
+            "measured",
+            collect,
+            1,
+            {"test_share": reward_settings["test_share"]},
+            say,
+        )
         adherence_model = train_reward(
             f"{tag} adherence",
             "adherence",
@@ -306,13 +323,17 @@ def closed_loop_run(
             say,
         )
 
-        stage_rewards, preset = [{adherence_model.pk: 1.0}], "R"
-        if better_than_chance(preference_model):
-            stage_rewards.append({preference_model.pk: 1.0})
-            preset = "RU"
+        # The votes are what the raters want, so the run optimises the preference model that
+        # predicts them best (MusicRL-U). When neither beats chance, optimising one would
+        # optimise noise: the run falls back on prompt adherence (MusicRL-R).
+        preference_reward = trusted_preference_model([preference_model, measured_model])
+        if preference_reward is not None:
+            stage_rewards, preset = [{preference_reward.pk: 1.0}], "U"
+            say(f"  the run optimises {preference_reward.name}")
         else:
-            say("  the preference model is not better than chance on its held-out votes (the")
-            say("  95% interval reaches 0.5): the U stage is left out, it would optimise noise")
+            stage_rewards, preset = [{adherence_model.pk: 1.0}], "R"
+            say("  no preference model beats chance on its held-out votes (the 95% interval")
+            say("  reaches 0.5): the run optimises prompt adherence instead")
         stage(f"RL fine-tuning ({preset})")
         run = finetune.finetune_run_create(
             name=f"{tag} {preset}",
@@ -368,6 +389,11 @@ def closed_loop_run(
             "preference": {
                 "id": preference_model.pk,
                 **preference_model.metrics.get("heldout", {}),
+            },
+            "measured_preference": {
+                "id": measured_model.pk,
+                **measured_model.metrics.get("heldout", {}),
+                "weights": measured_model.metrics.get("weights", {}),
             },
             "adherence": {"id": adherence_model.pk, **adherence_model.metrics.get("heldout", {})},
             "music_tower": {"id": music_tower.pk, **music_tower.metrics.get("heldout", {})},

@@ -226,13 +226,14 @@ def prompt_pool(config: dict[str, Any]) -> tuple[list[str], list[str]]:
 def reward_function(reward_models: list[RewardModel], clip_seconds: float, backend: Any):
     """RewardFn for RLOO: raw reward per sample per reward model name. Learned models hear the
     sample rendered as the platform renders it (looped to clip_seconds, FluidSynth, -16 LUFS);
-    the attribute match reads the sampled notes."""
+    the attribute match and the measured preference model read the sampled notes."""
     import torch
 
     from generation.music.events import piece_to_events
     from generation.music.render import SAMPLE_RATE, normalize_loudness, render_piece
     from reward.learning.adherence import attribute_match_scores
     from reward.learning.features import log_mel
+    from reward.learning.measured import MeasuredPreferenceModel
     from reward.learning.scoring import load_scorer
     from reward.scoring import prompt_embeddings
 
@@ -240,6 +241,11 @@ def reward_function(reward_models: list[RewardModel], clip_seconds: float, backe
         model.name: load_scorer(model.scorer_path())
         for model in reward_models
         if model.method == RewardModel.Method.LEARNED
+    }
+    measured = {
+        model.name: MeasuredPreferenceModel.load(model.scorer_path())
+        for model in reward_models
+        if model.method == RewardModel.Method.MEASURED
     }
 
     def rewards(samples: list[Any]) -> dict[str, torch.Tensor]:
@@ -254,11 +260,13 @@ def reward_function(reward_models: list[RewardModel], clip_seconds: float, backe
                 audio = normalize_loudness(audio, SAMPLE_RATE, -16.0, -1.5)
                 mels.append(log_mel(audio, SAMPLE_RATE))
             embeddings = prompt_embeddings(prompts)
+        events = [piece_to_events(sample.piece) for sample in samples]
         for model in reward_models:
             if model.name in scorers:
                 out[model.name] = scorers[model.name].score(mels, embeddings).float()
+            elif model.name in measured:
+                out[model.name] = torch.tensor(measured[model.name].scores(prompts, events))
             else:
-                events = [piece_to_events(sample.piece) for sample in samples]
                 out[model.name] = torch.tensor(attribute_match_scores(prompts, events))
         return out
 

@@ -26,6 +26,12 @@ class RewardModelForm(forms.Form):
         required=False,
         help_text="Leave out raters who agree with the others' majority less often than this.",
     )
+    min_gold_accuracy = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text="Leave out raters who answer gold checks right less often than this.",
+    )
     learning_rate = forms.FloatField(min_value=1e-6, max_value=1, initial=1e-3)
     batch_size = forms.IntegerField(min_value=1, max_value=4096, initial=32)
     test_share = forms.FloatField(
@@ -36,11 +42,9 @@ class RewardModelForm(forms.Form):
         data = super().clean()
         if data.get("since") and data.get("until") and data["since"] >= data["until"]:
             self.add_error("until", "The end must come after the start.")
-        if (
-            data.get("method") == RewardModel.Method.ATTRIBUTE_MATCH
-            and data.get("kind") != RewardModel.Kind.ADHERENCE
-        ):
-            self.add_error("method", "The attribute match is an adherence reward.")
+        method, kind = data.get("method"), data.get("kind")
+        if method and not RewardModel.method_fits_kind(method, kind):
+            self.add_error("method", "This method is for another kind of reward model.")
         if RewardModel.objects.filter(name=data.get("name", "")).exists():
             self.add_error("name", "A reward model with this name exists already.")
         return data

@@ -68,6 +68,9 @@ class RewardModel(TrainingJob):
         # The exact check of a symbolic piece against the prompt's attributes: nothing to
         # train, but it is evaluated on the same held-out corpus as the learned tower.
         ATTRIBUTE_MATCH = "attribute_match", "Exact attribute match (symbolic backends)"
+        # Bradley-Terry over a dozen features measured from the notes: learns a taste from a
+        # few hundred votes, where an audio network needs thousands (reward/learning/measured).
+        MEASURED = "measured", "Measured musical features (symbolic backends)"
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -83,13 +86,24 @@ class RewardModel(TrainingJob):
         constraints = [
             models.CheckConstraint(condition=models.Q(steps__gte=1), name="reward_steps_min"),
             models.CheckConstraint(
-                condition=models.Q(method="learned") | models.Q(kind="adherence"),
-                name="reward_attribute_match_is_adherence",
+                condition=models.Q(method="learned")
+                | models.Q(method="attribute_match", kind="adherence")
+                | models.Q(method="measured", kind="preference"),
+                name="reward_method_fits_kind",
             ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def method_fits_kind(cls, method: str, kind: str) -> bool:
+        """The learned networks exist for every kind; the other methods for one kind each."""
+        only_for = {
+            cls.Method.ATTRIBUTE_MATCH: cls.Kind.ADHERENCE,
+            cls.Method.MEASURED: cls.Kind.PREFERENCE,
+        }
+        return method not in only_for or only_for[method] == kind
 
     @property
     def directory(self) -> Path:

@@ -92,6 +92,11 @@ def reward_scores(*, reward_model: RewardModel, tracks: Sequence[Track]) -> list
         from reward.learning.adherence import attribute_match_scores
 
         return [float(v) for v in attribute_match_scores(prompts, [t.events for t in tracks])]
+    if reward_model.method == RewardModel.Method.MEASURED:
+        from reward.learning.measured import MeasuredPreferenceModel
+
+        model = MeasuredPreferenceModel.load(reward_model.scorer_path())
+        return model.scores(prompts, [t.events for t in tracks])
     scorer = _scorer_for(reward_model)
     values = scorer.score(track_log_mels(tracks), prompt_embeddings(prompts))
     return [float(value) for value in values]

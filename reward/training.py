@@ -30,6 +30,7 @@ from reward.models import RewardModel, TrainingJob
 logger = logging.getLogger(__name__)
 ROWS_NAME = "rows.jsonl"
 SCORER_NAME = "scorer.pt"
+MEASURED_NAME = "measured.json"
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 # The run settings an admin may set, with their defaults; anything else is refused.
@@ -45,7 +46,8 @@ COMMON_SETTINGS: dict[str, Any] = {
 KIND_SETTINGS: dict[str, dict[str, Any]] = {
     # encoder_from: the id of a learned adherence model whose music tower starts the audio
     # encoder (0: start from scratch).
-    RewardModel.Kind.PREFERENCE: {"crop_seconds": 4.0, "encoder_from": 0},
+    # l2: the measured method's penalty on its standardised weights, per vote.
+    RewardModel.Kind.PREFERENCE: {"crop_seconds": 4.0, "encoder_from": 0, "l2": 0.01},
     RewardModel.Kind.QUALITY: {"crop_seconds": 4.0, "encoder_from": 0},
     RewardModel.Kind.ADHERENCE: {"corpus_size": 512, "held_out_size": 64, "clip_seconds": 6.0},
 }
@@ -95,8 +97,8 @@ def reward_model_create(
     config = reward_settings(kind, settings)
     if method not in RewardModel.Method.values:
         raise RewardModelError(f"method must be one of {', '.join(RewardModel.Method.values)}")
-    if method == RewardModel.Method.ATTRIBUTE_MATCH and kind != RewardModel.Kind.ADHERENCE:
-        raise RewardModelError("the attribute match is an adherence reward")
+    if not RewardModel.method_fits_kind(method, kind):
+        raise RewardModelError(f"the {method} method is not for {kind} models")
     if steps < 1:
         raise RewardModelError("steps must be at least 1")
     if not name.strip():
@@ -496,6 +498,63 @@ def _attribute_match(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> No
     _score_seen_tracks(reward_model, _tracks_in(rows, symbolic_only=True), heartbeat)
 
 
+def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
+    """Bradley-Terry over measured features (reward/learning/measured.py): one convex fit on
+    the training votes, judged on the held-out prompts' votes like the learned model."""
+    from reward.learning.data import PreferenceSet
+    from reward.learning.measured import (
+        MeasuredPreferenceConfig,
+        features_matrix,
+        fit_measured_preference,
+        log_likelihood_per_vote,
+    )
+    from reward.learning.metrics import pairwise_accuracy, rater_agreement
+
+    rows = _frozen_rows(reward_model, heartbeat, vote_rows)
+    config = reward_model.config
+    # Only clips with notes can be measured: audio-only tracks are left out and counted.
+    symbolic = set(_tracks_in(rows, symbolic_only=True))
+    measurable = [r for r in rows if {r["track_a_id"], r["track_b_id"]} <= symbolic]
+    data = preference_pairs(
+        measurable, test_share=config["test_share"], split_seed=config["split_seed"]
+    )
+    data.summary["not_measurable"] = len(rows) - len(measurable)
+    _require(data.summary["train_pairs"] > 0, "no training pairs of symbolic clips match")
+    _require(data.summary["test_pairs"] > 0, "no held-out pairs: add prompts or raise test_share")
+    _record_start(reward_model, data.summary, rows)
+    heartbeat.phase(f"measuring {len(data.track_ids)} clips")
+    tracks = Track.objects.select_related("prompt").in_bulk(data.track_ids)
+    ordered = [tracks[track_id] for track_id in data.track_ids]
+    features = features_matrix([t.prompt.text for t in ordered], [t.events for t in ordered])
+    heartbeat.phase("fitting")
+    train, test = PreferenceSet(**data.train), PreferenceSet(**data.test)
+
+    def side(votes: PreferenceSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return features[votes.clip_a.numpy()], features[votes.clip_b.numpy()], votes.target.numpy()
+
+    model, fit = fit_measured_preference(*side(train), MeasuredPreferenceConfig(l2=config["l2"]))
+    metrics: dict[str, Any] = {"fit": fit, "weights": model.weights_by_feature()}
+    for name, votes in (("train", train), ("heldout", test)):
+        features_a, features_b, targets = side(votes)
+        margins = model.reward(features_a) - model.reward(features_b)
+        accuracy = pairwise_accuracy(margins, targets, votes.group.numpy())
+        metrics[name] = {
+            "votes": len(votes),
+            "accuracy": accuracy["accuracy"],
+            "accuracy_ci": [accuracy["low"], accuracy["high"]],
+            "decisive": accuracy["n"],
+            "log_loss": -log_likelihood_per_vote(model, features_a, features_b, targets),
+        }
+    metrics["noise_ceiling"] = {
+        "heldout": rater_agreement(test.votes_by_group()),
+        "all": rater_agreement(train.votes_by_group() | test.votes_by_group()),
+    }
+    heartbeat.phase("saving the scorer")
+    metadata = _scorer_metadata(reward_model)
+    path = model.save(reward_model.directory / MEASURED_NAME, metadata=metadata)
+    _complete(reward_model, metrics, path, data.track_ids, heartbeat)
+
+
 def _tracks_in(rows: list[dict[str, Any]], *, symbolic_only: bool = False) -> list[int]:
     ids = {row[key] for row in rows for key in ("track_a_id", "track_b_id") if row[key]}
     if symbolic_only:
@@ -519,14 +578,29 @@ def _finish(
         trained.model,
         kind=reward_model.kind,
         config=reward_model.config,
-        metadata={"reward_model": reward_model.name, "rows_sha256": _rows_hash(reward_model)},
+        metadata=_scorer_metadata(reward_model),
     )
+    _complete(reward_model, metrics, path, track_ids, heartbeat)
+
+
+def _complete(
+    reward_model: RewardModel,
+    metrics: dict[str, Any],
+    path: Path,
+    track_ids: list[int],
+    heartbeat: jobs.Heartbeat,
+) -> None:
+    """Record the finished model with its scorer file, then score the tracks it saw."""
     jobs.job_finish(
         RewardModel, reward_model.pk, metrics=_json_safe(metrics), checkpoint=str(path),
         step=reward_model.steps,
     )  # fmt: skip
     reward_model.refresh_from_db()
     _score_seen_tracks(reward_model, track_ids, heartbeat)
+
+
+def _scorer_metadata(reward_model: RewardModel) -> dict[str, str]:
+    return {"reward_model": reward_model.name, "rows_sha256": _rows_hash(reward_model)}
 
 
 def _rows_hash(reward_model: RewardModel) -> str:
@@ -605,4 +679,5 @@ _TRAINERS: dict[tuple[str, str], Callable[[RewardModel, jobs.Heartbeat], None]] 
     (RewardModel.Kind.QUALITY, RewardModel.Method.LEARNED): _train_quality,
     (RewardModel.Kind.ADHERENCE, RewardModel.Method.LEARNED): _train_adherence,
     (RewardModel.Kind.ADHERENCE, RewardModel.Method.ATTRIBUTE_MATCH): _attribute_match,
+    (RewardModel.Kind.PREFERENCE, RewardModel.Method.MEASURED): _train_measured,
 }

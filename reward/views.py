@@ -50,6 +50,7 @@ def reward_model_create(request: HttpRequest) -> HttpResponse:
             since=data["since"],
             until=data["until"],
             min_rater_reliability=data["min_rater_reliability"],
+            min_gold_accuracy=data["min_gold_accuracy"],
         )
         try:
             reward_model = training.reward_model_create(

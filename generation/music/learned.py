@@ -35,6 +35,7 @@ from generation.music.tokenizer import BOS_ID, PAD_ID, decode_ids, is_well_forme
 
 CHECKPOINT_FORMAT = "musicpref-symbolic-v1"
 MAX_SAMPLING_BATCH = 32  # bounds the KV cache's memory
+SCORING_CHUNK = 16  # sequences per teacher-forced pass, grouped by length
 
 
 @dataclass(frozen=True)
@@ -206,9 +207,25 @@ class SymbolicTransformerBackend:
         self, prompts: Sequence[str], token_ids: Sequence[Sequence[int]]
     ) -> torch.Tensor:
         """(B,) summed log-probs of each sequence given its prompt; differentiable.
-        Summed in float64: a float32 sum over ~1000 tokens rounds at the 1e-4 level."""
-        logprobs, _ = self.token_logprobs(prompts, token_ids)
-        return logprobs.double().sum(dim=1)
+        Summed in float64: a float32 sum over ~1000 tokens rounds at the 1e-4 level.
+
+        Sequences are scored in chunks of similar length: sampled lengths spread from a few
+        dozen to several hundred tokens, and one batch padded to the longest spent most of
+        its time on padding (measured: 64 samples of the shipped model, 4x fewer tokens)."""
+        if len(prompts) != len(token_ids):
+            raise ValueError("one prompt per token sequence")
+        order = sorted(range(len(token_ids)), key=lambda row: len(token_ids[row]))
+        totals = []
+        for start in range(0, len(order), SCORING_CHUNK):
+            rows = order[start : start + SCORING_CHUNK]
+            logprobs, _ = self.token_logprobs(
+                [prompts[row] for row in rows], [token_ids[row] for row in rows]
+            )
+            totals.append(logprobs.double().sum(dim=1))
+        if not totals:
+            return torch.zeros(0, dtype=torch.float64)
+        sorted_totals = torch.cat(totals)
+        return torch.zeros_like(sorted_totals).index_copy(0, torch.tensor(order), sorted_totals)
 
     # --- persistence ----------------------------------------------------------
 

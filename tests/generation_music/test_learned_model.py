@@ -6,7 +6,7 @@ import torch
 
 from generation.music import render
 from generation.music.backends import GeneratedClip, get_backend
-from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
+from generation.music.learned import SCORING_CHUNK, SamplingConfig, SymbolicTransformerBackend
 from generation.music.model import SIZES, MusicGPT
 from generation.music.text_encoder import get_text_encoder
 from generation.music.tokenizer import BAR_ID, EOS_ID, PAD_ID
@@ -46,6 +46,26 @@ def test_seq_logprobs_of_a_sample_equal_the_log_probs_recorded_while_sampling(en
     recorded = torch.tensor([s.logprob for s in samples], dtype=torch.float64)
     assert rescored.shape == (6,)
     torch.testing.assert_close(rescored.detach(), recorded, atol=1e-4, rtol=0)
+
+
+def test_scoring_in_length_chunks_keeps_each_sequence_s_own_log_prob_and_gradient(encoder):
+    """More sequences than one chunk, of many lengths: each total (and each one's gradient)
+    is that of the sequence scored alone, in the caller's order."""
+    backend = make_backend(encoder)
+    samples = backend.sample(PROMPTS, 2 * SCORING_CHUNK // len(PROMPTS) + 1, seed=3)
+    assert len(samples) > SCORING_CHUNK and len({len(s.token_ids) for s in samples}) > 3
+    prompts, ids = [s.prompt for s in samples], [s.token_ids for s in samples]
+
+    together = backend.seq_logprobs(prompts, ids)
+
+    alone = torch.cat([backend.seq_logprobs([p], [i]) for p, i in zip(prompts, ids, strict=True)])
+    torch.testing.assert_close(together.detach(), alone.detach(), atol=1e-4, rtol=0)
+    weights = torch.arange(len(samples), dtype=torch.float64)
+    (weights * together).sum().backward()
+    combined = backend.model.tok_emb.weight.grad.clone()
+    backend.model.zero_grad()
+    (weights * alone).sum().backward()
+    torch.testing.assert_close(combined, backend.model.tok_emb.weight.grad, atol=1e-4, rtol=1e-4)
 
 
 def test_gradients_flow_through_seq_logprobs_into_every_part_of_the_model(encoder):

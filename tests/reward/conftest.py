@@ -4,13 +4,16 @@ because a reward model reads audio and placeholder bytes would teach it nothing.
 from __future__ import annotations
 
 import itertools
+import random
 
+import numpy as np
 import pytest
 
 from generation.services import campaign_generate_prompt
 from ratings.models import Campaign
 from ratings.services import prompt_get_or_create
-from tests.factories import CampaignFactory, GeneratorVersionFactory
+from reward.training import prompt_is_held_out
+from tests.factories import CampaignFactory, GeneratorVersionFactory, vote_on
 
 MOODS = ("calm", "sad", "happy", "dark", "energetic", "dreamy", "tense", "playful")
 # Styles in which the two versions below differ at least 1.75-fold in notes per bar (in ambient
@@ -53,6 +56,31 @@ def sparse_vs_busy_campaign(
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.ACTIVE
     return campaign
+
+
+def best_possible_accuracy(rows, test_share: float = 0.3) -> float:
+    """The accuracy of the raters' true taste (the sparse clip) on the held-out decisive votes:
+    the ceiling of any model on exactly these votes, so a test can compare a model with it
+    without the vote noise of a few dozen held-out votes in the comparison."""
+    hits = []
+    for row in rows:
+        held_out = prompt_is_held_out(row["prompt_text"], test_share=test_share, split_seed=0)
+        if not held_out or row["choice"] not in ("a", "b"):
+            continue
+        sparse_is_a = row["version_a"] == SPARSE
+        hits.append((row["choice"] == "a") == sparse_is_a)
+    return float(np.mean(hits))
+
+
+def vote_with_a_known_preference(campaign: Campaign, raters, p_sparse: float = 0.85) -> None:
+    """Votes written directly: each rater prefers the sparse clip with probability p_sparse."""
+    rng = random.Random(0)
+    # In id order: the same random draw lands on the same pair every run.
+    for pair in campaign.pairs.select_related("track_a__generator_version").order_by("pk"):
+        for rater in raters:
+            sparse_wins = rng.random() < p_sparse
+            a_is_sparse = pair.track_a.generator_version.name == SPARSE
+            vote_on(pair, rater, "a" if sparse_wins == a_is_sparse else "b")
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The closed loop at its tiny budget: every stage runs for real (generation, simulated raters
-over HTTP, reward models, RU fine-tuning, an evaluation campaign voted by the same population)
+over HTTP, reward models, RL fine-tuning, an evaluation campaign voted by the same population)
 and leaves its objects behind. The tiny budget learns nothing; the small one is the command's
 job (see the closing notes for its figures)."""
 
@@ -26,13 +26,18 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects():
     assert Track.objects.filter(generator_version__name=result["baseline"]).count() >= 24
     assert Vote.objects.filter(campaign=collect).count() == 24
     assert result["snapshot"]["votes"] == 24 and len(result["snapshot"]["sha256"]) == 64
-    models = {m.kind: m for m in RewardModel.objects.all()}
-    assert {"preference", "adherence"} <= set(models)
+    models = {(m.kind, m.method): m for m in RewardModel.objects.all()}
+    assert set(models) == {
+        ("adherence", "learned"), ("adherence", "attribute_match"),
+        ("preference", "learned"), ("preference", "measured"),
+    }  # fmt: skip
     assert all(m.status == "finished" and m.usable for m in models.values())
     run = FineTuneRun.objects.get()
     assert run.status == "finished"
-    # RU, or R alone when the preference model is no better than chance (as at this budget).
-    assert len(run.stages) == {"RU": 2, "R": 1}[result["preset"]]
+    # U on the better preference model, or R when neither beats chance (as at this budget).
+    (stage,) = run.stages
+    optimised = RewardModel.objects.get(pk=int(next(iter(stage["rewards"]))))
+    assert optimised.kind == {"U": "preference", "R": "adherence"}[result["preset"]]
     candidate = GeneratorVersion.objects.get(pk=run.result_version_id)
     assert candidate.parent.name == result["baseline"]
     evaluation = Evaluation.objects.get()

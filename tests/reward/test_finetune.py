@@ -4,6 +4,7 @@ base; a finished run turns into an evaluation campaign on its held-out prompts."
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.files.storage import default_storage
 
@@ -13,6 +14,7 @@ from generation.services import track_generate
 from ratings.dataset import DataFilters
 from ratings.models import Campaign
 from reward import finetune
+from reward.learning.measured import FEATURE_NAMES, MeasuredPreferenceModel
 from reward.models import FineTuneRun, RewardModel
 from tests.factories import (
     CampaignFactory,
@@ -140,3 +142,31 @@ def test_a_dpo_run_learns_from_votes_on_two_clips_of_the_base(learned_base):
     assert run.data_summary["train_pairs"] + run.data_summary["held_out"] == 12
     assert run.result_version.parent == learned_base
     assert all("loss" in point for point in run.curve)
+
+
+def test_a_u_run_optimises_a_measured_preference_model_read_from_the_notes(learned_base, tmp_path):
+    """The measured model scores RL samples from their notes: here a taste for fast music, so
+    the reward each step records is the weighted, standardised tempo of its samples."""
+    weights = np.zeros(len(FEATURE_NAMES))
+    weights[FEATURE_NAMES.index("tempo_bpm")] = 1.0
+    scorer = MeasuredPreferenceModel(
+        FEATURE_NAMES, np.full(len(FEATURE_NAMES), 100.0), np.full(len(FEATURE_NAMES), 20.0),
+        weights,
+    )  # fmt: skip
+    taste = RewardModel.objects.create(
+        name="fast-taste", kind="preference", method="measured", steps=1, status="finished",
+        metrics={"heldout": {"accuracy": 0.8}}, checkpoint=str(scorer.save(tmp_path / "m.json")),
+    )  # fmt: skip
+    run = finetune.finetune_run_create(
+        name="u-measured", base_version=learned_base, algorithm="rloo", preset="U", steps=2,
+        stage_rewards=[{taste.pk: 1.0}], settings=QUICK, queue=False,
+    )  # fmt: skip
+
+    run = finetune.finetune_run_execute(run_id=run.pk)
+
+    assert run.status == FineTuneRun.Status.FINISHED, run.error
+    rewards = [point["reward_fast-taste"] for point in run.curve]
+    assert len(rewards) == 2 and all(np.isfinite(rewards))
+    # The raw reward is (tempo - 100) / 20, so tempos of 40-240 bpm keep it in [-3, 7].
+    assert all(-3.0 <= value <= 7.0 for value in rewards)
+    assert run.result_version.parent == learned_base

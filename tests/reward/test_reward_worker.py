@@ -2,7 +2,6 @@
 the worker is killed mid-run (SIGKILL, as a crash or the OOM killer would) a restarted worker
 picks the job up and finishes it from its last checkpoint instead of starting over."""
 
-import random
 import time
 
 import pytest
@@ -10,8 +9,8 @@ import pytest
 from ratings.dataset import DataFilters
 from reward.models import RewardModel
 from reward.training import reward_model_create
-from tests.factories import RaterFactory, vote_on
-from tests.reward.conftest import SPARSE
+from tests.factories import RaterFactory
+from tests.reward.conftest import vote_with_a_known_preference
 from tests.workers import WorkerProcess, flush_broker, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -20,15 +19,6 @@ STEPS = 240
 CHECKPOINT_EVERY = 20
 # The worker treats a job as orphaned after this long without a heartbeat.
 WORKER_ENV = {"TRAINING_STALE_SECONDS": "4", "TRAINING_HEARTBEAT_SECONDS": "0.5"}
-
-
-def vote_with_a_known_preference(campaign, raters, p_sparse=0.85):
-    rng = random.Random(0)
-    for pair in campaign.pairs.select_related("track_a__generator_version"):
-        for rater in raters:
-            sparse_wins = rng.random() < p_sparse
-            a_is_sparse = pair.track_a.generator_version.name == SPARSE
-            vote_on(pair, rater, "a" if sparse_wins == a_is_sparse else "b")
 
 
 def test_a_killed_worker_s_job_resumes_from_its_checkpoint_on_a_new_worker(

@@ -1,0 +1,205 @@
+"""A preference model over measured musical features, for symbolic generators.
+
+A few hundred votes cannot train an audio network from scratch (the learned preference model
+stays near chance on them), but they do pin down a dozen weights. This model reads what a
+listener notices in a clip, measured from its notes: how fast, how many instruments, drums or
+not, major or minor, how dense, how high, and how well each of those fits what the prompt
+asked for. Its reward is a weighted sum of those features, and the weights are fitted to the
+votes by Bradley-Terry maximum likelihood:
+
+    r(clip) = w . z(features(prompt, clip)),   P(a preferred over b) = sigmoid(r(a) - r(b))
+
+z standardises each feature by its training mean and spread, so a weight reads as "logits
+per standard deviation" and the L2 penalty treats every feature alike. The fit is a convex
+problem, solved with scipy's L-BFGS; the weights are a small JSON file that any process can
+score with, torch or not. A taste that none of these features expresses (timbre, say) is
+beyond this model: that is what the audio model is for, given enough votes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import optimize, special
+
+from generation.music.attributes_measure import adherence, measure
+from generation.music.events import events_to_piece
+from generation.music.prompts import parse_prompt
+
+FORMAT = "musicpref-measured-preference-v1"
+# Each feature: what is measured, then how well it fits the prompt's request.
+FEATURE_NAMES: tuple[str, ...] = (
+    "tempo_bpm",
+    "melodic_instruments",
+    "drums",
+    "minor_mode",
+    "density",
+    "notes_per_bar",
+    "mean_pitch",
+    "tempo_fit",
+    "instruments_fit",
+    "drums_fit",
+    "mode_fit",
+    "density_fit",
+)
+
+
+def clip_features(prompt_text: str, events: Sequence[str]) -> list[float]:
+    """The features of one clip for its prompt. A clip without notes measures as all zeros
+    (silence is slow, empty and fits nothing)."""
+    piece = events_to_piece(list(events))
+    if not piece.notes:
+        return [0.0] * len(FEATURE_NAMES)
+    target = parse_prompt(prompt_text)
+    measured = measure(piece, lead_hint=target.instruments[0])
+    fit = adherence(target, piece)
+    pitches = [note.pitch for note in piece.notes if not note.is_drum]
+    values = {
+        "tempo_bpm": float(measured.tempo_bpm),
+        "melodic_instruments": float(len(measured.programs)),
+        "drums": float(measured.drums),
+        "minor_mode": float(measured.mode == "minor"),
+        "density": measured.density,
+        "notes_per_bar": measured.notes_per_bar,
+        "mean_pitch": float(np.mean(pitches)) if pitches else 0.0,
+        "tempo_fit": fit.tempo,
+        "instruments_fit": fit.instruments,
+        "drums_fit": fit.drums,
+        "mode_fit": fit.mode,
+        "density_fit": fit.density,
+    }
+    return [values[name] for name in FEATURE_NAMES]
+
+
+def features_matrix(prompts: Sequence[str], events: Sequence[Sequence[str]]) -> np.ndarray:
+    """(len(prompts), len(FEATURE_NAMES)) float64."""
+    rows = [clip_features(p, e) for p, e in zip(prompts, events, strict=True)]
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(FEATURE_NAMES))
+
+
+@dataclass(frozen=True)
+class MeasuredPreferenceConfig:
+    # L2 penalty on the standardised weights, per vote: it keeps a feature that never varied
+    # or that few votes touched near 0, and makes the optimum unique when features correlate.
+    l2: float = 0.01
+    max_iterations: int = 500
+
+
+@dataclass
+class MeasuredPreferenceModel:
+    """The fitted reward: standardisation and weights, one per feature."""
+
+    feature_names: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+
+    def reward(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.scale) @ self.weights
+
+    def scores(self, prompts: Sequence[str], events: Sequence[Sequence[str]]) -> list[float]:
+        return [float(v) for v in self.reward(features_matrix(prompts, events))]
+
+    def weights_by_feature(self) -> dict[str, float]:
+        """Logits per standard deviation of each feature: what the raters reward."""
+        return {name: float(w) for name, w in zip(self.feature_names, self.weights, strict=True)}
+
+    def save(self, path: Path | str, *, metadata: dict[str, Any] | None = None) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT,
+            "feature_names": list(self.feature_names),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "weights": self.weights.tolist(),
+            "metadata": metadata or {},
+        }
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_text(json.dumps(payload, indent=2))
+        temporary.replace(path)  # readers never see a half-written file
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> MeasuredPreferenceModel:
+        payload = json.loads(Path(path).read_text())
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a {FORMAT} file")
+        if tuple(payload["feature_names"]) != FEATURE_NAMES:
+            raise ValueError(f"{path} was fitted on other features: {payload['feature_names']}")
+        return cls(
+            feature_names=FEATURE_NAMES,
+            mean=np.asarray(payload["mean"], dtype=np.float64),
+            scale=np.asarray(payload["scale"], dtype=np.float64),
+            weights=np.asarray(payload["weights"], dtype=np.float64),
+        )
+
+
+def _objective(
+    weights: np.ndarray, differences: np.ndarray, targets: np.ndarray, l2: float
+) -> tuple[float, np.ndarray]:
+    """Mean binary cross-entropy of sigmoid(d . w) against soft targets, plus l2 |w|^2; and
+    its gradient. log_expit keeps large margins finite."""
+    margins = differences @ weights
+    likelihood = targets * special.log_expit(margins) + (1 - targets) * special.log_expit(-margins)
+    loss = -np.mean(likelihood)
+    gradient = differences.T @ (special.expit(margins) - targets) / len(targets)
+    return float(loss + l2 * weights @ weights), gradient + 2 * l2 * weights
+
+
+def fit_measured_preference(
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    targets: np.ndarray,
+    config: MeasuredPreferenceConfig | None = None,
+) -> tuple[MeasuredPreferenceModel, dict[str, Any]]:
+    """Bradley-Terry fit on votes: row i says P(clip a_i preferred over b_i) = targets[i]
+    (1, 0, or 0.5 for a tie). Returns the model and how the optimiser ended."""
+    config = config or MeasuredPreferenceConfig()
+    features_a = np.asarray(features_a, dtype=np.float64)
+    features_b = np.asarray(features_b, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if not len(targets):
+        raise ValueError("no votes to fit")
+    clips = np.concatenate([features_a, features_b])
+    mean = clips.mean(axis=0)
+    spread = clips.std(axis=0)
+    # A feature that never varies in the data carries no information: scale 1 keeps it finite
+    # and the penalty keeps its weight at 0.
+    scale = np.where(spread > 1e-9, spread, 1.0)
+    differences = (features_a - features_b) / scale
+    result = optimize.minimize(
+        _objective,
+        np.zeros(len(FEATURE_NAMES)),
+        args=(differences, targets, config.l2),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": config.max_iterations},
+    )
+    model = MeasuredPreferenceModel(FEATURE_NAMES, mean, scale, result.x)
+    report = {
+        "converged": bool(result.success),
+        "iterations": int(result.nit),
+        "final_loss": float(result.fun),
+        "config": asdict(config),
+    }
+    return model, report
+
+
+def log_likelihood_per_vote(
+    model: MeasuredPreferenceModel,
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    targets: np.ndarray,
+) -> float:
+    """Mean log-likelihood of the votes under the model (nats; log 0.5 = chance)."""
+    margins = model.reward(np.asarray(features_a)) - model.reward(np.asarray(features_b))
+    targets = np.asarray(targets, dtype=np.float64)
+    values = targets * special.log_expit(margins) + (1 - targets) * special.log_expit(-margins)
+    return float(np.mean(values)) if len(values) else math.nan

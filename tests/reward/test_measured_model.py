@@ -1,0 +1,58 @@
+"""The measured-feature preference model as a reward-model job: it learns from stored votes
+which clips raters prefer, from what it measures in the notes, and is a reward fine-tuning
+can use and the track pages can show."""
+
+import pytest
+
+from ratings.dataset import DataFilters, vote_rows
+from reward.models import RewardModel, TrackReward
+from reward.scoring import reward_scores
+from reward.training import RewardModelError, reward_model_create, reward_model_execute
+from tests.factories import RaterFactory
+from tests.reward.conftest import SPARSE, best_possible_accuracy, vote_with_a_known_preference
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign):
+    campaign = rendered_campaign(prompts=40, votes_per_item=3, clip_seconds=2.0)
+    vote_with_a_known_preference(campaign, RaterFactory.create_batch(3), p_sparse=0.85)
+    job = reward_model_create(
+        name="measured", kind="preference", method="measured", steps=1, queue=False,
+        filters=DataFilters(campaign_ids=(campaign.pk,)), settings={"test_share": 0.3},
+    )  # fmt: skip
+
+    model = reward_model_execute(reward_model_id=job.pk)
+
+    assert model.status == RewardModel.Status.FINISHED, model.error
+    assert model.usable
+    heldout = model.metrics["heldout"]
+    # Raters follow their taste 85% of the time. Which of the 33 held-out votes went against
+    # it changes with the clips (their seeds follow the database ids), so the model is held
+    # to the true taste's own accuracy on these votes, not to a fixed 0.7 (which one CI run
+    # missed with 0.697, 23 of 33).
+    ceiling = best_possible_accuracy(list(vote_rows(DataFilters(campaign_ids=(campaign.pk,)))))
+    assert heldout["accuracy"] >= ceiling - 0.07, (heldout, ceiling)
+    assert heldout["accuracy_ci"][0] > 0.5
+    assert model.metrics["train"]["votes"] + heldout["votes"] == 120
+    # The busy version plays more notes: the fitted weight says raters dislike that.
+    assert model.metrics["weights"]["notes_per_bar"] < 0
+    assert model.data_summary["rows_sha256"] and model.data_summary["not_measurable"] == 0
+    # Every clip it saw is scored, sparse above busy.
+    stored = TrackReward.objects.filter(reward_model=model).select_related("track")
+    assert stored.count() == 80
+    by_version = {SPARSE: [], "busy-version": []}
+    for row in stored.select_related("track__generator_version"):
+        by_version[row.track.generator_version.name].append(row.value)
+    assert sum(by_version[SPARSE]) / 40 > sum(by_version["busy-version"]) / 40 + 0.5
+    tracks = [row.track for row in stored[:4]]
+    assert reward_scores(reward_model=model, tracks=tracks) == pytest.approx(
+        [row.value for row in stored[:4]]
+    )
+
+
+@pytest.mark.parametrize("kind", ["adherence", "quality"])
+def test_the_measured_method_is_only_for_preference_models(kind):
+    with pytest.raises(RewardModelError, match="not for"):
+        reward_model_create(name="wrong", kind=kind, method="measured", steps=1, queue=False)
+    assert not RewardModel.objects.exists()
