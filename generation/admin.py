@@ -17,7 +17,10 @@ class ChildVersionInline(admin.TabularInline):
 
 @admin.register(GeneratorVersion)
 class GeneratorVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "backend", "status", "lineage_path", "pretraining_run", "created_at")
+    list_display = (
+        "name", "backend", "status", "arena_enabled", "lineage_path", "pretraining_run",
+        "created_at",
+    )  # fmt: skip
     list_filter = ("backend", "status")
     search_fields = ("name",)
     readonly_fields = ("lineage_path", "metrics", "created_at")

@@ -28,6 +28,10 @@ class GeneratorVersion(models.Model):
         help_text="The pretraining run that produced this version, if any.",
     )
     metrics = models.JSONField(default=dict, blank=True)
+    arena_enabled = models.BooleanField(
+        default=False,
+        help_text="Battles against other enabled versions in the playground's arena mode.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -7,6 +7,9 @@ itself tells two versions apart.
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
@@ -144,18 +147,51 @@ _BACKENDS: dict[str, BackendFactory] = {
 def register_backend(name: str, factory: BackendFactory) -> None:
     """Later backends (symbolic transformer, MusicGen) add themselves here."""
     _BACKENDS[name] = factory
+    with _LOADED_LOCK:
+        for key in [key for key in _LOADED if key[0] == name]:
+            del _LOADED[key]
 
 
 def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
+# Backends built in this process, so a warm worker keeps its generator (and, through
+# render's shared synthesizer, its SoundFont) loaded between jobs instead of per clip.
+_LOADED_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, str], MusicBackend] = {}
+
+
+# Environment variables a factory reads besides its config (the MusicGen weights' directory):
+# a backend built under another value is another backend.
+_FACTORY_ENVIRONMENT: dict[str, tuple[str, ...]] = {"musicgen": ("MUSICGEN_PATH",)}
+
+
+def _cache_key(name: str, config: dict[str, Any] | None) -> tuple[str, str]:
+    config = dict(config or {})
+    for variable in _FACTORY_ENVIRONMENT.get(name, ()):
+        config[f"env:{variable}"] = os.environ.get(variable)
+    checkpoint = config.get("checkpoint")
+    if isinstance(checkpoint, str) and os.path.exists(checkpoint):
+        # A checkpoint rewritten in place is a different generator: load it again.
+        config["checkpoint_mtime"] = os.stat(checkpoint).st_mtime_ns
+    return name, json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def get_backend(name: str, config: dict[str, Any] | None = None) -> MusicBackend:
+    """The backend for (name, config), built once per process and then reused."""
     try:
         factory = _BACKENDS[name]
     except KeyError:
         raise ValueError(f"unknown backend {name!r}; known: {available_backends()}") from None
-    return factory(config)
+    key = _cache_key(name, config)
+    with _LOADED_LOCK:
+        backend = _LOADED.get(key)
+    if backend is None:
+        backend = factory(config)  # an invalid config raises here and is never cached
+        with _LOADED_LOCK:
+            backend = _LOADED.setdefault(key, backend)
+    return backend
 
 
 def _musicgen_backend(config: dict[str, Any] | None) -> MusicBackend:
