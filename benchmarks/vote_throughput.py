@@ -155,7 +155,8 @@ def base_env(database_url: str, data_dir: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "CELERY_BROKER_URL": "filesystem://",
         # The throttle still runs on every vote; it just must not refuse the benchmark's pace.
-        "VOTE_RATE_LIMIT": "10000000/min",
+        "VOTE_RATE_LIMIT_PER_MINUTE": "10000000",
+        "VOTE_RATE_LIMIT_PER_IP_PER_MINUTE": "10000000",
         "LOG_LEVEL": "WARNING",
     }
 

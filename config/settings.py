@@ -32,6 +32,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "ratings",
     "generation",
     "reward",
@@ -149,9 +152,38 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_THROTTLE_RATES": {"votes": env_str("VOTE_RATE_LIMIT", "240/min")},
     "EXCEPTION_HANDLER": "ratings.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Music preferences API",
+    "DESCRIPTION": (
+        "Raters lease pairs and vote; researchers read votes, ratings, prompts, tracks and "
+        "campaigns and build dataset snapshots. Authenticate with `Authorization: Token <key>` "
+        "or a logged-in session."
+    ),
+    "VERSION": "1",
+    # The schema lists the researcher endpoints and what they reveal, so it is not public.
+    "SERVE_PERMISSIONS": ["ratings.permissions.IsResearcher"],
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's files come from the installed sidecar package: the docs page loads nothing
+    # from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Several models have a "status"; name each choice set instead of a hashed suffix.
+    "ENUM_NAME_OVERRIDES": {
+        "CampaignStatusEnum": "ratings.models.Campaign.Status",
+        "ProtocolEnum": "ratings.models.Campaign.Protocol",
+        "TrainingJobStatusEnum": "reward.models.TrainingJob.Status",
+        "SnapshotStatusEnum": "ratings.models.DatasetSnapshot.Status",
+        "PromptSourceEnum": "ratings.models.Prompt.Source",
+        "PlaygroundRequestStatusEnum": "ratings.models.PlaygroundRequest.Status",
+        # A choice in screen terms (slot A is the left clip), as votes are sent.
+        "SlotChoiceEnum": ["A", "B", "tie", "both_bad"],
+    },
 }
 
 # --- Rating rules -------------------------------------------------------------------------
@@ -159,7 +191,58 @@ RATING_LEASE_SECONDS = env_int("RATING_LEASE_SECONDS", 900, minimum=30)
 # How much the browser's clock may run ahead of the server's when it reports listening time.
 RATING_LISTEN_SLACK_MS = env_int("RATING_LISTEN_SLACK_MS", 1500, minimum=0)
 RATING_MAX_VOTE_BODY_BYTES = env_int("RATING_MAX_VOTE_BODY_BYTES", 4096, minimum=512)
+
+# --- Recruitment and anti-abuse (ratings.recruitment, ratings.abuse) ----------------------
+# Fixed one-minute windows in the cache (CACHE_URL: shared by all web workers).
+VOTE_RATE_LIMIT_PER_MINUTE = env_int("VOTE_RATE_LIMIT_PER_MINUTE", 240, minimum=1)
+VOTE_RATE_LIMIT_PER_IP_PER_MINUTE = env_int("VOTE_RATE_LIMIT_PER_IP_PER_MINUTE", 1200, minimum=1)
+# IPs are stored only as HMAC-SHA256 hashes; the key defaults to one derived from SECRET_KEY.
+IP_HASH_SALT = env_str("IP_HASH_SALT", "")
+# Reverse proxies in front of the web server whose X-Forwarded-For entries are trusted.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+# Flags on crowd votes (kept, excluded from statistics until an admin clears them).
+VOTE_TOO_FAST_SHARE = env_float("VOTE_TOO_FAST_SHARE", 0.25)
+VOTE_BURST_MAX = env_int("VOTE_BURST_MAX", 15, minimum=1)
+VOTE_BURST_WINDOW_SECONDS = env_int("VOTE_BURST_WINDOW_SECONDS", 60, minimum=1)
+SHARED_IP_MAX_RATERS = env_int("SHARED_IP_MAX_RATERS", 3, minimum=1)
+SHARED_IP_WINDOW_HOURS = env_int("SHARED_IP_WINDOW_HOURS", 24, minimum=1)
+# The admin is alerted when a campaign's share of counted votes falls by this much.
+COUNTED_SHARE_ALERT_DROP = env_float("COUNTED_SHARE_ALERT_DROP", 0.15)
+COUNTED_SHARE_ALERT_MIN_VOTES = env_int("COUNTED_SHARE_ALERT_MIN_VOTES", 20, minimum=1)
+# Anyone may create a rater account at /join/<campaign>/ (off: crowd links only).
+SELF_REGISTRATION = env_bool("SELF_REGISTRATION", False)
+MTURK_SUBMIT_HOSTS = env_list("MTURK_SUBMIT_HOSTS", ["www.mturk.com", "workersandbox.mturk.com"])
+# Version leaderboards (ratings.leaderboards): bootstrap rounds of the Bradley-Terry intervals,
+# and the comparisons a version needs before it is listed.
+LEADERBOARD_BOOTSTRAP_ROUNDS = env_int("LEADERBOARD_BOOTSTRAP_ROUNDS", 1000, minimum=0)
+LEADERBOARD_MIN_VOTES = env_int("LEADERBOARD_MIN_VOTES", 20, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, minimum=4096)
+
+# --- Playground (ratings.playground) -------------------------------------------------------
+# Anonymous visitors get a guest rater bound to their session (off: signed-in raters only).
+PLAYGROUND_ALLOW_ANONYMOUS = env_bool("PLAYGROUND_ALLOW_ANONYMOUS", False)
+# After the vote, show which versions made the two clips.
+PLAYGROUND_REVEAL_VERSIONS = env_bool("PLAYGROUND_REVEAL_VERSIONS", True)
+# Version-against-version battles among arena-enabled versions, each drawn with weight
+# 1/(its counted playground votes + PLAYGROUND_ARENA_PRIOR_VOTES); off: two samples of the
+# active version (reward-model data).
+PLAYGROUND_ARENA = env_bool("PLAYGROUND_ARENA", False)
+PLAYGROUND_ARENA_PRIOR_VOTES = env_float("PLAYGROUND_ARENA_PRIOR_VOTES", 5.0)
+# Queued or generating requests one rater may have at once.
+PLAYGROUND_MAX_PENDING = env_int("PLAYGROUND_MAX_PENDING", 3, minimum=1)
+PLAYGROUND_MIN_PROMPT_CHARS = env_int("PLAYGROUND_MIN_PROMPT_CHARS", 3, minimum=1)
+PLAYGROUND_MAX_PROMPT_CHARS = env_int("PLAYGROUND_MAX_PROMPT_CHARS", 300, minimum=1)
+if PLAYGROUND_MAX_PROMPT_CHARS > 500:  # Prompt.text holds 500 characters
+    raise ImproperlyConfigured("PLAYGROUND_MAX_PROMPT_CHARS may be at most 500.")
+# Words refused in prompts (comma-separated, case-insensitive, whole words).
+PLAYGROUND_BLOCKLIST = env_list("PLAYGROUND_BLOCKLIST", [])
+# Dotted path of a callable(text) -> reason or None, asked after the checks above; "" = none.
+PLAYGROUND_MODERATION_HOOK = env_str("PLAYGROUND_MODERATION_HOOK", "")
+PLAYGROUND_CLIP_SECONDS = env_float("PLAYGROUND_CLIP_SECONDS", 10.0)
+# A request not ready after this long fails (the worker's soft time limit) and may be retried.
+PLAYGROUND_TIMEOUT_SECONDS = env_int("PLAYGROUND_TIMEOUT_SECONDS", 90, minimum=5)
+# Guests' requests per hour, per guest and per IP hash.
+PLAYGROUND_GUEST_REQUESTS_PER_HOUR = env_int("PLAYGROUND_GUEST_REQUESTS_PER_HOUR", 30, minimum=1)
 
 # --- Generation ---------------------------------------------------------------------------
 GENERATION_DEFAULT_CLIP_SECONDS = env_float("GENERATION_DEFAULT_CLIP_SECONDS", 10.0)
@@ -170,6 +253,8 @@ GENERATOR_DIR = Path(env_str("GENERATOR_DIR", str(DATA_DIR / "generators"))).res
 # --- Rewards and fine-tuning --------------------------------------------------------------
 # Checkpoints, frozen training rows, scorer files and cached log-mel features.
 REWARD_DIR = Path(env_str("REWARD_DIR", str(DATA_DIR / "rewards"))).resolve()
+# Dataset snapshots for researchers: one directory per snapshot, with its manifest.
+SNAPSHOT_DIR = Path(env_str("SNAPSHOT_DIR", str(DATA_DIR / "snapshots"))).resolve()
 # A running job's worker writes a heartbeat at least this often...
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 5.0)
 # ...and a job whose heartbeat is older than this lost its worker: it is queued again and
@@ -210,6 +295,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 5
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
     "expire-leases": {"task": "ratings.tasks.expire_leases", "schedule": 30.0},
+    "refresh-leaderboards": {"task": "ratings.tasks.refresh_leaderboards", "schedule": 300.0},
+    "refresh-reliability": {"task": "ratings.tasks.refresh_reliability", "schedule": 600.0},
     "requeue-stalled-training": {"task": "reward.tasks.requeue_stalled_jobs", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")

@@ -25,6 +25,58 @@ class CampaignForm(forms.Form):
     listen_to_end = forms.BooleanField(required=False)
     clip_seconds = forms.FloatField(min_value=1, max_value=60, initial=10.0)
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    qualification_required = forms.BooleanField(
+        required=False,
+        help_text="Raters pass the campaign's listening check before real items are served.",
+    )
+    # Optional, so forms and scripts that predate these settings keep the model's defaults.
+    qualification_valid_hours = forms.FloatField(
+        min_value=0.1,
+        max_value=24 * 365,
+        required=False,
+        initial=24.0,
+        help_text="How long a qualification result holds, in hours.",
+    )
+    check_rate = forms.FloatField(
+        min_value=0,
+        max_value=0.5,
+        required=False,
+        initial=0.0,
+        help_text="Share of served items that are gold or trap checks (0.1: about one in ten).",
+    )
+    quality_policy = forms.ChoiceField(
+        choices=Campaign.QualityPolicy.choices,
+        required=False,
+        initial=Campaign.QualityPolicy.NONE,
+    )
+    pair_selection = forms.ChoiceField(
+        choices=Campaign.PairSelection.choices,
+        required=False,
+        initial=Campaign.PairSelection.UNIFORM,
+    )
+
+    # Recruitment from Prolific / MTurk (ratings.recruitment): the join page shows the consent
+    # text, and a finished crowd session shows the completion code or goes to the URL.
+    consent_text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    completion_code = forms.CharField(max_length=64, required=False)
+    completion_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        help_text="Where a finished session is sent; {code} is replaced by the completion code "
+        "(Prolific: https://app.prolific.com/submissions/complete?cc={code}).",
+    )
+    votes_per_session = forms.IntegerField(
+        min_value=1, max_value=10_000, required=False, help_text="Items in one crowd session."
+    )
+    max_votes_per_rater = forms.IntegerField(
+        min_value=1, max_value=100_000, required=False, help_text="Cap per rater in this campaign."
+    )
+
+    SETTING_FIELDS = (
+        "qualification_required", "qualification_valid_hours", "check_rate", "quality_policy",
+        "pair_selection", "consent_text", "completion_code", "completion_url",
+        "votes_per_session", "max_votes_per_rater",
+    )  # fmt: skip
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -35,6 +87,16 @@ class CampaignForm(forms.Form):
             .order_by("-created_at", "-pk")
             .first()
         )
+
+    def campaign_settings(self) -> dict:
+        """The quality, selection and recruitment settings, as keyword arguments of
+        campaign_create; the model's defaults for those left empty."""
+        settings = {}
+        for name in self.SETTING_FIELDS:
+            value = self.cleaned_data.get(name)
+            empty = value is None or value == ""
+            settings[name] = Campaign._meta.get_field(name).get_default() if empty else value
+        return settings
 
     def clean_prompts(self) -> list[str]:
         lines = [line.strip() for line in self.cleaned_data["prompts"].splitlines()]

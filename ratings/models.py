@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from django.conf import settings
 from django.db import models
@@ -18,11 +19,20 @@ class Rater(models.Model):
         LOCAL = "local"
         PROLIFIC = "prolific"
         MTURK = "mturk"
+        GUEST = "guest", "Guest (an anonymous playground visitor)"
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.RATER)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.LOCAL)
     external_id = models.CharField(max_length=100, blank=True)
+    vote_quota = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most votes this rater may cast in all; empty: no limit."
+    )
+    # Refreshed by ratings.quality from the rater's counted votes (None: too few to tell).
+    gold_accuracy = models.FloatField(null=True, blank=True)
+    majority_agreement = models.FloatField(null=True, blank=True)
+    score_correlation = models.FloatField(null=True, blank=True)
+    reliability_updated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -63,6 +73,9 @@ class Campaign(models.Model):
     class Purpose(models.TextChoices):
         COLLECT = "collect", "Collect (two samples of one version)"
         EVALUATE = "evaluate", "Evaluate (version against version)"
+        # The one campaign that holds the playground's pairs (ratings.playground): each pair is
+        # made for one visitor's prompt and leased to that visitor only.
+        PLAYGROUND = "playground", "Playground (pairs made for visitors' own prompts)"
 
     class Protocol(models.TextChoices):
         PREFERENCE = "preference", "Preference: A / B / tie / both bad"
@@ -99,6 +112,37 @@ class Campaign(models.Model):
         default=False, help_text="Require every clip to be heard to its end."
     )
     clip_seconds = models.FloatField(default=10.0)
+
+    class QualityPolicy(models.TextChoices):
+        NONE = "none", "None: checks are recorded, nothing is rejected"
+        P808 = "p808", "ITU-T P.808: reject sessions that fail two or more checks"
+
+    class PairSelection(models.TextChoices):
+        UNIFORM = "uniform", "Uniform: fewest votes first"
+        ACTIVE = "active", "Active: most uncertain outcome first"
+        UNDERSAMPLED = "undersampled", "Under-sampled versions first (weight 1/(votes+c))"
+
+    # Recruitment (Prolific, MTurk, self-registration).
+    consent_text = models.TextField(blank=True)
+    completion_code = models.CharField(max_length=64, blank=True)
+    completion_url = models.URLField(
+        blank=True, help_text="Where a finished crowd session is sent; {code} is replaced."
+    )
+    votes_per_session = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Items in one crowd session before its completion code."
+    )
+    max_votes_per_rater = models.PositiveIntegerField(null=True, blank=True)
+    # Qualification (a P.808-style listening check before real pairs are served).
+    qualification_required = models.BooleanField(default=False)
+    qualification_valid_hours = models.FloatField(default=24.0)
+    # Gold and trap items, silently mixed in at this rate (0.1: about one item in ten).
+    check_rate = models.FloatField(default=0.0)
+    quality_policy = models.CharField(
+        max_length=8, choices=QualityPolicy.choices, default=QualityPolicy.NONE
+    )
+    pair_selection = models.CharField(
+        max_length=16, choices=PairSelection.choices, default=PairSelection.UNIFORM
+    )
     generation_total = models.PositiveIntegerField(default=0)
     generation_done = models.PositiveIntegerField(default=0)
     generation_error = models.TextField(blank=True)
@@ -122,8 +166,17 @@ class Campaign(models.Model):
                 name="campaign_clip_seconds_range",
             ),
             models.CheckConstraint(
+                condition=Q(check_rate__gte=0, check_rate__lte=0.5),
+                name="campaign_check_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(qualification_valid_hours__gt=0),
+                name="campaign_qualification_hours_positive",
+            ),
+            models.CheckConstraint(
                 condition=Q(purpose="collect", version_b__isnull=True)
-                | Q(purpose="evaluate", version_b__isnull=False),
+                | Q(purpose="evaluate", version_b__isnull=False)
+                | Q(purpose="playground"),
                 name="campaign_versions_match_purpose",
             ),
         ]
@@ -160,6 +213,26 @@ class Pair(models.Model):
     track_b = models.ForeignKey(
         "generation.Track", on_delete=models.PROTECT, related_name="+", null=True, blank=True
     )
+
+    class Kind(models.TextChoices):
+        REGULAR = "regular"
+        GOLD = "gold", "Gold: an obviously better and worse clip"
+        TRAP = "trap", "Trap: a clip that tells the listener which answer to give"
+        QUALIFICATION = "qualification", "Qualification: a listening check before real pairs"
+
+    # Only regular pairs are rating items; the others are checks with a known answer, never
+    # counted in statistics, exports or training.
+    kind = models.CharField(
+        max_length=16, choices=Kind.choices, default=Kind.REGULAR, db_default=Kind.REGULAR
+    )
+    expected_choice = models.CharField(
+        max_length=1,
+        choices=[("a", "Track A"), ("b", "Track B")],
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The known answer of a check pair: the track a careful listener prefers.",
+    )
     votes_wanted = models.PositiveSmallIntegerField()
     vote_count = models.PositiveSmallIntegerField(default=0)
     # Votes plus live leases: what the lease query compares against votes_wanted, so a slot
@@ -178,9 +251,21 @@ class Pair(models.Model):
                 name="pair_counters_consistent",
             ),
             models.CheckConstraint(condition=~Q(track_a=F("track_b")), name="pair_tracks_differ"),
+            models.CheckConstraint(
+                condition=Q(kind="regular", expected_choice="")
+                | (~Q(kind="regular") & Q(expected_choice__in=["a", "b"])),
+                name="pair_check_has_answer",
+            ),
         ]
         indexes = [
-            models.Index(fields=["campaign", "slots_taken", "id"], name="pair_lease_order"),
+            # Partial: the lease query asks for regular pairs only, and a full index would
+            # no longer match it (one benchmark run fell from 119 to 43 leases+votes a second
+            # when PostgreSQL chose a sort over every pair of the campaign instead).
+            models.Index(
+                fields=["campaign", "slots_taken", "id"],
+                condition=Q(kind="regular"),
+                name="pair_lease_order_regular",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -236,6 +321,13 @@ class Assignment(models.Model):
         return f"assignment {self.pk} ({self.status})"
 
 
+class VoteQuerySet(models.QuerySet):
+    def counted(self) -> VoteQuerySet:
+        """The votes statistics, leaderboards, exports and training count by default: on real
+        rating items (not gold, trap or qualification checks), neither flagged nor rejected."""
+        return self.filter(status=Vote.Status.COUNTED, pair__kind=Pair.Kind.REGULAR)
+
+
 class Vote(models.Model):
     class Choice(models.TextChoices):
         A = "a", "Track A"
@@ -257,7 +349,48 @@ class Vote(models.Model):
     listen_ms_b = models.PositiveIntegerField(null=True, blank=True)
     elapsed_ms = models.PositiveIntegerField(help_text="Server time from serving to voting.")
     idempotency_key = models.UUIDField()
+
+    class Status(models.TextChoices):
+        COUNTED = "counted"
+        FLAGGED = "flagged", "Flagged: kept, not counted until an admin clears it"
+        REJECTED = "rejected", "Rejected: kept, never counted"
+
+    class Verification(models.TextChoices):
+        VERIFIED = "verified"
+        # A check that could not run (its service was down) is never recorded as failed.
+        UNVERIFIED = "unverified"
+
+    # The database defaults keep the hand-written INSERTs of the vote hot path (and bulk
+    # loaders) valid without naming these columns.
+    status = models.CharField(
+        max_length=8, choices=Status.choices, default=Status.COUNTED, db_default=Status.COUNTED
+    )
+    # Why a vote was flagged or rejected: ["too_fast", "burst", "shared_ip", "check_failed",
+    # "session_rejected:<reason>", ...]; kept when an admin clears the vote.
+    flags = models.JSONField(
+        default=list, db_default=models.Value([], output_field=models.JSONField()), blank=True
+    )
+    verification = models.CharField(
+        max_length=10,
+        choices=Verification.choices,
+        default=Verification.VERIFIED,
+        db_default=Verification.VERIFIED,
+    )
+    check_passed = models.BooleanField(
+        null=True, blank=True, help_text="For votes on check pairs: whether the answer was right."
+    )
+    session = models.ForeignKey(
+        "RaterSession", null=True, blank=True, on_delete=models.PROTECT, related_name="votes"
+    )
+    ip_hash = models.CharField(
+        max_length=64, blank=True, default="", db_default="", help_text="Salted hash, never the IP."
+    )
+    comment = models.TextField(
+        max_length=2000, blank=True, default="", db_default="", help_text="The rater's own words."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = VoteQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -273,6 +406,10 @@ class Vote(models.Model):
         indexes = [
             models.Index(fields=["campaign", "created_at"], name="vote_by_campaign"),
             models.Index(fields=["rater", "campaign"], name="vote_by_rater"),
+            models.Index(
+                fields=["campaign", "status"], condition=~Q(status="counted"), name="vote_uncounted"
+            ),
+            models.Index(fields=["ip_hash", "created_at"], name="vote_by_ip_hash"),
         ]
 
     def __str__(self) -> str:
@@ -309,3 +446,195 @@ class MosRating(models.Model):
 
     def __str__(self) -> str:
         return f"{self.score} for {self.track_id}"
+
+
+class RaterSession(models.Model):
+    """One sitting of one rater in one campaign: a Prolific submission, an MTurk assignment or
+    a self-registered visit. Quality checks are judged per session (P.808), and a finished
+    session shows the campaign's completion code."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        COMPLETED = "completed"
+        REJECTED = "rejected"
+
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="sessions")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="sessions")
+    source = models.CharField(max_length=16, choices=Rater.Source.choices)
+    # Prolific SESSION_ID / STUDY_ID, MTurk assignmentId / hitId; empty for local raters.
+    external_session_id = models.CharField(max_length=100, blank=True)
+    external_study_id = models.CharField(max_length=100, blank=True)
+    submit_to = models.URLField(blank=True, help_text="MTurk's turkSubmitTo.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    failed_checks = models.PositiveSmallIntegerField(default=0)
+    rejection_reasons = models.JSONField(default=list, blank=True)
+    ip_hash = models.CharField(max_length=64, blank=True)
+    consented_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "source", "external_session_id"],
+                condition=~Q(external_session_id=""),
+                name="session_unique_external_id",
+            ),
+        ]
+        indexes = [models.Index(fields=["rater", "campaign", "status"], name="session_by_rater")]
+
+    def __str__(self) -> str:
+        return f"session {self.pk} of {self.rater_id} in {self.campaign_id} ({self.status})"
+
+
+class Qualification(models.Model):
+    """A rater's result in a campaign's listening check; real pairs are served only while a
+    passed result has not expired."""
+
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="qualifications")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="qualifications")
+    passed = models.BooleanField()
+    correct = models.PositiveSmallIntegerField()
+    total = models.PositiveSmallIntegerField()
+    taken_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["rater", "campaign", "expires_at"], name="qual_lookup")]
+
+    def __str__(self) -> str:
+        return f"{'passed' if self.passed else 'failed'} {self.correct}/{self.total}"
+
+
+class Leaderboard(models.Model):
+    """Bradley-Terry strengths of the versions in one campaign, computed by a periodic job
+    (never inside a rater's request) and served as stored."""
+
+    campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, related_name="leaderboard")
+    computed_at = models.DateTimeField()
+    vote_count = models.PositiveIntegerField(default=0)
+    bootstrap_rounds = models.PositiveIntegerField(default=0)
+    # One dict per listed version: version id and name, rating (Elo scale), 95% interval,
+    # votes, wins, ties, losses, rank. Versions under the vote minimum are left out.
+    rows = models.JSONField(default=list)
+    settings = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"leaderboard of campaign {self.campaign_id}"
+
+
+class PlaygroundRequest(models.Model):
+    """One visitor's prompt in the playground and the pair generated for it. The pair (and its
+    lease to this visitor) appears only once both clips exist: never half a pair."""
+
+    class Mode(models.TextChoices):
+        SAMPLES = "samples", "Two samples of the active version"
+        ARENA = "arena", "Version against version (arena)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        GENERATING = "generating"
+        READY = "ready"
+        FAILED = "failed"
+
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="playground_requests")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+")
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.SAMPLES)
+    version_a = models.ForeignKey(
+        "generation.GeneratorVersion", on_delete=models.PROTECT, related_name="+"
+    )
+    version_b = models.ForeignKey(
+        "generation.GeneratorVersion", on_delete=models.PROTECT, related_name="+"
+    )
+    clip_seconds = models.FloatField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    clips_done = models.PositiveSmallIntegerField(default=0)
+    pair = models.OneToOneField(
+        Pair, null=True, blank=True, on_delete=models.SET_NULL, related_name="playground_request"
+    )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Deduplication: one pending request per visitor and prompt.
+            models.UniqueConstraint(
+                fields=["rater", "prompt"],
+                condition=Q(status__in=["queued", "generating"]),
+                name="playground_one_pending_per_prompt",
+            ),
+            models.CheckConstraint(
+                condition=Q(clip_seconds__gt=0, clip_seconds__lte=60),
+                name="playground_clip_seconds_range",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["rater", "status"],
+                condition=Q(status__in=["queued", "generating"]),
+                name="playground_pending_by_rater",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"playground request {self.pk} ({self.status})"
+
+
+class PromptRejection(models.Model):
+    """A prompt the playground's moderation refused: logged, never generated."""
+
+    text = models.CharField(max_length=500, help_text="The prompt, cut to 500 characters.")
+    reason = models.CharField(max_length=200)
+    rater = models.ForeignKey(Rater, null=True, blank=True, on_delete=models.SET_NULL)
+    ip_hash = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"rejected: {self.reason}"
+
+
+class DatasetSnapshot(models.Model):
+    """A reproducible export of votes, ratings and tracks for researchers, built by a worker
+    into its own directory (see ratings.snapshots)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        FINISHED = "finished"
+        FAILED = "failed"
+
+    name = models.CharField(max_length=200, blank=True)
+    filters = models.JSONField(default=dict, help_text="DataFilters.to_json()")
+    formats = models.JSONField(default=list)
+    include_audio = models.BooleanField(default=False)
+    stable_rater_ids = models.BooleanField(default=False)
+    # The HMAC key of the rater pseudonyms: whoever holds it can link pseudonyms to raters, so
+    # it is never shown or written into the snapshot.
+    pseudonym_salt = models.CharField(max_length=128, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    row_counts = models.JSONField(default=dict, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"dataset snapshot {self.pk} ({self.status})"
+
+    @property
+    def directory(self) -> Path:
+        return Path(settings.SNAPSHOT_DIR) / f"snapshot-{self.pk}"
+
+    def files(self) -> list[str]:
+        """Relative paths of the snapshot's files, manifest.json included; empty until built."""
+        listed = sorted(self.manifest.get("files", {})) if self.manifest else []
+        return [*listed, "manifest.json"] if listed else []

@@ -1,32 +1,73 @@
 """Reads of the rating loop."""
 
-from django.db.models import Count, QuerySet
+import hashlib
+import hmac
+import math
+from collections import defaultdict
 
-from ratings.models import Assignment, Campaign, Pair, Rater, Vote
+import krippendorff
+import numpy as np
+from django.db.models import (
+    Count,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+
+from generation.models import Track
+from ratings.models import (
+    Assignment,
+    Campaign,
+    DatasetSnapshot,
+    MosRating,
+    Pair,
+    Prompt,
+    Qualification,
+    Rater,
+    RaterSession,
+    Vote,
+)
+
+COUNTED_VOTES = Q(votes__status=Vote.Status.COUNTED, votes__pair__kind=Pair.Kind.REGULAR)
 
 
 def campaigns_open_for_rating() -> QuerySet[Campaign]:
-    return Campaign.objects.filter(status=Campaign.Status.ACTIVE).order_by("-created_at")
+    # The playground's campaign is never listed: its pairs belong to the visitors who asked.
+    return (
+        Campaign.objects.filter(status=Campaign.Status.ACTIVE)
+        .exclude(purpose=Campaign.Purpose.PLAYGROUND)
+        .order_by("-created_at")
+    )
 
 
 def rater_progress(*, rater: Rater, campaign: Campaign) -> dict[str, int]:
-    voted = Vote.objects.filter(rater=rater, campaign=campaign).count()
-    items = Pair.objects.filter(campaign=campaign).count()
+    # Every vote of the rater counts here, checks too (they are served like items); only the
+    # qualification, which comes before rating, is left out.
+    qualification = Q(pair__kind=Pair.Kind.QUALIFICATION)
+    voted = Vote.objects.filter(rater=rater, campaign=campaign).exclude(qualification).count()
+    items = Pair.objects.filter(campaign=campaign).exclude(kind=Pair.Kind.QUALIFICATION).count()
     return {"voted": voted, "items": items}
 
 
 def campaign_progress(*, campaign: Campaign) -> dict:
-    """What the admin's campaign page shows: generation, votes per item, votes per rater."""
-    pairs = Pair.objects.filter(campaign=campaign)
-    histogram = dict(pairs.values_list("vote_count").annotate(n=Count("id")).order_by("vote_count"))
-    per_rater = list(
-        Vote.objects.filter(campaign=campaign)
-        .values("rater__user__username")
-        .annotate(votes=Count("id"))
-        .order_by("-votes", "rater__user__username")
+    """What the admin's campaign page shows: generation, votes per item, votes per rater with
+    their reliability, and the quality checks. Votes are the counted ones (not flagged or
+    rejected, on rating items rather than checks); the rater table shows all three."""
+    pairs = Pair.objects.filter(campaign=campaign, kind=Pair.Kind.REGULAR)
+    counted = Count("id", filter=Q(status=Vote.Status.COUNTED, pair__kind=Pair.Kind.REGULAR))
+    histogram = dict(
+        pairs.annotate(counted=Count("votes", filter=Q(votes__status=Vote.Status.COUNTED)))
+        .values_list("counted")
+        .annotate(n=Count("id"))
+        .order_by("counted")
     )
     votes_wanted = campaign.votes_per_item * pairs.count()
-    votes = Vote.objects.filter(campaign=campaign).count()
+    votes = Vote.objects.counted().filter(campaign=campaign).count()
     return {
         "items": pairs.count(),
         "votes": votes,
@@ -38,5 +79,270 @@ def campaign_progress(*, campaign: Campaign) -> dict:
         "votes_per_item": [
             {"votes": v, "items": histogram.get(v, 0)} for v in range(campaign.votes_per_item + 1)
         ],
-        "votes_per_rater": per_rater,
+        "votes_per_rater": _rater_quality_rows(campaign, counted),
+        "quality": campaign_quality(campaign=campaign),
     }
+
+
+def _rater_quality_rows(campaign: Campaign, counted: Count) -> list[dict]:
+    from ratings.quality import Reliability, rater_reliabilities
+
+    votes = Vote.objects.filter(campaign=campaign)
+    rows = list(
+        votes.values("rater_id", "rater__user__username")
+        .annotate(
+            votes=counted,
+            flagged=Count("id", filter=Q(status=Vote.Status.FLAGGED)),
+            rejected=Count("id", filter=Q(status=Vote.Status.REJECTED)),
+            checks=Count("id", filter=~Q(pair__kind=Pair.Kind.REGULAR)),
+        )
+        .order_by("-votes", "rater__user__username")
+    )
+    reliability = rater_reliabilities(votes)
+    for row in rows:
+        row["reliability"] = reliability.get(row["rater_id"], Reliability(None, None, None))
+    return rows
+
+
+def campaign_quality(*, campaign: Campaign) -> dict:
+    """Checks and agreement of one campaign: check items, flagged and rejected votes,
+    sessions by status, qualification results and Krippendorff's alpha."""
+    votes = Vote.objects.filter(campaign=campaign)
+    by_status = dict(votes.values_list("status").annotate(n=Count("id")).order_by())
+    sessions = dict(
+        RaterSession.objects.filter(campaign=campaign)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    check_items = dict(
+        Pair.objects.filter(campaign=campaign)
+        .exclude(kind=Pair.Kind.REGULAR)
+        .values_list("kind")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    qualifications = Qualification.objects.filter(campaign=campaign)
+    return {
+        "flagged": by_status.get(Vote.Status.FLAGGED, 0),
+        "rejected": by_status.get(Vote.Status.REJECTED, 0),
+        "check_items": check_items,
+        "sessions": sessions,
+        "sessions_with_failures": RaterSession.objects.filter(
+            campaign=campaign, failed_checks__gt=0
+        ).count(),
+        "qualified": qualifications.filter(passed=True).count(),
+        "not_qualified": qualifications.filter(passed=False).count(),
+        "alpha": campaign_agreement([campaign.pk]).get(campaign.pk),
+    }
+
+
+# --- the researcher side ---------------------------------------------------------------------
+# Everything below reveals generator versions: researcher views only, never a rater's page.
+
+PSEUDONYM_HEX_CHARS = 16
+
+
+def pseudonym_key() -> bytes:
+    """The HMAC key of API pseudonyms: the one stable-id snapshots use, so a researcher can
+    join API rows to such a snapshot. It is derived from SECRET_KEY and never shown."""
+    # Imported here: the snapshot writer pulls in pyarrow, which workers and commands that
+    # only need other selectors should not have to load.
+    from ratings.snapshots import stable_salt
+
+    return bytes.fromhex(stable_salt())
+
+
+def rater_pseudonym(rater_id: int, *, key: bytes | None = None) -> str:
+    """A stable stand-in for a rater id: researchers can group votes by rater without learning
+    who the rater is, and nobody without SECRET_KEY can rebuild the table from the ids."""
+    message = str(rater_id).encode()
+    digest = hmac.new(key or pseudonym_key(), message, hashlib.sha256).hexdigest()
+    return digest[:PSEUDONYM_HEX_CHARS]
+
+
+def rater_ids_with_pseudonym(pseudonym: str) -> list[int]:
+    """The rater ids behind a pseudonym (one, or none). A keyed hash cannot be inverted, so
+    this hashes every rater id: microseconds each, fine for the platform's rater counts."""
+    pseudonym, key = pseudonym.strip().lower(), pseudonym_key()
+    return [
+        rater_id
+        for rater_id in Rater.objects.values_list("id", flat=True).iterator()
+        if rater_pseudonym(rater_id, key=key) == pseudonym
+    ]
+
+
+def research_votes() -> QuerySet[Vote]:
+    """Counted votes (like every export by default: no flagged or rejected votes, no checks)
+    with everything a researcher's row shows loaded in a fixed number of queries. The tracks'
+    symbolic events can be large and no row shows them, so they stay on disk."""
+    return (
+        Vote.objects.counted()
+        .select_related(
+            "campaign",
+            "pair__prompt",
+            "pair__track_a__generator_version",
+            "pair__track_b__generator_version",
+        )
+        .defer("pair__track_a__events", "pair__track_b__events")
+        .prefetch_related(
+            Prefetch("ratings", queryset=MosRating.objects.only("vote", "track", "score"))
+        )
+    )
+
+
+def research_ratings() -> QuerySet[MosRating]:
+    return (
+        MosRating.objects.filter(vote__in=Vote.objects.counted())
+        .select_related("campaign", "track__generator_version", "track__prompt")
+        .defer("track__events")
+    )
+
+
+def research_prompts() -> QuerySet[Prompt]:
+    return Prompt.objects.prefetch_related(
+        Prefetch("campaigns", queryset=Campaign.objects.only("id"))
+    )
+
+
+def research_tracks() -> QuerySet[Track]:
+    return Track.objects.select_related("generator_version").defer("events")
+
+
+def _count_of(rows: QuerySet, field: str = "campaign") -> Coalesce:
+    # A subquery per count: joining votes and pairs together would multiply the rows.
+    counts = (
+        rows.filter(**{field: OuterRef("pk")})
+        .order_by()
+        .values(field)
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counts, output_field=IntegerField()), 0)
+
+
+def research_campaigns() -> QuerySet[Campaign]:
+    return Campaign.objects.select_related("version_a", "version_b").annotate(
+        item_count=_count_of(Pair.objects.filter(kind=Pair.Kind.REGULAR)),
+        vote_count=_count_of(Vote.objects.counted()),
+        rating_count=_count_of(MosRating.objects.filter(vote__in=Vote.objects.counted())),
+    )
+
+
+def campaign_summaries() -> list[dict]:
+    """Per campaign, newest first: votes, distinct raters and the raters' agreement on the
+    choices (Krippendorff's alpha, nominal; None where it is undefined)."""
+    campaigns = list(
+        Campaign.objects.select_related("version_a", "version_b")
+        .annotate(
+            votes_total=Count("votes", filter=COUNTED_VOTES),
+            raters_total=Count("votes__rater", filter=COUNTED_VOTES, distinct=True),
+        )
+        .order_by("-created_at", "-id")
+    )
+    alphas = campaign_agreement([campaign.pk for campaign in campaigns])
+    return [
+        {
+            "campaign": campaign,
+            "votes": campaign.votes_total,
+            "raters": campaign.raters_total,
+            "alpha": alphas.get(campaign.pk),
+        }
+        for campaign in campaigns
+    ]
+
+
+def choice_agreement(campaign_ids: list[int]) -> dict[int, float | None]:
+    """Krippendorff's alpha of the nominal choices (a / b / tie / both bad) per campaign, with
+    each pair as a unit. Built from counts per (pair, choice), one grouped query for all
+    campaigns, so the memory is pairs x 4 rather than raters x pairs."""
+    categories = list(Vote.Choice.values)
+    counts: dict[int, dict[int, list[int]]] = defaultdict(dict)
+    rows = (
+        Vote.objects.counted()
+        .filter(campaign_id__in=campaign_ids, choice__isnull=False)
+        .values_list("campaign_id", "pair_id", "choice")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for campaign_id, pair_id, choice, n in rows.iterator():
+        unit = counts[campaign_id].setdefault(pair_id, [0] * len(categories))
+        unit[categories.index(choice)] += n
+    return {
+        campaign_id: _nominal_alpha(list(units.values())) for campaign_id, units in counts.items()
+    }
+
+
+def score_agreement(campaign_ids: list[int]) -> dict[int, float | None]:
+    """Krippendorff's alpha of the counted 1-5 scores per campaign (ordinal), with each clip
+    as a unit; built from counts per (clip, score) like choice_agreement."""
+    counts: dict[int, dict[int, list[int]]] = defaultdict(dict)
+    rows = (
+        MosRating.objects.filter(vote__in=Vote.objects.counted(), campaign_id__in=campaign_ids)
+        .values_list("campaign_id", "track_id", "score")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for campaign_id, track_id, score, n in rows.iterator():
+        counts[campaign_id].setdefault(track_id, [0] * 5)[score - 1] += n
+    return {
+        campaign_id: _alpha(list(units.values()), "ordinal")
+        for campaign_id, units in counts.items()
+    }
+
+
+def campaign_agreement(campaign_ids: list[int]) -> dict[int, float | None]:
+    """Krippendorff's alpha per campaign, on what its protocol asks: the choices (nominal)
+    for preference campaigns, the 1-5 scores (ordinal) for the others."""
+    protocols = dict(Campaign.objects.filter(pk__in=campaign_ids).values_list("pk", "protocol"))
+    scored = [pk for pk, protocol in protocols.items() if protocol != Campaign.Protocol.PREFERENCE]
+    choices = [pk for pk in protocols if pk not in scored]
+    return choice_agreement(choices) | score_agreement(scored)
+
+
+def _nominal_alpha(value_counts: list[list[int]]) -> float | None:
+    return _alpha(value_counts, "nominal")
+
+
+def _alpha(value_counts: list[list[int]], level: str) -> float | None:
+    # Undefined without a unit rated twice (ValueError) or when every answer is the same
+    # (no expected disagreement: NaN). The page shows a dash for both.
+    try:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha = krippendorff.alpha(
+                value_counts=np.array(value_counts), level_of_measurement=level
+            )
+    except ValueError:
+        return None
+    alpha = float(alpha)
+    return None if math.isnan(alpha) else alpha
+
+
+def snapshot_summaries(limit: int = 20) -> list[dict]:
+    """The newest snapshots with the download links the researcher page shows."""
+    return [
+        {
+            "snapshot": snapshot,
+            "sha256": (snapshot.manifest or {}).get("sha256"),
+            "downloads": [
+                (path, snapshot_file_url(snapshot.pk, path))
+                for path in snapshot_data_files(snapshot)
+            ],
+            "audio_files": snapshot_audio_file_count(snapshot),
+        }
+        for snapshot in DatasetSnapshot.objects.order_by("-created_at", "-id")[:limit]
+    ]
+
+
+def snapshot_data_files(snapshot: DatasetSnapshot) -> list[str]:
+    """The files worth a download link: tables and manifest. Audio clips can number in the
+    thousands; they stay reachable by the paths the manifest lists."""
+    return [path for path in snapshot.files() if "audio" not in path.split("/")[:-1]]
+
+
+def snapshot_audio_file_count(snapshot: DatasetSnapshot) -> int:
+    return len(snapshot.files()) - len(snapshot_data_files(snapshot))
+
+
+def snapshot_file_url(snapshot_id: int, relative_path: str) -> str:
+    return reverse("research-snapshot-file", args=[snapshot_id, relative_path])

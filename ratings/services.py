@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from generation.models import GeneratorVersion
+from ratings import quality, selection
 from ratings.errors import (
     AlreadyVoted,
     AssignmentNotFound,
@@ -24,7 +25,17 @@ from ratings.errors import (
     LeaseExpired,
     ListeningTooShort,
 )
-from ratings.models import Assignment, Campaign, MosRating, Pair, Prompt, Rater, Role, Vote
+from ratings.models import (
+    Assignment,
+    Campaign,
+    MosRating,
+    Pair,
+    Prompt,
+    Rater,
+    RaterSession,
+    Role,
+    Vote,
+)
 
 SLOTS = ("A", "B")  # what the rater sees: A is the left clip, B the right one
 
@@ -50,13 +61,16 @@ class LeasedClip:
 
 @dataclass(frozen=True)
 class Lease:
-    """What a rater's page needs about a leased item; clips are in the pair's own order."""
+    """What a rater's page needs about a leased item; clips are in the pair's own order.
+    `qualification` marks the listening check before real items (never gold or trap items:
+    those must look exactly like rating items)."""
 
     assignment_id: int
     left_is_a: bool
     expires_at: datetime
     prompt_text: str
     clips: tuple[LeasedClip, ...]
+    qualification: bool = False
 
     def shown_clips(self) -> tuple[LeasedClip, ...]:
         """The clips in the order this rater sees them, left (slot A) first."""
@@ -65,7 +79,7 @@ class Lease:
 
 # The rating hot path reads only these columns: a track's events alone are ~18 KB of JSON.
 _LEASE_COLUMNS = (
-    "id", "left_is_a", "expires_at", "pair__prompt__text",
+    "id", "left_is_a", "expires_at", "pair__prompt__text", "pair__kind",
     "pair__track_a__public_id", "pair__track_a__duration_seconds",
     "pair__track_b__public_id", "pair__track_b__duration_seconds",
 )  # fmt: skip
@@ -95,21 +109,40 @@ def assignment_lease_next(
 
 
 def _lease_from_row(row: tuple) -> Lease:
-    assignment_id, left_is_a, expires_at, prompt_text, *clip_columns = row
+    assignment_id, left_is_a, expires_at, prompt_text, kind, *clip_columns = row
     clips = tuple(
         LeasedClip(public_id=public_id, duration_seconds=duration)
         for public_id, duration in zip(clip_columns[::2], clip_columns[1::2], strict=True)
         if public_id is not None
     )
-    return Lease(assignment_id, bool(left_is_a), expires_at, prompt_text, clips)
+    qualification = kind == Pair.Kind.QUALIFICATION
+    return Lease(assignment_id, bool(left_is_a), expires_at, prompt_text, clips, qualification)
 
 
 def _lease_new_pair(*, rater: Rater, campaign: Campaign, now: datetime) -> Lease | None:
+    """Qualification items first where the campaign asks for them, then now and then a gold
+    or trap check (check_rate), else a rating item in the campaign's pair_selection mode."""
     left_is_a = secrets.randbelow(2) == 1
     expires_at = now + timedelta(seconds=settings.RATING_LEASE_SECONDS)
+    lease_args = (rater, campaign, left_is_a, now, expires_at)
+    if quality.screens_apply(campaign):
+        gate = quality.lease_gate(rater=rater, campaign=campaign, now=now)
+        if gate.qualification_items is not None:
+            return _lease_from_candidates(gate.qualification_items, *lease_args)
+        if not gate.open:
+            return None
+    if campaign.check_rate and selection.serve_check(campaign):
+        lease = _lease_from_candidates(selection.check_items(rater, campaign), *lease_args)
+        if lease is not None:
+            return lease
+    preferred = selection.preferred_items(rater, campaign)
+    if preferred is not None:
+        lease = _lease_from_candidates(preferred, *lease_args)
+        if lease is not None:
+            return lease
     if connection.vendor == "postgresql":
-        return _lease_new_pair_postgresql(rater, campaign, left_is_a, now, expires_at)
-    return _lease_new_pair_portable(rater, campaign, left_is_a, now, expires_at)
+        return _lease_new_pair_postgresql(*lease_args)
+    return _lease_from_candidates(selection.uniform_items(rater, campaign), *lease_args)
 
 
 # One statement, one round trip: pick the pair, take a slot, record the lease, and return
@@ -119,6 +152,7 @@ _LEASE_SQL_POSTGRESQL = """
 WITH candidate AS (
     SELECT p.id FROM ratings_pair p
     WHERE p.campaign_id = %(campaign)s AND p.slots_taken < p.votes_wanted
+      AND p.kind = 'regular'
       AND NOT EXISTS (
           SELECT 1 FROM ratings_assignment a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s
       )
@@ -128,7 +162,7 @@ WITH candidate AS (
 ), taken AS (
     UPDATE ratings_pair SET slots_taken = ratings_pair.slots_taken + 1
     FROM candidate WHERE ratings_pair.id = candidate.id
-    RETURNING ratings_pair.id, ratings_pair.prompt_id,
+    RETURNING ratings_pair.id, ratings_pair.prompt_id, ratings_pair.kind,
               ratings_pair.track_a_id, ratings_pair.track_b_id
 ), leased AS (
     INSERT INTO ratings_assignment
@@ -137,7 +171,7 @@ WITH candidate AS (
     FROM taken
     RETURNING id
 )
-SELECT leased.id, %(left_is_a)s, %(expires_at)s, prompt.text,
+SELECT leased.id, %(left_is_a)s, %(expires_at)s, prompt.text, taken.kind,
        track_a.public_id, track_a.duration_seconds, track_b.public_id, track_b.duration_seconds
 FROM leased, taken
 JOIN ratings_prompt prompt ON prompt.id = taken.prompt_id
@@ -172,19 +206,26 @@ def _lease_new_pair_postgresql(
 
 
 @transaction.atomic
-def _lease_new_pair_portable(
-    rater: Rater, campaign: Campaign, left_is_a: bool, now: datetime, expires_at: datetime
+def _lease_from_candidates(
+    candidates: QuerySet[Pair],
+    rater: Rater,
+    campaign: Campaign,
+    left_is_a: bool,
+    now: datetime,
+    expires_at: datetime,
 ) -> Lease | None:
-    # SQLite (the embedded default): its IMMEDIATE transactions serialise writers, so a plain
-    # read-then-write cannot hand out the same slot twice.
-    pair_id = (
-        Pair.objects.filter(campaign=campaign)
-        .open_slots()
-        .not_served_to(rater)
-        .order_by("slots_taken", "id")
-        .values_list("id", flat=True)
-        .first()
-    )
+    """Lease the first of `candidates` (open pairs not served to this rater, in the order of
+    preference): the portable path, and the one of the modes other than uniform."""
+    # PostgreSQL: the same two tries as the single statement, SKIP LOCKED and then wait (the
+    # lock re-checks the open-slot filter). SQLite ignores FOR UPDATE: its IMMEDIATE
+    # transactions serialise writers, so a plain read-then-write cannot hand out a slot twice.
+    tries = (True, False) if connection.vendor == "postgresql" else (False,)
+    pair_id = None
+    for skip_locked in tries:
+        locked = candidates.select_for_update(skip_locked=skip_locked, of=("self",))
+        pair_id = locked.values_list("id", flat=True).first()
+        if pair_id is not None:
+            break
     if pair_id is None:
         return None
     Pair.objects.filter(pk=pair_id).update(slots_taken=F("slots_taken") + 1)
@@ -233,6 +274,10 @@ class VoteInput:
     listen_ms: dict[str, int]
     choice: str | None = None
     scores: dict[str, int] | None = None
+    comment: str = ""  # the rater's own words, optional
+    # From the request, stored with the vote in the same statement (ratings.abuse).
+    ip_hash: str = ""
+    verification: str = Vote.Verification.VERIFIED
 
 
 def vote_record(
@@ -252,8 +297,16 @@ def vote_record(
     elapsed_ms = int((now - context.served_at).total_seconds() * 1000)
     by_track = _map_slots_to_tracks(context, vote_input)
     _check_listening(context, by_track, elapsed_ms)
+    review = quality.needs_review(campaign=context.campaign, pair_kind=context.pair_kind)
     try:
-        vote = _vote_write(context, rater, vote_input, by_track, elapsed_ms, now)
+        # A reviewed vote and its grading are stored together or not at all.
+        with transaction.atomic() if review else contextlib.nullcontext():
+            vote = _vote_write(context, rater, vote_input, by_track, elapsed_ms, now)
+            if vote is not None and review:
+                quality.vote_review(
+                    vote=vote, rater=rater, campaign=context.campaign, pair_kind=context.pair_kind,
+                    expected_choice=context.expected_choice, scores=by_track.scores,
+                )  # fmt: skip
     except IntegrityError:
         # The same key arrived twice at once and the other request stored it.
         return _vote_replay(rater=rater, vote_input=vote_input), False
@@ -278,14 +331,17 @@ class _VoteContext:
     left_is_a: bool
     pair_id: int
     campaign_id: int
-    campaign: Campaign  # unsaved; carries the listening rules (protocol, minimum listen)
+    campaign: Campaign  # unsaved; carries the listening rules and the quality policy
     track_ids: tuple[int, ...]
     durations: tuple[float, ...]
+    pair_kind: str
+    expected_choice: str
 
 
 _VOTE_CONTEXT_COLUMNS = (
     "id", "status", "served_at", "expires_at", "left_is_a", "pair_id", "campaign_id",
     "campaign__protocol", "campaign__min_listen_seconds", "campaign__listen_to_end",
+    "campaign__quality_policy", "pair__kind", "pair__expected_choice",
     "pair__track_a_id", "pair__track_a__duration_seconds",
     "pair__track_b_id", "pair__track_b__duration_seconds",
 )  # fmt: skip
@@ -300,15 +356,16 @@ def _vote_context(*, rater: Rater, assignment_id: int) -> _VoteContext | None:
     if row is None:
         return None
     (pk, status, served_at, expires_at, left_is_a, pair_id, campaign_id, protocol,
-     min_listen_seconds, listen_to_end, *tracks) = row  # fmt: skip
+     min_listen_seconds, listen_to_end, quality_policy, kind, expected, *tracks) = row  # fmt: skip
     campaign = Campaign(
-        protocol=protocol, min_listen_seconds=min_listen_seconds, listen_to_end=listen_to_end
-    )
+        pk=campaign_id, protocol=protocol, min_listen_seconds=min_listen_seconds,
+        listen_to_end=listen_to_end, quality_policy=quality_policy,
+    )  # fmt: skip
     track_ids, durations = tracks[::2], tracks[1::2]
     clips = len(track_ids) if track_ids[-1] is not None else 1
     return _VoteContext(
         pk, status, served_at, expires_at, bool(left_is_a), pair_id, campaign_id, campaign,
-        tuple(track_ids[:clips]), tuple(durations[:clips]),
+        tuple(track_ids[:clips]), tuple(durations[:clips]), kind, expected,
     )  # fmt: skip
 
 
@@ -334,6 +391,9 @@ def _vote_write(
         listen_ms_b=by_track.listen_ms[1] if len(by_track.listen_ms) > 1 else None,
         elapsed_ms=elapsed_ms,
         idempotency_key=vote_input.idempotency_key,
+        comment=vote_input.comment,
+        ip_hash=vote_input.ip_hash,
+        verification=vote_input.verification,
         created_at=now,
     )
     if connection.vendor == "postgresql":
@@ -354,15 +414,20 @@ WITH claimed AS (
     WHERE id = %(pair)s AND EXISTS (SELECT 1 FROM claimed)
 ), stored AS (
     INSERT INTO ratings_vote (assignment_id, pair_id, rater_id, campaign_id, choice, left_is_a,
-                              listen_ms_a, listen_ms_b, elapsed_ms, idempotency_key, created_at)
+                              listen_ms_a, listen_ms_b, elapsed_ms, idempotency_key, comment,
+                              ip_hash, verification, session_id, created_at)
     SELECT claimed.id, %(pair)s::bigint, %(rater)s::bigint, %(campaign)s::bigint,
            %(choice)s::varchar, %(left_is_a)s::boolean, %(listen_ms_a)s::integer,
            %(listen_ms_b)s::integer, %(elapsed_ms)s::integer, %(idempotency_key)s::uuid,
+           %(comment)s::text, %(ip_hash)s::varchar, %(verification)s::varchar,
+           (SELECT s.id FROM ratings_ratersession s
+            WHERE s.rater_id = %(rater)s AND s.campaign_id = %(campaign)s AND s.status = 'active'
+            ORDER BY s.started_at DESC, s.id DESC LIMIT 1),
            %(now)s::timestamptz
     FROM claimed
-    RETURNING id
+    RETURNING id, session_id
 ){ratings}
-SELECT id FROM stored
+SELECT id, session_id FROM stored
 """
 _RATINGS_CTE = """, rated AS (
     INSERT INTO ratings_mosrating (vote_id, track_id, rater_id, campaign_id, score, listen_ms,
@@ -402,6 +467,9 @@ def _vote_write_postgresql(
         "listen_ms_b": vote.listen_ms_b,
         "elapsed_ms": vote.elapsed_ms,
         "idempotency_key": vote.idempotency_key,
+        "comment": vote.comment,
+        "ip_hash": vote.ip_hash,
+        "verification": vote.verification,
         "now": now,
     }
     for i, (track_id, score) in enumerate(zip(context.track_ids, scores, strict=False)):
@@ -415,7 +483,7 @@ def _vote_write_postgresql(
         row = cursor.fetchone()
     if row is None:
         return None
-    vote.pk = row[0]
+    vote.pk, vote.session_id = row
     return vote
 
 
@@ -428,6 +496,15 @@ def _vote_write_portable(
     ).update(status=Assignment.Status.VOTED)
     if not claimed:
         return None
+    # The rater's active session in this campaign, as the PostgreSQL statement's subquery.
+    vote.session_id = (
+        RaterSession.objects.filter(
+            rater_id=vote.rater_id, campaign_id=vote.campaign_id, status=RaterSession.Status.ACTIVE
+        )
+        .order_by("-started_at", "-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
     vote.save(force_insert=True)
     if by_track.scores:
         MosRating.objects.bulk_create(
@@ -538,9 +615,21 @@ def campaign_create(
     instructions: str = "",
     created_by: AbstractBaseUser | None = None,
     queue: bool = True,
+    qualification_required: bool = False,
+    qualification_valid_hours: float = 24.0,
+    check_rate: float = 0.0,
+    quality_policy: str = Campaign.QualityPolicy.NONE,
+    pair_selection: str = Campaign.PairSelection.UNIFORM,
+    consent_text: str = "",
+    completion_code: str = "",
+    completion_url: str = "",
+    votes_per_session: int | None = None,
+    max_votes_per_rater: int | None = None,
 ) -> Campaign:
     """Create a campaign and queue the generation of its tracks and pairs (queue=False: the
-    caller runs generation.services.campaign_generate_prompt for each prompt itself)."""
+    caller runs generation.services.campaign_generate_prompt for each prompt itself).
+    The quality and recruitment settings are the ones CampaignForm.campaign_settings()
+    returns."""
     from generation import tasks  # the task module imports this one
 
     texts = [text.strip() for text in prompt_texts if text.strip()]
@@ -560,6 +649,16 @@ def campaign_create(
             instructions=instructions,
             created_by=created_by,
             generation_total=2 * len(texts),
+            qualification_required=qualification_required,
+            qualification_valid_hours=qualification_valid_hours,
+            check_rate=check_rate,
+            quality_policy=quality_policy,
+            pair_selection=pair_selection,
+            consent_text=consent_text,
+            completion_code=completion_code,
+            completion_url=completion_url,
+            votes_per_session=votes_per_session,
+            max_votes_per_rater=max_votes_per_rater,
         )
         prompts = [prompt_get_or_create(text=text) for text in texts]
         campaign.prompts.set(prompts)

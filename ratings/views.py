@@ -7,11 +7,12 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from ratings import selectors, services
+from ratings import recruitment, selectors, services
 from ratings.forms import CampaignForm
-from ratings.models import Campaign, MosRating, Role
+from ratings.models import Campaign, MosRating, Rater, RaterSession, Role
 from ratings.roles import has_role, role_of
 
 
@@ -41,6 +42,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def home(request: HttpRequest) -> HttpResponse:
     """Rater and above: the campaigns open for rating."""
     rater = services.rater_for_user(user=request.user)
+    if rater.source == Rater.Source.GUEST:
+        return redirect("playground")  # anonymous playground visitors rate nothing else
     campaigns = [
         (campaign, selectors.rater_progress(rater=rater, campaign=campaign))
         for campaign in selectors.campaigns_open_for_rating()
@@ -52,14 +55,30 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @role_required(Role.RATER)
+@recruitment.framable_by_mturk
 def rate(request: HttpRequest, campaign_id: int) -> HttpResponse:
-    """Rater and above: the rating page of one campaign."""
+    """Rater and above: the rating page of one campaign. A campaign with consent text is
+    rated only after consenting; a crowd rater whose session is over sees its end page."""
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     rater = services.rater_for_user(user=request.user)
+    if rater.source == Rater.Source.GUEST:
+        raise PermissionDenied("Guests of the playground cannot rate campaigns.")
+    if campaign.consent_text and not recruitment.has_consented(rater=rater, campaign=campaign):
+        return redirect("join", campaign_id=campaign.pk)
+    session = recruitment.latest_session(rater=rater, campaign=campaign)
+    over = session is not None and session.status != RaterSession.Status.ACTIVE
+    if over and rater.source in recruitment.CROWD_SOURCES:
+        return redirect("join-complete", campaign_id=campaign.pk)
+    progress = selectors.rater_progress(rater=rater, campaign=campaign)
+    if session is not None and not over and campaign.votes_per_session:
+        progress = {"voted": session.votes.count(), "items": campaign.votes_per_session}
+        progress["in_session"] = True
     context = {
         "campaign": campaign,
-        "progress": selectors.rater_progress(rater=rater, campaign=campaign),
+        "progress": progress,
         "acr_scale": MosRating.Score.choices,
+        # Where the page goes when the server says the session is over.
+        "complete_url": reverse("join-complete", args=[campaign.pk]) if session else "",
     }
     return render(request, "ratings/rate.html", context)
 
@@ -68,7 +87,11 @@ def rate(request: HttpRequest, campaign_id: int) -> HttpResponse:
 @role_required(Role.RESEARCHER)
 def campaign_list(request: HttpRequest) -> HttpResponse:
     """Researcher and above: every campaign with its progress."""
-    campaigns = Campaign.objects.select_related("version_a", "version_b").order_by("-created_at")
+    campaigns = (
+        Campaign.objects.select_related("version_a", "version_b")
+        .exclude(purpose=Campaign.Purpose.PLAYGROUND)  # not a campaign anyone runs
+        .order_by("-created_at")
+    )
     return render(
         request,
         "ratings/campaign_list.html",
@@ -107,6 +130,7 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
             clip_seconds=data["clip_seconds"],
             instructions=data["instructions"],
             created_by=request.user,
+            **form.campaign_settings(),
         )
         return redirect("campaign-detail", campaign_id=campaign.pk)
     status = 400 if request.method == "POST" else 200

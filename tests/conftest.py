@@ -1,4 +1,5 @@
 import pytest
+from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -11,6 +12,12 @@ def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.GENERATOR_DIR = tmp_path / "generators"
     settings.REWARD_DIR = tmp_path / "rewards"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # Rate-limit counters live in the cache; one test's votes must not throttle the next's.
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

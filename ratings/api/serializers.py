@@ -4,6 +4,10 @@ from ratings.models import Campaign
 from ratings.services import Lease
 
 _MAX_LISTEN_MS = 6 * 60 * 60 * 1000
+MAX_COMMENT_CHARS = 2000  # Vote.comment's max_length
+# What a comment may add to a vote's body: browsers send JSON as raw UTF-8, which is at most
+# 3 bytes per character outside the astral planes (CJK included).
+MAX_COMMENT_BODY_BYTES = 3 * MAX_COMMENT_CHARS
 
 
 class VoteSerializer(serializers.Serializer):
@@ -19,6 +23,9 @@ class VoteSerializer(serializers.Serializer):
     )
     listen_ms = serializers.DictField(
         child=serializers.IntegerField(min_value=0, max_value=_MAX_LISTEN_MS)
+    )
+    comment = serializers.CharField(
+        required=False, allow_blank=True, max_length=MAX_COMMENT_CHARS, default=""
     )
 
     def validate(self, attrs: dict) -> dict:
@@ -43,12 +50,18 @@ def lease_payload(lease: Lease, campaign: Campaign, clip_url) -> dict:
         }
         for slot, clip in zip("AB", lease.shown_clips(), strict=False)
     ]
-    return {
+    payload = {
         "assignment": lease.assignment_id,
         "campaign": campaign.pk,
         "protocol": campaign.protocol,
         # Both clips answer the same prompt, so showing it reveals nothing about versions.
+        # For a qualification item the prompt is its question ("Which clip has drums?").
         "prompt": lease.prompt_text,
         "expires_at": lease.expires_at.isoformat(),
         "clips": clips,
     }
+    if lease.qualification:
+        # The listening check before real items, which the page may announce. Gold and trap
+        # items are never marked: they must look exactly like rating items.
+        payload["phase"] = "qualification"
+    return payload

@@ -47,6 +47,35 @@ def test_an_admin_creates_a_campaign_with_its_prompts_parsed(admin_client):
     assert ballad.attributes["mode"] == "minor"
 
 
+def test_the_crowd_and_quality_settings_of_the_form_are_stored(admin_client):
+    settings = {
+        "qualification_required": "on", "qualification_valid_hours": "12", "check_rate": "0.1",
+        "quality_policy": "p808", "pair_selection": "active", "consent_text": "I agree.",
+        "completion_code": "C0DE42", "votes_per_session": "20", "max_votes_per_rater": "60",
+        "completion_url": "https://app.prolific.com/submissions/complete?cc={code}",
+    }  # fmt: skip
+
+    response = admin_client.post("/manage/campaigns/new/", form_data(**settings))
+
+    assert response.status_code == 302
+    campaign = Campaign.objects.get()
+    assert campaign.qualification_required and campaign.qualification_valid_hours == 12
+    assert (campaign.check_rate, campaign.quality_policy) == (0.1, "p808")
+    assert campaign.pair_selection == "active"
+    assert (campaign.consent_text, campaign.completion_code) == ("I agree.", "C0DE42")
+    assert campaign.completion_url.endswith("cc={code}")
+    assert (campaign.votes_per_session, campaign.max_votes_per_rater) == (20, 60)
+
+
+def test_left_empty_the_crowd_settings_keep_their_defaults(admin_client):
+    admin_client.post("/manage/campaigns/new/", form_data())
+
+    campaign = Campaign.objects.get()
+    assert not campaign.qualification_required and campaign.check_rate == 0
+    assert campaign.quality_policy == "none" and campaign.pair_selection == "uniform"
+    assert campaign.votes_per_session is None and campaign.completion_code == ""
+
+
 def test_an_evaluate_campaign_without_a_challenger_is_refused_and_nothing_stored(admin_client):
     response = admin_client.post("/manage/campaigns/new/", form_data(purpose="evaluate"))
 
@@ -58,7 +87,15 @@ def test_an_evaluate_campaign_without_a_challenger_is_refused_and_nothing_stored
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"prompts": "   \n "}, {"votes_per_item": 0}, {"min_listen_seconds": -1}, {"name": ""}],
+    [
+        {"prompts": "   \n "},
+        {"votes_per_item": 0},
+        {"min_listen_seconds": -1},
+        {"name": ""},
+        {"check_rate": "0.9"},
+        {"quality_policy": "lenient"},
+        {"completion_url": "not a url"},
+    ],
 )
 def test_invalid_campaign_forms_store_nothing(admin_client, overrides):
     response = admin_client.post("/manage/campaigns/new/", form_data(**overrides))

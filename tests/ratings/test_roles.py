@@ -6,11 +6,19 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from ratings.dataset import DataFilters
 from ratings.models import Campaign, Role
 from ratings.roles import ANONYMOUS
+from ratings.snapshots import snapshot_create
 from reward.finetune import DEFAULT_SETTINGS
 from reward.models import Evaluation, FineTuneRun, RewardModel
-from tests.factories import CampaignFactory, GeneratorVersionFactory, PairFactory
+from tests.factories import (
+    CampaignFactory,
+    GeneratorVersionFactory,
+    PairFactory,
+    RaterFactory,
+    vote_on,
+)
 
 ROLES = [ANONYMOUS, Role.RATER, Role.RESEARCHER, Role.ADMIN]
 RANK = {role: index for index, role in enumerate(ROLES)}
@@ -22,6 +30,16 @@ MATRIX = {
     "logout": ("post", "/accounts/logout/", ANONYMOUS, False),
     "home": ("get", "/", Role.RATER, False),
     "rate": ("get", "/rate/{campaign}/", Role.RATER, False),
+    # Anonymous visitors too when PLAYGROUND_ALLOW_ANONYMOUS is on (off by default).
+    "playground": ("get", "/play/", Role.RATER, False),
+    "join": (
+        "get",
+        "/join/{campaign}/?PROLIFIC_PID=p1&STUDY_ID=s1&SESSION_ID=x1",
+        ANONYMOUS,
+        False,
+    ),
+    "join-complete": ("get", "/join/{campaign}/complete/", Role.RATER, False),
+    "quality": ("get", "/manage/quality/", Role.ADMIN, False),
     "clip": ("get", "/clips/{track}", Role.RATER, True),
     "campaign-list": ("get", "/manage/campaigns/", Role.RESEARCHER, False),
     "campaign-detail": ("get", "/manage/campaigns/{campaign}/", Role.RESEARCHER, False),
@@ -33,6 +51,17 @@ MATRIX = {
         True,
     ),
     "api-votes": ("post", "/api/v1/votes/", Role.RATER, True),
+    # Anonymous visitors are admitted only while PLAYGROUND_ALLOW_ANONYMOUS is on (off here).
+    "api-playground-requests": ("post", "/api/v1/playground/requests/", Role.RATER, True),
+    "api-playground-request": ("get", "/api/v1/playground/requests/1/", Role.RATER, True),
+    "api-playground-retry": ("post", "/api/v1/playground/requests/1/retry/", Role.RATER, True),
+    "api-playground-download": (
+        "get",
+        "/api/v1/playground/requests/1/download/",
+        Role.RATER,
+        True,
+    ),
+    "api-playground-examples": ("get", "/api/v1/playground/examples/", Role.RATER, True),
     "admin-index": ("get", "/admin/", Role.ADMIN, False),
     "reward-model-list": ("get", "/manage/rewards/", Role.RESEARCHER, False),
     "reward-model-detail": ("get", "/manage/rewards/{reward_model}/", Role.RESEARCHER, False),
@@ -57,6 +86,39 @@ MATRIX = {
     "evaluation-detail": ("get", "/manage/evaluations/{evaluation}/", Role.RESEARCHER, False),
     "evaluation-promote": ("post", "/manage/evaluations/{evaluation}/promote/", Role.ADMIN, False),
     "evaluation-retire": ("post", "/manage/evaluations/{evaluation}/retire/", Role.ADMIN, False),
+    "research": ("get", "/research/", Role.RESEARCHER, False),
+    "leaderboard": ("get", "/leaderboard/{campaign}/", Role.RESEARCHER, False),
+    "api-leaderboard": ("get", "/api/v1/leaderboard/?campaign={campaign}", Role.RESEARCHER, True),
+    "api-schema": ("get", "/api/schema/", Role.RESEARCHER, True),
+    "api-docs": ("get", "/api/docs/", Role.RESEARCHER, True),
+    "research-vote-list": ("get", "/api/v1/research/votes/", Role.RESEARCHER, True),
+    "research-vote-detail": ("get", "/api/v1/research/votes/{vote}/", Role.RESEARCHER, True),
+    "research-rating-list": ("get", "/api/v1/research/ratings/", Role.RESEARCHER, True),
+    "research-rating-detail": ("get", "/api/v1/research/ratings/{rating}/", Role.RESEARCHER, True),
+    "research-prompt-list": ("get", "/api/v1/research/prompts/", Role.RESEARCHER, True),
+    "research-prompt-detail": ("get", "/api/v1/research/prompts/{prompt}/", Role.RESEARCHER, True),
+    "research-track-list": ("get", "/api/v1/research/tracks/", Role.RESEARCHER, True),
+    "research-track-detail": ("get", "/api/v1/research/tracks/{track_id}/", Role.RESEARCHER, True),
+    "research-campaign-list": ("get", "/api/v1/research/campaigns/", Role.RESEARCHER, True),
+    "research-campaign-detail": (
+        "get",
+        "/api/v1/research/campaigns/{campaign}/",
+        Role.RESEARCHER,
+        True,
+    ),
+    "research-snapshot-list": ("get", "/api/v1/research/snapshots/", Role.RESEARCHER, True),
+    "research-snapshot-detail": (
+        "get",
+        "/api/v1/research/snapshots/{snapshot}/",
+        Role.RESEARCHER,
+        True,
+    ),
+    "research-snapshot-file": (
+        "get",
+        "/api/v1/research/snapshots/{snapshot}/files/manifest.json",
+        Role.RESEARCHER,
+        True,
+    ),
 }
 
 
@@ -80,6 +142,8 @@ def test_every_url_has_a_row_in_the_role_matrix():
 @pytest.fixture
 def world(db):
     pair = PairFactory(campaign=CampaignFactory())
+    vote = vote_on(pair, RaterFactory(), "a", scores=(3, 4))
+    snapshot = snapshot_create(filters=DataFilters(), formats=["jsonl"], queue=False)
     reward_model = RewardModel.objects.create(name="matrix", kind="preference", steps=10)
     candidate, baseline = GeneratorVersionFactory(), GeneratorVersionFactory()
     evaluate = CampaignFactory(
@@ -98,6 +162,11 @@ def world(db):
     return {
         "campaign": pair.campaign_id,
         "track": pair.track_a.public_id,
+        "track_id": pair.track_a_id,
+        "prompt": pair.prompt_id,
+        "vote": vote.pk,
+        "rating": vote.ratings.first().pk,
+        "snapshot": snapshot.pk,
         "reward_model": reward_model.pk,
         "evaluation": evaluation.pk,
         "run": run.pk,
