@@ -57,11 +57,15 @@ class Budget:
     min_listen_seconds: float = 0.2  # simulated raters wait it out in real time
     adherence_corpus: int = 512  # captioned composer clips for the music tower
     adherence_steps: int = 600
-    # Measured on the shipped small model (40 steps of 8 x 4 samples, exact adherence reward):
-    # 1e-4 raised held-out adherence 0.37 -> 0.46 at a KL of 2.3 nats; 3e-4 pushed the KL past
-    # 10 nats with no gain.
-    rl_learning_rate: float = 1e-4
+    # Measured on the shipped small model, 40 steps of 8 x 4 samples with the "faster" taste
+    # itself as the reward, win rate against the base judged by simulated raters: 1e-4 with
+    # the sequence-level KL penalty alone, 0.57; 1e-3, 0.68 but at a KL of 100 nats (notes
+    # drifting with no reward behind them); 1e-3 held at a constant rate with the per-token
+    # KL term (rl_kl_loss), 0.91 at a KL of 15 nats.
+    rl_learning_rate: float = 1e-3
+    rl_min_learning_rate: float = 1e-3
     rl_beta: float = 0.02
+    rl_kl_loss: float = 0.25
     rl_prompts_per_step: int = 8
     rl_samples_per_prompt: int = 4
 
@@ -85,7 +89,7 @@ BUDGETS = {
         raters=12,
         clip_seconds=4.0,
         reward_steps=300,
-        rl_steps=40,
+        rl_steps=100,
         eval_votes_per_item=3,
     ),
     "full": Budget(
@@ -347,7 +351,9 @@ def closed_loop_run(
                 "clip_seconds": budget.clip_seconds,
                 "seed": seed,
                 "learning_rate": budget.rl_learning_rate,
+                "min_learning_rate": budget.rl_min_learning_rate,
                 "beta": budget.rl_beta,
+                "kl_loss": budget.rl_kl_loss,
                 "prompts_per_step": budget.rl_prompts_per_step,
                 "samples_per_prompt": budget.rl_samples_per_prompt,
                 "eval_every": max(1, budget.rl_steps // 2),

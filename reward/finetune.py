@@ -43,7 +43,9 @@ PRESET_STAGES: dict[str, list[list[str]]] = {
 }
 DEFAULT_SETTINGS: dict[str, Any] = {
     "learning_rate": 2e-5,
-    "beta": 0.05,  # KL coefficient
+    "min_learning_rate": None,  # where the cosine schedule ends; None: a tenth of the above
+    "beta": 0.05,  # KL coefficient in the reward (per sequence)
+    "kl_loss": 0.5,  # per-token KL term in the loss (reward/learning/rl.py's module doc)
     "prompts_per_step": 8,
     "samples_per_prompt": 4,
     "checkpoint_every": 10,
@@ -87,6 +89,12 @@ def finetune_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
     if not 1 <= merged["clip_seconds"] <= 30:
         raise FineTuneError("clip_seconds must lie in [1, 30]")
     return merged
+
+
+def _min_learning_rate(config: dict[str, Any]) -> float:
+    if config["min_learning_rate"] is None:
+        return config["learning_rate"] / 10
+    return float(config["min_learning_rate"])
 
 
 def latest_usable(kind: str) -> RewardModel | None:
@@ -351,7 +359,7 @@ def _run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             loop=LoopConfig(
                 steps=stage["steps"],
                 learning_rate=config["learning_rate"],
-                min_learning_rate=config["learning_rate"] / 10,
+                min_learning_rate=_min_learning_rate(config),
                 warmup_steps=min(10, max(1, stage["steps"] // 10)),
                 weight_decay=0.0,  # fine-tuning: stay near the starting weights
                 checkpoint_every=int(config["checkpoint_every"]),
@@ -361,6 +369,7 @@ def _run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             prompts_per_step=int(config["prompts_per_step"]),
             samples_per_prompt=int(config["samples_per_prompt"]),
             beta=float(config["beta"]),
+            kl_loss=float(config["kl_loss"]),
             reward_weights=weights,
             kl_limit=config["kl_limit"],
             diversity_floor=config["diversity_floor"],
@@ -464,7 +473,7 @@ def _run_dpo(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             loop=LoopConfig(
                 steps=run.steps,
                 learning_rate=config["learning_rate"],
-                min_learning_rate=config["learning_rate"] / 10,
+                min_learning_rate=_min_learning_rate(config),
                 warmup_steps=min(10, max(1, run.steps // 10)),
                 weight_decay=0.0,
                 checkpoint_every=int(config["checkpoint_every"]),

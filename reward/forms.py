@@ -71,6 +71,10 @@ class FineTuneRunForm(forms.Form):
     steps = forms.IntegerField(min_value=1, max_value=100_000, initial=100, help_text="Per stage.")
     learning_rate = forms.FloatField(min_value=1e-8, max_value=1e-2, initial=2e-5)
     beta = forms.FloatField(min_value=0, max_value=100, initial=0.05, label="KL beta")
+    kl_loss = forms.FloatField(
+        min_value=0, max_value=100, initial=0.5, label="Per-token KL weight",
+        help_text="Pulls each token's probability back towards the starting model.",
+    )  # fmt: skip
     samples_per_prompt = forms.IntegerField(min_value=2, max_value=32, initial=4, label="K")
     prompts_per_step = forms.IntegerField(min_value=1, max_value=64, initial=8)
     kl_limit = forms.FloatField(min_value=0, initial=40.0, help_text="Nats per sequence.")

@@ -214,18 +214,26 @@ class SymbolicTransformerBackend:
         its time on padding (measured: 64 samples of the shipped model, 4x fewer tokens)."""
         if len(prompts) != len(token_ids):
             raise ValueError("one prompt per token sequence")
-        order = sorted(range(len(token_ids)), key=lambda row: len(token_ids[row]))
+        chunks = self.scoring_chunks(token_ids)
         totals = []
-        for start in range(0, len(order), SCORING_CHUNK):
-            rows = order[start : start + SCORING_CHUNK]
+        for rows in chunks:
             logprobs, _ = self.token_logprobs(
                 [prompts[row] for row in rows], [token_ids[row] for row in rows]
             )
             totals.append(logprobs.double().sum(dim=1))
         if not totals:
             return torch.zeros(0, dtype=torch.float64)
+        order = torch.tensor([row for rows in chunks for row in rows])
         sorted_totals = torch.cat(totals)
-        return torch.zeros_like(sorted_totals).index_copy(0, torch.tensor(order), sorted_totals)
+        return torch.zeros_like(sorted_totals).index_copy(0, order, sorted_totals)
+
+    @staticmethod
+    def scoring_chunks(token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Row indices in groups of similar length, SCORING_CHUNK rows each: the batches in
+        which teacher-forced scoring wastes the least time on padding."""
+        order = sorted(range(len(token_ids)), key=lambda row: len(token_ids[row]))
+        starts = range(0, len(order), SCORING_CHUNK)
+        return [order[start : start + SCORING_CHUNK] for start in starts]
 
     # --- persistence ----------------------------------------------------------
 

@@ -252,6 +252,11 @@ class MusicGenBackend:
         logprobs, _ = self.token_logprobs(prompts, token_ids)
         return logprobs.sum(dim=(1, 2))
 
+    @staticmethod
+    def scoring_chunks(token_ids: Sequence[torch.Tensor] | torch.Tensor) -> list[list[int]]:
+        """One batch: the clips of a call have the same length, so nothing is padded."""
+        return [list(range(len(token_ids)))] if len(token_ids) else []
+
     def token_logprobs(
         self, prompts: Sequence[str], token_ids: Sequence[torch.Tensor] | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

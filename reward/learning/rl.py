@@ -10,7 +10,15 @@ One step, for prompts_per_step prompts drawn by the step's RNG and K samples of 
     r_k,i  raw reward k of sample i (reward_fn), normalised by its running mean and std
     R_i  = sum_k w_k r_k,i - beta * KL_i,   KL_i = sum_t log pi(y_t) - log pi_ref(y_t)
     A_i  = R_i - mean of R over the other K - 1 samples of the same prompt
-    loss = -mean_i(A_i * log pi(y_i)),  log pi(y_i) teacher-forced, with grad
+    loss = -mean_i(A_i * log pi(y_i)) + kl_loss * mean_i(sum_t 1/2 (log pi - log pi_ref)(y_t)^2)
+
+log pi(y_i) is teacher-forced, with grad. The second term (the "k2" estimator of the KL, as
+GRPO puts a KL term into the loss) is optional: its gradient on the policy's own samples is the
+reverse KL's, token by token. The sequence-level penalty in R_i reaches each token only through
+one noisy advantage shared by hundreds of tokens; this term pulls back exactly the tokens that
+drifted. Measured with the exact taste as the reward (20-40 steps, learning rate 1e-3): beta
+alone let the KL run to 100 nats, mostly drift of notes no reward cared about, while kl_loss
+0.5 held it near 6-13 nats and the reward rose further.
 
 The reference never changes during a run. Two-stage schedules (R, then U from the R result)
 are the caller's: it passes the first stage's policy as the second stage's reference.
@@ -63,6 +71,7 @@ class RLOOConfig:
     prompts_per_step: int = 8
     samples_per_prompt: int = 4  # K; the leave-one-out baseline needs K >= 2
     beta: float = 0.05  # KL penalty, in units of (normalised) reward per nat
+    kl_loss: float = 0.0  # weight of the per-token KL term in the loss (see the module doc)
     reward_weights: dict[str, float] = field(default_factory=dict)
     normalise_rewards: bool = True
     # Guards against reward hacking (None = off). kl_limit: mean per-sequence KL in nats;
@@ -80,8 +89,8 @@ class RLOOConfig:
             raise ValueError("RLOO needs samples_per_prompt >= 2 (the leave-one-out baseline)")
         if self.prompts_per_step < 1 or self.held_out_samples < 1:
             raise ValueError("need prompts_per_step >= 1 and held_out_samples >= 1")
-        if self.beta < 0:
-            raise ValueError("beta must be >= 0")
+        if self.beta < 0 or self.kl_loss < 0:
+            raise ValueError("beta and kl_loss must be >= 0")
         if self.guard_action not in GUARD_ACTIONS:
             raise ValueError(f"guard_action must be one of {GUARD_ACTIONS}")
         if self.kl_limit is not None and self.kl_limit <= 0:
@@ -220,6 +229,42 @@ class Scored:
     kl: torch.Tensor  # (N,) float64: sum_t log pi - log pi_ref, per sequence
 
 
+def logprobs_against_reference(
+    policy: SymbolicTransformerBackend,
+    reference: SymbolicTransformerBackend,
+    samples: Sequence[Sample],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sequence, scored by the policy (with grad when grad is on) and by the frozen
+    reference, chunk by chunk as the backend batches best: log pi (N,), the KL
+    sum_t log pi - log pi_ref (N,) without grad, and sum_t 1/2 (log pi - log pi_ref)^2 (N,)
+    with grad. All float64."""
+    prompts = [s.prompt for s in samples]
+    ids = [s.token_ids for s in samples]
+    logprobs, kls, squared, rows_done = [], [], [], []
+    for rows in policy.scoring_chunks(ids):
+        chunk_prompts, chunk_ids = [prompts[r] for r in rows], [ids[r] for r in rows]
+        tokens, _ = policy.token_logprobs(chunk_prompts, chunk_ids)
+        with torch.no_grad():
+            reference_tokens, _ = reference.token_logprobs(chunk_prompts, chunk_ids)
+        # Padding scores 0 under both models, so it adds nothing to any sum.
+        sum_dims = tuple(range(1, tokens.dim()))
+        log_ratio = tokens.double() - reference_tokens.double()
+        logprobs.append(tokens.double().sum(dim=sum_dims))
+        kls.append(log_ratio.detach().sum(dim=sum_dims))
+        squared.append(0.5 * (log_ratio**2).sum(dim=sum_dims))
+        rows_done.extend(rows)
+    if not rows_done:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return empty, empty, empty
+    order = torch.tensor(rows_done, dtype=torch.long)
+
+    def in_sample_order(parts: list[torch.Tensor]) -> torch.Tensor:
+        chunked = torch.cat(parts)
+        return torch.zeros_like(chunked).index_copy(0, order, chunked)
+
+    return in_sample_order(logprobs), in_sample_order(kls), in_sample_order(squared)
+
+
 def raw_rewards(samples: list[Sample], reward_fn: RewardFn, names: Sequence[str]) -> torch.Tensor:
     rewards = reward_fn(samples)
     missing = [name for name in names if name not in rewards]
@@ -318,15 +363,12 @@ class RLOORun:
     reference: SymbolicTransformerBackend
     reward_fn: RewardFn
 
-    def score(self, samples: list[Sample]) -> tuple[Scored, torch.Tensor]:
-        """Rewards and KL of samples, and log pi with grad (when grad is on)."""
-        prompts = [s.prompt for s in samples]
-        ids = [s.token_ids for s in samples]
+    def score(self, samples: list[Sample]) -> tuple[Scored, torch.Tensor, torch.Tensor]:
+        """Rewards and KL of samples; log pi and the per-token KL term with grad (when grad
+        is on)."""
         raw = raw_rewards(samples, self.reward_fn, self.config.reward_names)
-        logprobs = self.sampler.seq_logprobs(prompts, ids)
-        with torch.no_grad():
-            reference = self.reference.seq_logprobs(prompts, ids)
-        return Scored(samples, raw, logprobs.detach() - reference), logprobs
+        logprobs, kl, squared = logprobs_against_reference(self.sampler, self.reference, samples)
+        return Scored(samples, raw, kl), logprobs, squared
 
     def held_out(self, prompts: list[str]) -> Scored:
         """Held-out prompts sampled with the fixed held-out seed, scored."""
@@ -334,7 +376,7 @@ class RLOORun:
             samples = self.sampler.sample(
                 prompts, self.config.held_out_samples, self.config.held_out_seed
             )
-            scored, _ = self.score(samples)
+            scored, _, _ = self.score(samples)
         return scored
 
     def held_out_figures(self, prompts: list[str]) -> dict[str, float]:
@@ -359,7 +401,7 @@ def training_step(
     run.module.policy.eval()
     chosen = choose_prompts(prompts, config.prompts_per_step, rng)
     samples = run.sampler.sample(chosen, k, seed=rng.randrange(2**31))
-    scored, logprobs = run.score(samples)
+    scored, logprobs, squared_log_ratio = run.score(samples)
     if config.normalise_rewards:
         # This batch first: so the first step has a scale, and no batch is judged by
         # statistics that have never seen rewards as high (or low) as its own.
@@ -368,6 +410,8 @@ def training_step(
     objective = total - config.beta * scored.kl
     advantages = rloo_advantages(objective, k)
     loss = rloo_loss(advantages, logprobs)
+    if config.kl_loss:
+        loss = loss + config.kl_loss * squared_log_ratio.mean()
     figures = figures_of(config, run.module.statistics, scored, k)
     figures["objective"] = float(objective.mean())
     return loss, figures

@@ -62,6 +62,8 @@ def test_bad_runs_are_refused_and_store_nothing(learned_base, attribute_match):
          "settings": {"samples_per_prompt": 1}},
         {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
          "settings": {"guard_action": "panic"}},
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"kl_loss": -0.5}},
     ]  # fmt: skip
     for attempt in attempts:
         with pytest.raises(finetune.FineTuneError):

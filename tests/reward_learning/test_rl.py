@@ -22,6 +22,7 @@ from reward.learning.rl import (
     check_guards,
     diversity,
     guard_warnings,
+    logprobs_against_reference,
     rloo_advantages,
     train_rloo,
 )
@@ -129,6 +130,42 @@ def test_leave_one_out_advantages_sum_to_zero_in_each_prompt_group():
     torch.testing.assert_close(rloo_advantages(objective + 5.0, 4), advantages)
 
 
+def test_scoring_against_the_reference_matches_scoring_each_model_alone(encoder):
+    policy, reference = models(encoder)
+    with torch.no_grad():
+        for parameter in policy.model.parameters():  # a policy that has moved away
+            parameter.add_(0.05 * torch.randn_like(parameter))
+        samples = policy.sample(PROMPTS * 3, 2, seed=1)  # 36: more than one scoring chunk
+    prompts, ids = [s.prompt for s in samples], [s.token_ids for s in samples]
+
+    logprobs, kl, squared = logprobs_against_reference(policy, reference, samples)
+
+    with torch.no_grad():
+        alone = policy.seq_logprobs(prompts, ids)
+        reference_alone = reference.seq_logprobs(prompts, ids)
+    assert torch.allclose(logprobs.detach(), alone, atol=1e-6)
+    assert torch.allclose(kl, alone - reference_alone, atol=1e-6)
+    assert not kl.requires_grad and logprobs.requires_grad and squared.requires_grad
+    # the squared log-ratio of one sequence, token by token
+    first = samples[0]
+    tokens, _ = policy.token_logprobs([first.prompt], [first.token_ids])
+    reference_tokens, _ = reference.token_logprobs([first.prompt], [first.token_ids])
+    by_hand = 0.5 * ((tokens.double() - reference_tokens.double()) ** 2).sum()
+    assert float(squared.detach()[0]) == pytest.approx(float(by_hand), rel=1e-6)
+    assert bool((squared > 0).all())
+
+
+def test_the_per_token_kl_term_vanishes_with_its_gradient_at_the_reference(encoder):
+    policy, reference = models(encoder)
+    samples = policy.sample(PROMPTS, 2, seed=2)
+
+    _, kl, squared = logprobs_against_reference(policy, reference, samples)
+    squared.sum().backward()
+
+    assert torch.allclose(kl, torch.zeros_like(kl)) and float(squared.sum()) == 0.0
+    assert all(not p.grad.any() for p in policy.model.parameters() if p.grad is not None)
+
+
 def test_running_reward_statistics_match_the_statistics_of_everything_seen():
     torch.manual_seed(0)
     batches = [torch.randn(16, 2, dtype=torch.float64) * 3 + 1 for _ in range(3)]
@@ -211,6 +248,21 @@ def test_with_a_very_high_beta_the_policy_stays_near_the_reference(encoder, trai
         window(history, "reward_high", slice(0, 10)) + 0.03
     )
     assert result.metrics["heldout_reward_high"] < low_beta.metrics["heldout_reward_high"] - 0.1
+
+
+def test_the_per_token_kl_term_holds_the_policy_nearer_the_reference(encoder, trained, tmp_path):
+    """Unlike beta, kl_loss acts on each token directly rather than through the reward's noisy
+    advantage, so a strong weight keeps the policy close while it still learns."""
+    free, _ = trained
+    policy, reference = models(encoder)
+
+    result = train_rloo(
+        config(kl_loss=5.0), policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path
+    )
+
+    kl_held, kl_free = (window(r.history, "kl", slice(-10, None)) for r in (result, free))
+    assert kl_held < kl_free / 2
+    assert all(math.isfinite(entry["kl"]) for entry in result.history)
 
 
 def test_a_cancelled_run_resumes_exactly(encoder, tmp_path):
@@ -353,3 +405,5 @@ def test_configs_round_trip_and_bad_settings_are_refused():
         RLOOConfig(samples_per_prompt=1)
     with pytest.raises(ValueError, match="guard_action"):
         RLOOConfig(guard_action="panic")
+    with pytest.raises(ValueError, match="kl_loss"):
+        RLOOConfig(kl_loss=-1.0)
