@@ -148,8 +148,9 @@ def test_scoring_against_the_reference_matches_scoring_each_model_alone(encoder)
     assert not kl.requires_grad and logprobs.requires_grad and squared.requires_grad
     # the squared log-ratio of one sequence, token by token
     first = samples[0]
-    tokens, _ = policy.token_logprobs([first.prompt], [first.token_ids])
-    reference_tokens, _ = reference.token_logprobs([first.prompt], [first.token_ids])
+    with torch.no_grad():
+        tokens, _ = policy.token_logprobs([first.prompt], [first.token_ids])
+        reference_tokens, _ = reference.token_logprobs([first.prompt], [first.token_ids])
     by_hand = 0.5 * ((tokens.double() - reference_tokens.double()) ** 2).sum()
     assert float(squared.detach()[0]) == pytest.approx(float(by_hand), rel=1e-6)
     assert bool((squared > 0).all())
