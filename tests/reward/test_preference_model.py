@@ -121,11 +121,11 @@ def test_held_out_accuracy_is_near_the_best_possible_and_random_labels_stay_at_c
         config, clips, PreferenceSet(**data.train), PreferenceSet(**data.test), tmp_path
     )
 
-    # Its held-out log loss stays near a coin's (log 2 = 0.693) and worse than the real
-    # model's. Not above a fixed 0.68: on 75 held-out votes the chance fit of 71 pairs' labels
-    # still moves it by a few hundredths (two CI runs: 0.639 with a coin per vote, 0.624 with
-    # balanced labels).
-    control_loss, real_loss = trained.metrics["heldout_log_loss"], heldout["log_loss"]
-    assert control_loss > 0.6, trained.metrics
-    assert control_loss > real_loss, (control_loss, real_loss)
+    # Its held-out log loss stays near a coin's (log 2 = 0.693) and its accuracy well below the
+    # real model's. Not a log loss above a fixed 0.68: on 75 held-out votes the chance fit of
+    # 71 pairs' labels still moves it by a few hundredths (two CI runs: 0.639 with a coin per
+    # vote, 0.624 with balanced labels). Nor a log loss above the real model's: that model is
+    # accurate but overconfident on a few votes, and one CI run had it at 0.850, the control at
+    # 0.846.
+    assert trained.metrics["heldout_log_loss"] > 0.6, trained.metrics
     assert trained.metrics["heldout_accuracy"] < heldout["accuracy"] - 0.1, trained.metrics
