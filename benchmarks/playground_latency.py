@@ -22,8 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scratch_db import database_create, database_drop  # noqa: E402 (needs ROOT on the path)
+from benchmarks.harness import free_port, process_stop, raters_create  # noqa: E402 (ROOT above)
+from benchmarks.scratch_db import database_create, database_drop  # noqa: E402 (ROOT above)
 
 BIN = Path(sys.executable).parent
 DB_NAME = "musicpref_playground_bench"
@@ -106,26 +105,6 @@ def django_setup(env: dict[str, str]) -> None:
     django.setup()
 
 
-def raters_create(*, prefix: str, count: int) -> list[str]:
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    from ratings.models import Rater, Role
-
-    users = get_user_model().objects.bulk_create(
-        [get_user_model()(username=f"{prefix}-{i}", password="!") for i in range(count)]
-    )
-    Rater.objects.bulk_create([Rater(user=user, role=Role.RATER) for user in users])
-    tokens = Token.objects.bulk_create([Token(key=Token.generate_key(), user=u) for u in users])
-    return [token.key for token in tokens]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def gunicorn_start(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     server_env = {**env, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "2"}
@@ -145,18 +124,6 @@ def gunicorn_start(env: dict[str, str], log_path: Path) -> tuple[subprocess.Pope
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("gunicorn did not become healthy in time")
-
-
-def process_stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process group it leads, then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 def seed(args: argparse.Namespace, users: int) -> list[str]:

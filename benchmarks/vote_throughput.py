@@ -22,8 +22,6 @@ import json
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +40,9 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness import free_port, process_stop, raters_create  # noqa: E402 (ROOT above)
+
 BIN = Path(sys.executable).parent
 DB_NAME = "musicpref_bench"
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
@@ -250,27 +251,7 @@ def _tracks_create(*, prompt: Any, version: Any, count: int, events: list[str]) 
     return Track.objects.bulk_create(tracks, batch_size=5000)
 
 
-def raters_create(*, prefix: str, count: int) -> list[str]:
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    from ratings.models import Rater, Role
-
-    users = get_user_model().objects.bulk_create(
-        [get_user_model()(username=f"{prefix}-{i}", password="!") for i in range(count)]
-    )
-    Rater.objects.bulk_create([Rater(user=user, role=Role.RATER) for user in users])
-    tokens = Token.objects.bulk_create([Token(key=Token.generate_key(), user=u) for u in users])
-    return [token.key for token in tokens]
-
-
 # --- The server -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gunicorn_start(
@@ -303,17 +284,6 @@ def wait_healthy(process: subprocess.Popen, base_url: str, timeout: float = 60.0
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("gunicorn did not become healthy in time")
-
-
-def gunicorn_stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 # --- CPU accounting -------------------------------------------------------------------------
@@ -639,7 +609,7 @@ def benchmark_server(
             measured.append((stats, cores, process.poll() is None))
         profile = _spied_run(process.pid, base_url, spied, args) if spied else None
     finally:
-        gunicorn_stop(process)
+        process_stop(process)
     results = [
         _level_result(server, scenario, stats, cores, args.seconds, baseline, floor)
         | {"server_alive": alive}
