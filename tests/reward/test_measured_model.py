@@ -19,7 +19,7 @@ def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign):
     vote_with_a_known_preference(campaign, RaterFactory.create_batch(3), p_sparse=0.85)
     job = reward_model_create(
         name="measured", kind="preference", method="measured", steps=1, queue=False,
-        filters=DataFilters(campaign_ids=(campaign.pk,)), settings={"test_share": 0.3},
+        filters=DataFilters(campaign_ids=(campaign.pk,)), settings={"test_share": 0.5},
     )  # fmt: skip
 
     model = reward_model_execute(reward_model_id=job.pk)
@@ -27,12 +27,12 @@ def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign):
     assert model.status == RewardModel.Status.FINISHED, model.error
     assert model.usable
     heldout = model.metrics["heldout"]
-    # Raters follow their taste 85% of the time. Which of the 33 held-out votes went against
-    # it changes with the clips (their seeds follow the database ids), so the model is held
-    # to the true taste's own accuracy on these votes, not to a fixed 0.7 (which one CI run
-    # missed with 0.697, 23 of 33). Within 4 of the 33 votes of it (0.15, as the preference
-    # model's test allows): a model fitted on 87 votes may disagree with the taste on a few
-    # clips, and one CI run had it 3 votes short (23 against 26).
+    # Raters follow their taste 85% of the time. Which held-out votes went against it changes
+    # with the clips (their seeds follow the database ids), so the model is held to the true
+    # taste's own accuracy on these votes, not to a fixed 0.7 (which one CI run missed with
+    # 0.697, 23 of 33), within 0.15, as the preference model's test allows: one CI run had it 3
+    # of 33 votes short. Half the votes are held out (not 30%): with 33 of them, one CI run's
+    # interval reached down to 0.485, though the taste is plain; with ~57 it stays clear of 0.5.
     ceiling = best_possible_accuracy(list(vote_rows(DataFilters(campaign_ids=(campaign.pk,)))))
     assert heldout["accuracy"] >= ceiling - 0.15, (heldout, ceiling)
     assert heldout["accuracy_ci"][0] > 0.5
