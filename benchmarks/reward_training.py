@@ -175,7 +175,7 @@ def cast_votes(campaign_id: int, votes: int, taste: str) -> None:
 
 
 def best_possible(rows: list[dict], test_share: float, taste: str) -> float:
-    from reward.training import prompt_is_held_out
+    from generation.music.prompts import prompt_is_held_out
 
     hits = [
         (row["choice"] == "a")

@@ -1,5 +1,5 @@
 """Fine-tuning speed: seconds per RLOO iteration (8 prompts x 4 samples, 10-second clips) and per
-DPO step, on this CPU, with the shipped learned generator (symbolic-small).
+DPO step, on this CPU, with the shipped learned generator (planned-small).
 
     .venv/bin/python benchmarks/rl_iteration.py [--iterations 5] [--dpo-steps 10]
 

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.utils.html import format_html, format_html_join
 
 from generation.models import GeneratorVersion, PretrainingRun, Track
 from reward.models import RewardModel, TrackReward
@@ -23,12 +24,29 @@ class GeneratorVersionAdmin(admin.ModelAdmin):
     )  # fmt: skip
     list_filter = ("backend", "status")
     search_fields = ("name",)
-    readonly_fields = ("lineage_path", "metrics", "created_at")
+    readonly_fields = ("lineage_path", "held_out_evaluation", "metrics", "created_at")
     inlines = [ChildVersionInline]
 
     @admin.display(description="Lineage (newest first)")
     def lineage_path(self, version: GeneratorVersion) -> str:
         return " ← ".join(v.name for v in version.lineage())
+
+    @admin.display(description="Held-out evaluation")
+    def held_out_evaluation(self, version: GeneratorVersion) -> str:
+        """The pretraining evaluation on prompts never trained on, as a table."""
+        evaluation = version.metrics.get("eval")
+        if not evaluation:
+            return "No held-out evaluation recorded."
+        rows = [("prompts (held out)", evaluation.get("prompts"))]
+        rows.append(("mean attribute fit", evaluation.get("mean_fit")))
+        rows += [(f"fit: {k}", v) for k, v in evaluation.get("fit", {}).items()]
+        rows.append(("well-formed share", evaluation.get("well_formed")))
+        rows += [(f"plan fit: {k}", v) for k, v in evaluation.get("plan_fit", {}).items()]
+        agreement = evaluation.get("plan_agreement", {})
+        rows += [(f"plays its plan: {k}", v) for k, v in agreement.items()]
+        rows.append(("token loss", evaluation.get("token_loss")))
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        return format_html("<table>{}</table>", body)
 
 
 @admin.register(PretrainingRun)

@@ -3,17 +3,65 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from pathlib import Path
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from generation.models import GeneratorVersion, Track
-from generation.music.backends import get_backend
+from generation.music.backends import PARENT_GENERATOR, SHIPPED_GENERATOR, get_backend
 from ratings.models import Campaign, Pair, Prompt
 
 logger = logging.getLogger(__name__)
+
+
+# The shipped learned generators' version names: the planned generator, the default, and its
+# parent, the first learned generator (kept: votes and runs of existing databases use it).
+SHIPPED_VERSION_NAME = "planned-small-v1"
+PARENT_VERSION_NAME = "symbolic-small-v1"
+
+
+def shipped_evaluation(checkpoint: str) -> dict:
+    """The held-out evaluation stored beside a shipped checkpoint (`<name>.json`, written by
+    `train_generator --export`), readable without loading the model; {} if there is none."""
+    sidecar = (Path(settings.BASE_DIR) / checkpoint).with_suffix(".json")
+    return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+
+
+def shipped_version_register() -> GeneratorVersion | None:
+    """The learned generator the repository ships, registered once as an active version, with
+    the first learned generator registered as its parent (retired: the planned one replaces
+    it for new collection). None if the checkpoint file is absent. Existing rows are kept as
+    they are, so a database made before the planned generator keeps its versions."""
+    if not (Path(settings.BASE_DIR) / SHIPPED_GENERATOR).exists():
+        return None
+    with transaction.atomic():
+        parent = None
+        if (Path(settings.BASE_DIR) / PARENT_GENERATOR).exists():
+            parent, _ = GeneratorVersion.objects.get_or_create(
+                name=PARENT_VERSION_NAME,
+                defaults={
+                    "backend": "symbolic",
+                    "checkpoint": PARENT_GENERATOR,
+                    "status": GeneratorVersion.Status.RETIRED,
+                    "metrics": shipped_evaluation(PARENT_GENERATOR),
+                },
+            )
+        version, _ = GeneratorVersion.objects.get_or_create(
+            name=SHIPPED_VERSION_NAME,
+            defaults={
+                "backend": "symbolic",
+                "checkpoint": SHIPPED_GENERATOR,
+                "status": GeneratorVersion.Status.ACTIVE,
+                "parent": parent,
+                "metrics": shipped_evaluation(SHIPPED_GENERATOR),
+            },
+        )
+    return version
 
 
 def derive_seed(*parts: object) -> int:

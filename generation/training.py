@@ -6,6 +6,7 @@ torch is imported inside the functions that train: this module is imported by th
 
 from __future__ import annotations
 
+import json
 import shutil
 import traceback
 from collections.abc import Callable
@@ -19,16 +20,46 @@ from generation.models import GeneratorVersion, PretrainingRun
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
 # Writing progress to the database on every step would cost more than a tiny model's step.
 PROGRESS_EVERY_STEPS = 10
+# The pretraining settings (generation.music.pretrain.TrainConfig fields) a run may set;
+# TrainConfig checks their values when the run starts.
+RUN_SETTINGS = frozenset({
+    "batch_size", "plan_batch_size", "learning_rate", "min_learning_rate", "warmup_steps",
+    "seed", "checkpoint_every", "eval_prompts", "held_out_share", "register_shift_share",
+    "short_prompt_share", "num_threads",
+})  # fmt: skip
 
 
-def pretraining_run_create(*, size: str, steps: int, queue: bool) -> PretrainingRun:
+class PretrainingSettingsError(ValueError):
+    pass
+
+
+def pretraining_run_create(
+    *, size: str, steps: int, queue: bool, settings: dict[str, float] | None = None
+) -> PretrainingRun:
     """Record a run; with queue=True a worker on the `train` queue executes it."""
     from generation import tasks
 
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - RUN_SETTINGS)
+    if unknown:
+        raise PretrainingSettingsError(f"unknown settings {unknown}; known: {sorted(RUN_SETTINGS)}")
     with transaction.atomic():
-        run = PretrainingRun.objects.create(size=size, steps=steps)
+        run = PretrainingRun.objects.create(size=size, steps=steps, settings=settings)
         if queue:
             tasks.pretrain_generator.delay_on_commit(run.pk)
+    return run
+
+
+def pretraining_run_extend(*, run: PretrainingRun, steps: int) -> PretrainingRun:
+    """Train a run further, up to `steps` in all: it resumes from its last checkpoint, its
+    learning-rate schedule now decays over the new total (a warm restart when the run had
+    finished), and it registers another version, a child of the one it made before."""
+    if steps <= run.step:
+        raise PretrainingSettingsError(f"run {run.pk} is at step {run.step}: ask for more")
+    PretrainingRun.objects.filter(pk=run.pk).update(
+        steps=steps, status=PretrainingRun.Status.QUEUED, finished_at=None
+    )
+    run.refresh_from_db()
     return run
 
 
@@ -40,13 +71,13 @@ def pretraining_run_execute(
     from generation.music.pretrain import TrainConfig, train
 
     run = PretrainingRun.objects.get(pk=run_id)
-    existing = run.versions.first()
+    existing = run.versions.order_by("-pk").first()
     if run.status == PretrainingRun.Status.FINISHED and existing is not None:
         return existing
     PretrainingRun.objects.filter(pk=run.pk).update(status=PretrainingRun.Status.RUNNING)
     try:
         result = train(
-            TrainConfig(size=run.size),
+            TrainConfig(size=run.size, **run.settings),
             steps=run.steps,
             checkpoint_dir=run.directory,
             progress_callback=_progress_recorder(run, on_progress),
@@ -66,17 +97,27 @@ def _progress_recorder(run: PretrainingRun, on_progress: ProgressCallback | None
         if on_progress:
             on_progress(step, total, entry)
         if step % PROGRESS_EVERY_STEPS == 0 or step == total:
-            curve.append([step, round(entry["loss"], 4)])
+            curve.append([step, round(entry["loss"], 4), round(entry["plan_loss"], 4)])
             PretrainingRun.objects.filter(pk=run.pk).update(step=step, loss_curve=curve)
 
     return record
 
 
 def _register_version(run: PretrainingRun, metrics: dict, generator_path: Path) -> GeneratorVersion:
-    summary = {key: value for key, value in metrics.items() if key != "loss_curve"}
+    """The run's result as an active version; a run trained further (pretraining_run_extend)
+    registers a child of its previous version, named by its steps."""
+    curves = ("loss_curve", "plan_loss_curve")
+    summary = {key: value for key, value in metrics.items() if key not in curves}
+    previous = run.versions.order_by("-pk").first()
+    name = f"planned-{run.size}-run{run.pk}"
+    # Each version keeps a file of its own: training the run further rewrites generator.pt.
+    generator_path = Path(
+        shutil.copyfile(generator_path, run.directory / f"generator-{run.steps}.pt")
+    )
     with transaction.atomic():
         version = GeneratorVersion.objects.create(
-            name=f"symbolic-{run.size}-run{run.pk}",
+            name=name if previous is None else f"{name}-step{run.steps}",
+            parent=previous,
             backend="symbolic",
             checkpoint=str(generator_path),
             status=GeneratorVersion.Status.ACTIVE,
@@ -90,8 +131,12 @@ def _register_version(run: PretrainingRun, metrics: dict, generator_path: Path) 
 
 
 def generator_export(*, version: GeneratorVersion, destination: Path) -> Path:
-    """Copy a version's generator file, e.g. into the repository as the shipped default."""
+    """Copy a version's generator file, e.g. into the repository as the shipped default, with
+    its metrics (the held-out evaluation) beside it as `<name>.json`, which registering the
+    shipped version reads without loading the model."""
     source = Path(version.backend_config()["checkpoint"])
     destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, destination)
+    sidecar = destination.with_suffix(".json")
+    sidecar.write_text(json.dumps(version.metrics, indent=1, sort_keys=True) + "\n")
     return destination

@@ -16,18 +16,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
 
-from django.conf import settings
 from django.core.servers.basehttp import ThreadedWSGIServer
 from django.core.wsgi import get_wsgi_application
 from django.db import connections
 
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
-from generation.services import campaign_generate_prompt
+from generation.services import campaign_generate_prompt, shipped_version_register
 from ratings.dataset import DataFilters, rows_sha256, vote_rows
 from ratings.models import Campaign
 from ratings.services import campaign_create
@@ -131,12 +129,9 @@ class LocalServer:
 
 def base_version() -> GeneratorVersion:
     """The shipped learned generator, registered once (the loop tunes a learned model)."""
-    if not (Path(settings.BASE_DIR) / SHIPPED_GENERATOR).exists():
+    version = shipped_version_register()
+    if version is None:
         raise FileNotFoundError(f"{SHIPPED_GENERATOR} is missing")
-    version, _ = GeneratorVersion.objects.get_or_create(
-        name="symbolic-small-v1",
-        defaults={"backend": "symbolic", "checkpoint": SHIPPED_GENERATOR, "status": "active"},
-    )
     return version
 
 

@@ -22,11 +22,12 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from generation.models import GeneratorVersion, Track
+from generation.music.prompts import prompt_is_held_out
 from ratings.dataset import DataFilters, preference_target, vote_rows
 from ratings.models import Prompt
 from reward import jobs
 from reward.models import FineTuneRun, RewardModel, TrainingJob
-from reward.training import prompt_is_held_out, resume_step
+from reward.training import resume_step
 
 logger = logging.getLogger(__name__)
 GENERATOR_NAME = "generator.pt"
@@ -422,10 +423,10 @@ def _sample_recorder(run: FineTuneRun, offset: int, clip_seconds: float, backend
     return record
 
 
-def dpo_pairs(run: FineTuneRun, max_bars: int) -> tuple[list[Any], list[Any], dict[str, Any]]:
+def dpo_pairs(run: FineTuneRun, policy: Any) -> tuple[list[Any], list[Any], dict[str, Any]]:
     """(train pairs, held-out pairs, summary) from stored votes on two tracks of the base
-    version: the chosen and rejected clips' notes re-encoded as the model's tokens."""
-    from reward.learning.dpo import DPOPair, token_ids_for_events
+    version: the chosen and rejected clips' notes re-encoded as the policy's tokens."""
+    from reward.learning.dpo import DPOPair
 
     filters = DataFilters.from_json(run.data_filters)
     rows = [row for row in vote_rows(filters) if preference_target(row) in (0.0, 1.0)]
@@ -437,10 +438,12 @@ def dpo_pairs(run: FineTuneRun, max_bars: int) -> tuple[list[Any], list[Any], di
         winner, loser = ("track_a_id", "track_b_id")
         if preference_target(row) == 0.0:
             winner, loser = loser, winner
+        chosen, rejected = tracks[row[winner]], tracks[row[loser]]
+        prompt = row["prompt_text"]
         pair = DPOPair(
-            prompt=row["prompt_text"],
-            chosen=token_ids_for_events(tracks[row[winner]].events, max_bars),
-            rejected=token_ids_for_events(tracks[row[loser]].events, max_bars),
+            prompt=prompt,
+            chosen=policy.sequence_for(prompt, chosen.events, chosen.attributes),
+            rejected=policy.sequence_for(prompt, rejected.events, rejected.attributes),
         )
         side = held_out if prompt_is_held_out(
             row["prompt_text"], test_share=run.settings["test_share"],
@@ -462,7 +465,7 @@ def _run_dpo(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
     heartbeat.phase("loading the generator and the pairs")
     policy = _load_backend(_base_checkpoint(run))
     reference = _load_backend(_base_checkpoint(run))
-    train, held_out, summary = dpo_pairs(run, policy.sampling.max_bars)
+    train, held_out, summary = dpo_pairs(run, policy)
     if not train:
         raise FineTuneError("no decisive votes on two clips of the base version match the filters")
     FineTuneRun.objects.filter(pk=run.pk).update(data_summary=summary)

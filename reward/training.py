@@ -8,7 +8,6 @@ create and cancel jobs) and must never load torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import traceback
@@ -23,6 +22,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from generation.models import Track
+from generation.music.prompts import prompt_is_held_out
 from ratings.dataset import DataFilters, preference_target, rating_rows, rows_sha256, vote_rows
 from reward import jobs
 from reward.models import RewardModel, TrainingJob
@@ -169,14 +169,6 @@ def _frozen_rows(reward_model: RewardModel, heartbeat: jobs.Heartbeat, source) -
     temporary.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
     temporary.replace(path)
     return rows
-
-
-def prompt_is_held_out(prompt_text: str, *, test_share: float, split_seed: int) -> bool:
-    """A prompt's side of the split, from a hash of its normalised text: every vote on a
-    prompt lands on the same side, and the same prompt typed twice is still one prompt."""
-    key = f"{split_seed}:{' '.join(prompt_text.casefold().split())}".encode()
-    fraction = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
-    return fraction < test_share
 
 
 @dataclass

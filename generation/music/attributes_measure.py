@@ -109,18 +109,39 @@ class Adherence:
         return {**asdict(self), "score": self.score}
 
 
+def attribute_fit(
+    target: MusicAttributes,
+    *,
+    tempo_bpm: float,
+    programs: set[int],
+    drums: bool,
+    mode: str | None,
+    density: float,
+) -> Adherence:
+    """How well the given attributes (measured from notes, or declared by a plan) fit the
+    target's, scored per part in [0, 1]."""
+    wanted = set(target.instruments)
+    tempo_error = abs(tempo_bpm - target.tempo_bpm) / target.tempo_bpm
+    return Adherence(
+        tempo=max(0.0, 1.0 - tempo_error / TEMPO_TOLERANCE),
+        instruments=len(wanted & programs) / len(wanted | programs),
+        drums=float(drums == target.drums),
+        mode=float(mode == target.mode),
+        density=max(0.0, 1.0 - abs(density - target.density) / DENSITY_TOLERANCE),
+    )
+
+
 def adherence(prompt: str | MusicAttributes, piece: Piece) -> Adherence:
     """How well the notes follow the prompt; an empty piece scores 0 everywhere."""
     target = parse_prompt(prompt) if isinstance(prompt, str) else prompt
     if not piece.notes:
         return Adherence(0.0, 0.0, 0.0, 0.0, 0.0)
     measured = measure(piece, lead_hint=target.instruments[0])
-    wanted, present = set(target.instruments), set(measured.programs)
-    tempo_error = abs(measured.tempo_bpm - target.tempo_bpm) / target.tempo_bpm
-    return Adherence(
-        tempo=max(0.0, 1.0 - tempo_error / TEMPO_TOLERANCE),
-        instruments=len(wanted & present) / len(wanted | present),
-        drums=float(measured.drums == target.drums),
-        mode=float(measured.mode == target.mode),
-        density=max(0.0, 1.0 - abs(measured.density - target.density) / DENSITY_TOLERANCE),
+    return attribute_fit(
+        target,
+        tempo_bpm=measured.tempo_bpm,
+        programs=set(measured.programs),
+        drums=measured.drums,
+        mode=measured.mode,
+        density=measured.density,
     )

@@ -50,6 +50,7 @@ class ProceduralConfig:
     variation: float = 0.5  # 0..1: plain and repetitive -> leaps, syncopation, substitutions
     humanize: float = 0.3  # 0..1: velocity spread
     density_scale: float = 1.0  # 0.1..3: scales the prompt's note density
+    register_shift: int = 0  # -12..12 semitones: the melody's range moves up or down
     target_lufs: float = -16.0  # every clip is normalised to this loudness
     stereo: bool = False
 
@@ -62,7 +63,10 @@ class ProceduralConfig:
             raise ValueError(f"unknown procedural backend config keys: {unknown}")
         if not isinstance(config.get("stereo", False), bool):
             raise ValueError("stereo must be true or false")
-        parsed = cls(**{k: v if k == "stereo" else float(v) for k, v in config.items()})
+        if not float(config.get("register_shift", 0)).is_integer():
+            raise ValueError("register_shift must be a whole number of semitones")
+        integers = {"register_shift": int, "stereo": bool}
+        parsed = cls(**{k: integers.get(k, float)(v) for k, v in config.items()})
         parsed.composer_style()  # validates the ranges
         if not -40.0 <= parsed.target_lufs <= -6.0:
             raise ValueError("target_lufs must lie in [-40, -6]")
@@ -73,6 +77,7 @@ class ProceduralConfig:
             variation=float(self.variation),
             humanize=float(self.humanize),
             density_scale=float(self.density_scale),
+            register_shift=int(self.register_shift),
         )
 
 
@@ -134,8 +139,10 @@ def _symbolic_backend(config: dict[str, Any] | None) -> MusicBackend:
 
 
 # The learned generator the repository ships (relative to the project root), so a fresh
-# machine has one without training; README.md gives the command that reproduces it.
-SHIPPED_GENERATOR = "generation/checkpoints/symbolic-small.pt"
+# machine has one without training, and its parent, the first learned generator (a header of
+# tempo and instruments, no plan); README.md gives the commands that made them.
+SHIPPED_GENERATOR = "generation/checkpoints/planned-small.pt"
+PARENT_GENERATOR = "generation/checkpoints/symbolic-small.pt"
 
 BackendFactory = Callable[[dict[str, Any] | None], MusicBackend]
 _BACKENDS: dict[str, BackendFactory] = {

@@ -39,12 +39,15 @@ class ComposerStyle:
     variation: float = 0.5  # 0 = plain and repetitive, 1 = leaps, syncopation, substitutions
     humanize: float = 0.3  # spread of velocities around the mood's level
     density_scale: float = 1.0  # multiplies the prompt's density
+    register_shift: int = 0  # semitones the melody's range moves from the lead's usual one
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.variation <= 1.0 or not 0.0 <= self.humanize <= 1.0:
             raise ValueError("variation and humanize must lie in [0, 1]")
         if not 0.1 <= self.density_scale <= 3.0:
             raise ValueError("density_scale must lie in [0.1, 3]")
+        if not -12 <= self.register_shift <= 12:
+            raise ValueError("register_shift must lie in [-12, 12] semitones")
 
 
 MOOD_VELOCITY = {
@@ -156,7 +159,7 @@ class _Motif:
 def _melody_pitches(plan: _Plan) -> tuple[list[int], int]:
     """Allowed melody pitches (scale tones in the lead's range) and the start index."""
     low, high = MELODY_RANGES.get(plan.lead, (60, 84))
-    shift = MOOD_REGISTER_SHIFT.get(plan.attrs.mood, 0)
+    shift = MOOD_REGISTER_SHIFT.get(plan.attrs.mood, 0) + plan.style.register_shift
     low, high = max(24, low + shift), min(108, high + shift)
     scale = set(theory.melody_steps(plan.attrs.genre, plan.attrs.key_root, plan.attrs.mode))
     pitches = [pitch for pitch in range(low, high + 1) if pitch % 12 in scale]

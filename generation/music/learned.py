@@ -1,6 +1,9 @@
 """The learned generator behind the platform's one generator interface.
 
-`SymbolicTransformerBackend` wraps a `MusicGPT` and the frozen text encoder:
+`SymbolicTransformerBackend` wraps a model and the frozen text encoder. The model is the
+planned generator (`planned.PlannedMusicGPT`: a planner writes the plan from the prompt, a
+body plays it) or the first learned generator (`model.MusicGPT`: tempo and instruments, then
+the notes, all from the prompt), whose checkpoints still load; the interface is the same:
 
 - `sample(prompts, n, seed)` -> `Sample`s with token ids, per-token log-probs, the
   decoded piece and (optionally) the rendered clip;
@@ -27,13 +30,27 @@ import torch.nn.functional as F
 from generation.music.attributes_measure import adherence, measure
 from generation.music.backends import GeneratedClip, check_duration, encode_clip
 from generation.music.composer import bars_for
-from generation.music.events import Piece
+from generation.music.events import Piece, events_to_piece
 from generation.music.model import GPTConfig, MusicGPT
-from generation.music.prompts import parse_prompt
+from generation.music.plan import Plan, plan_for_piece
+from generation.music.planned import PlannedConfig, PlannedMusicGPT
+from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.text_encoder import TextEncoder, get_text_encoder
-from generation.music.tokenizer import BOS_ID, PAD_ID, decode_ids, is_well_formed, loop_piece
+from generation.music.tokenizer import (
+    BOS_ID,
+    PAD_ID,
+    crop_piece,
+    decode_ids,
+    decode_plan,
+    encode_piece,
+    is_well_formed,
+    loop_piece,
+)
 
-CHECKPOINT_FORMAT = "musicpref-symbolic-v1"
+# One checkpoint format per architecture; `load` reads either.
+CHECKPOINT_FORMAT = "musicpref-symbolic-v1"  # MusicGPT, the first learned generator
+PLANNED_CHECKPOINT_FORMAT = "musicpref-symbolic-planned-v1"  # PlannedMusicGPT
+GeneratorModel = MusicGPT | PlannedMusicGPT
 MAX_SAMPLING_BATCH = 32  # bounds the KV cache's memory
 SCORING_CHUNK = 16  # sequences per teacher-forced pass, grouped by length
 
@@ -72,6 +89,7 @@ class Sample:
     logprobs: torch.Tensor  # (len(token_ids),) under the model, as seq_logprobs scores
     piece: Piece  # the decoded bars (not yet looped to a clip length)
     well_formed: bool
+    plan: Plan | None = None  # what a planned generator declared before the notes
     clip: GeneratedClip | None = None
 
     @property
@@ -94,7 +112,7 @@ class SymbolicTransformerBackend:
 
     def __init__(
         self,
-        model: MusicGPT,
+        model: GeneratorModel,
         *,
         sampling: SamplingConfig | None = None,
         text_encoder: TextEncoder | None = None,
@@ -141,7 +159,7 @@ class SymbolicTransformerBackend:
         with torch_threads(config.num_threads):
             tokens, logprobs, lengths = self.model.sample(
                 self.embed(prompts),
-                max_new_tokens=self.model.config.block_size,
+                max_new_tokens=self.model.max_sequence_tokens,
                 max_bars=config.max_bars,
                 temperature=config.temperature,
                 top_k=config.top_k,
@@ -157,7 +175,10 @@ class SymbolicTransformerBackend:
                     token_ids=ids,
                     logprobs=logprobs[row, : lengths[row]].clone(),
                     piece=decode_ids(ids, max_bars=config.max_bars),
-                    well_formed=is_well_formed(ids, max_bars=config.max_bars),
+                    well_formed=is_well_formed(
+                        ids, max_bars=config.max_bars, grammar=self.model.grammar
+                    ),
+                    plan=decode_plan(ids),
                 )
             )
         return samples
@@ -172,7 +193,32 @@ class SymbolicTransformerBackend:
             "measured": measure(piece, lead_hint=target.instruments[0]).to_dict(),
             "adherence": adherence(target, piece).to_dict(),
         }
+        if sample.plan is not None:
+            attributes["plan"] = sample.plan.to_dict()
         return replace(looped, caption=sample.prompt, attributes=attributes)
+
+    def sequence_for(
+        self, prompt: str, events: Sequence[str], attributes: dict[str, Any]
+    ) -> list[int]:
+        """The ids of a stored track as this model would have written them, for re-scoring
+        (DPO learns from votes on stored tracks): the stored clip's notes cropped to
+        max_bars behind this model's header, then EOS, cut to the model's context. A
+        planned model's own tracks carry the plan it declared; other tracks (the composer's,
+        the first generator's) get the plan of their attributes and what they play."""
+        piece = events_to_piece(list(events))
+        max_bars, limit = self.sampling.max_bars, self.model.max_sequence_tokens
+        if not isinstance(self.model, PlannedMusicGPT):
+            return encode_piece(piece, max_bars=max_bars, max_tokens=limit)
+        if "plan" in attributes:
+            stored = dict(attributes["plan"])
+            plan = Plan(**{**stored, "instruments": tuple(stored["instruments"])})
+        else:
+            try:
+                target = MusicAttributes.from_dict(attributes)
+            except (KeyError, TypeError, ValueError):
+                target = parse_prompt(prompt)
+            plan = plan_for_piece(target, crop_piece(piece, max_bars))
+        return encode_piece(piece, plan=plan, max_bars=max_bars, max_tokens=limit)
 
     def render(self, sample: Sample, duration_seconds: float) -> GeneratedClip:
         check_duration(duration_seconds)
@@ -240,8 +286,9 @@ class SymbolicTransformerBackend:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        planned = isinstance(self.model, PlannedMusicGPT)
         payload = {
-            "format": CHECKPOINT_FORMAT,
+            "format": PLANNED_CHECKPOINT_FORMAT if planned else CHECKPOINT_FORMAT,
             "model_config": self.model.config.to_dict(),
             "state_dict": self.model.state_dict(),
             "sampling": asdict(self.sampling),
@@ -258,9 +305,13 @@ class SymbolicTransformerBackend:
         cls, path: str | Path, *, text_encoder: TextEncoder | None = None
     ) -> SymbolicTransformerBackend:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if payload.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
-        model = MusicGPT(GPTConfig(**payload["model_config"]))
+        model: GeneratorModel
+        if payload.get("format") == PLANNED_CHECKPOINT_FORMAT:
+            model = PlannedMusicGPT(PlannedConfig.from_dict(payload["model_config"]))
+        elif payload.get("format") == CHECKPOINT_FORMAT:
+            model = MusicGPT(GPTConfig(**payload["model_config"]))
+        else:
+            raise ValueError(f"{path} is not a symbolic generator checkpoint")
         model.load_state_dict(payload["state_dict"])
         model.eval()
         return cls(
@@ -276,13 +327,19 @@ class SymbolicTransformerBackend:
     def config_description(self) -> dict[str, Any]:
         return {
             "backend": self.name,
-            "architecture": "decoder-only transformer, prefix-conditioned (MusicGPT)",
+            "architecture": architecture_name(self.model),
             "parameters": self.model.num_parameters(),
             "model": self.model.config.to_dict(),
             "sampling": asdict(self.sampling),
             "text_encoder": self.text_encoder_name(),
             "metadata": self.metadata,
         }
+
+
+def architecture_name(model: GeneratorModel) -> str:
+    if isinstance(model, PlannedMusicGPT):
+        return "planner (prompt -> plan) and body (plan -> notes) transformers (PlannedMusicGPT)"
+    return "decoder-only transformer, prefix-conditioned (MusicGPT)"
 
 
 # --- the platform's registry hook ----------------------------------------------------

@@ -1,17 +1,19 @@
-"""A small decoder-only transformer over event tokens, conditioned on a prompt.
+"""Decoder-only transformers over event tokens, and the grammar mask they share.
 
-nanoGPT-style: the config is a dataclass beside the module. The prompt enters as
-`n_prefix` vectors projected from a frozen sentence embedding and placed before
-BOS, so every event token can attend to it. Sampling keeps a preallocated
-key/value cache per layer, which makes each new token cost one token's compute.
+nanoGPT-style: each config is a dataclass beside its module. `MusicGPT` is conditioned on a
+prompt: the prompt enters as `n_prefix` vectors projected from a frozen sentence embedding
+and placed before BOS, and is added to every token too. It is the first learned generator
+(a header of tempo and instruments, then the notes) and, with the plan grammar and a short
+block, the planner of `planned.PlannedMusicGPT`. Sampling keeps a preallocated key/value
+cache per layer, which makes each new token cost one token's compute.
 
-Sequences open with a header that declares the instruments (see tokenizer.py).
-Tokens the grammar forbids get probability 0 (a logit mask): the kind that may
-come next, rising onsets, ascending instruments, and, once the body has begun,
-only the instruments the header declared. So every sample is well formed and
-plays exactly its plan, and a tiny model spends none of its few minutes of
-training on syntax. The mask is applied in sampling and in teacher-forced
-scoring alike, so `forward` scores exactly the policy that `sample` draws from.
+Tokens the grammar forbids get probability 0 (a logit mask, `GrammarMask`): the kind that
+may come next, rising onsets, instruments ascending within an onset, header instruments
+ascending (first format) or each at most once (plan), and, once the body has begun, only
+the instruments the header declared. So every sample is well formed and plays only what its
+header names, and a tiny model spends none of its training on syntax. The mask is applied in
+sampling and in teacher-forced scoring alike, so `forward` scores exactly the policy that
+`sample` draws from.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generation.music.events import EVENT_VOCABULARY
 from generation.music.tokenizer import (
     BAR_ID,
     BOS_ID,
     EOS_ID,
-    GRAMMAR_STATES,
+    GRAMMARS,
     INSTRUMENT_IDS,
-    NEXT_KINDS,
     PAD_ID,
     SEGMENT_KINDS,
+    TOKENS,
     VOCAB_SIZE,
+    Grammar,
     grammar_state,
     position_value,
     token_kind,
@@ -52,6 +54,7 @@ class GPTConfig:
     n_prefix: int = 4
     text_dim: int = 384  # MiniLM's embedding size
     dropout: float = 0.0
+    grammar: str = "header"  # tokenizer.GRAMMARS: "header" (first format) or "plan"
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -112,6 +115,91 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class GrammarMask(nn.Module):
+    """A grammar's rules as per-token lookup tables, and the logit mask they give (see the
+    module doc). It holds no weights: its buffers are rebuilt from the grammar on load."""
+
+    def __init__(self, grammar: Grammar, vocab_size: int) -> None:
+        super().__init__()
+        self.grammar = grammar
+        self.vocab_size = vocab_size
+        for name, value in _grammar_tables(grammar, vocab_size).items():
+            self.register_buffer(name, value, persistent=False)
+
+    def apply(self, logits: torch.Tensor, state: GrammarState) -> torch.Tensor:
+        """-inf for the tokens the grammar forbids after `state`. A first-format header that
+        declares nothing (a checkpoint from before headers) constrains nothing, so every
+        state leaves at least one token open. Shapes broadcast: logits (..., V), the state's
+        per-row fields (...) and declared (..., V)."""
+        kind, position, instrument, declared, in_body = state
+        vocab = torch.arange(self.vocab_size, device=logits.device)
+        body = in_body[..., None]
+        allowed = self.allowed[kind]
+        allowed = allowed & ~(
+            (self.position_value >= 0) & (self.position_value <= position[..., None])
+        )
+        not_ascending = self.is_instrument & (vocab <= instrument[..., None])
+        if not self.grammar.ordered_header:
+            not_ascending = not_ascending & body
+            cap = self.grammar.max_header_instruments or self.vocab_size
+            full = declared.sum(-1, keepdim=True) >= cap
+            allowed = allowed & ~(~body & self.is_instrument & (declared | full))
+        allowed = allowed & ~not_ascending
+        undeclared = self.is_instrument & ~declared & declared.any(-1, keepdim=True)
+        allowed = allowed & ~(undeclared & body)
+        return logits.masked_fill(~allowed, float("-inf"))
+
+    def state(self, idx: torch.Tensor) -> GrammarState:
+        """The grammar state after each input token, for teacher forcing; `advance` keeps the
+        same state step by step. "Current" onset and instrument are the largest since the
+        segment began. Declared holds the header's instruments read so far (B, T, V); the
+        first format only consults it in the body, once the header is complete, so there it
+        is the whole header's (B, 1, V)."""
+        in_body = (idx == BAR_ID).cumsum(1) > 0
+        kind = torch.where(in_body, self.body_state[idx], self.header_state[idx])
+        position = _segment_max(self.position_value[idx], (idx == BAR_ID).cumsum(1))
+        instruments = torch.where(self.is_instrument[idx], idx, -1)
+        instrument = _segment_max(instruments, self.starts_segment[idx].cumsum(1))
+        header_ids = idx.masked_fill(in_body | ~self.is_instrument[idx], PAD_ID)
+        if self.grammar.ordered_header:
+            declared = torch.zeros(
+                len(idx), self.vocab_size, dtype=torch.bool, device=idx.device
+            ).scatter_(1, header_ids, True)
+            declared = (declared & self.is_instrument)[:, None]
+        else:
+            header_end = int((~in_body).sum(1).max())  # the longest header, in tokens
+            read = F.one_hot(header_ids[:, : max(header_end, 1)], self.vocab_size).cumsum(1) > 0
+            read = read & self.is_instrument
+            steps = torch.arange(idx.shape[1], device=idx.device).clamp(max=read.shape[1] - 1)
+            declared = read[:, steps]
+        return kind, position, instrument, declared, in_body
+
+    def initial(self, batch: int, device: torch.device | None = None) -> GrammarState:
+        """The state after BOS, one row per sequence."""
+        bos = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
+        kind, position, instrument, declared, in_body = self.state(bos)
+        declared = declared[:, 0].expand(batch, self.vocab_size).clone()
+        return kind[:, 0], position[:, 0], instrument[:, 0], declared, in_body[:, 0]
+
+    def advance(self, state: GrammarState, token: torch.Tensor) -> GrammarState:
+        """The grammar state after one more token per row (`state`, stepwise)."""
+        _, position, instrument, declared, in_body = state
+        in_body = in_body | (token == BAR_ID)
+        kind = torch.where(in_body, self.body_state[token], self.header_state[token])
+        position = torch.where(
+            token == BAR_ID, -1, torch.maximum(position, self.position_value[token])
+        )
+        instrument = torch.where(
+            self.starts_segment[token],
+            -1,
+            torch.maximum(instrument, torch.where(self.is_instrument[token], token, -1)),
+        )
+        rows = torch.arange(len(token), device=token.device)
+        declared = declared.clone()
+        declared[rows, token] |= ~in_body & self.is_instrument[token]
+        return kind, position, instrument, declared, in_body
+
+
 class MusicGPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -127,34 +215,27 @@ class MusicGPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying, as in GPT-2
-        self.apply(self._init_weights)
-        for name, param in self.named_parameters():
-            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
-                # GPT-2: scale residual projections by depth so activations stay O(1)
-                nn.init.normal_(param, std=0.02 / math.sqrt(2 * config.n_layer))
-        # PAD and BOS are never targets; masking them everywhere keeps sampling and
-        # teacher-forced scoring on exactly the same distribution.
-        mask = torch.zeros(config.vocab_size)
-        mask[[PAD_ID, BOS_ID]] = float("-inf")
-        self.register_buffer("logit_mask", mask, persistent=False)
-        for name, value in _grammar_tables(config.vocab_size).items():
-            self.register_buffer(name, value, persistent=False)
+        init_weights(self, config.n_layer)
+        self.register_buffer("logit_mask", never_targets(config.vocab_size), persistent=False)
+        self.grammar_mask = GrammarMask(GRAMMARS[config.grammar], config.vocab_size)
         # Prompt embeddings share a large common direction; centring and scaling them
         # (statistics set from the corpus before training) makes the differences
         # between prompts, which are what conditioning needs, the bulk of the input.
         self.register_buffer("text_mean", torch.zeros(config.text_dim))
         self.register_buffer("text_scale", torch.ones(config.text_dim))
 
+    @property
+    def grammar(self) -> Grammar:
+        return self.grammar_mask.grammar
+
+    @property
+    def max_sequence_tokens(self) -> int:
+        """The longest token sequence (without BOS) the model can score."""
+        return self.config.block_size - self.config.n_prefix - 1
+
     def set_text_statistics(self, embeddings: torch.Tensor) -> None:
         self.text_mean.copy_(embeddings.mean(0))
-        self.text_scale.copy_(1.0 / (embeddings.std(0) * math.sqrt(len(self.text_scale)) + 1e-6))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.text_scale.copy_(text_scale(embeddings))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -175,68 +256,37 @@ class MusicGPT(nn.Module):
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.ln_f(h)) + self.logit_mask
 
-    def _grammar_mask(self, logits: torch.Tensor, state: GrammarState) -> torch.Tensor:
-        """-inf for the tokens the grammar forbids after `state` (see module doc). A
-        header that declares nothing (a checkpoint from before headers) constrains
-        nothing, so every state leaves at least one token open. Shapes broadcast:
-        logits (..., V), the state's per-row fields (...) and declared (..., V)."""
-        kind, position, instrument, declared, in_body = state
-        vocab = torch.arange(self.config.vocab_size, device=logits.device)
-        allowed = self.grammar_allowed[kind]
-        allowed = allowed & ~(
-            (self.position_value >= 0) & (self.position_value <= position[..., None])
-        )
-        allowed = allowed & ~(self.is_instrument & (vocab <= instrument[..., None]))
-        undeclared = self.is_instrument & ~declared & declared.any(-1, keepdim=True)
-        allowed = allowed & ~(undeclared & in_body[..., None])
-        return logits.masked_fill(~allowed, float("-inf"))
-
-    def grammar_state(self, idx: torch.Tensor) -> GrammarState:
-        """The grammar state after each input token, for teacher forcing; `sample`
-        keeps the same state step by step. "Current" onset and instrument are the
-        largest since the segment began; declared holds all header instruments (the
-        header is complete before the first body position consults it)."""
-        in_body = (idx == BAR_ID).cumsum(1) > 0
-        kind = torch.where(in_body, self.body_state[idx], self.header_state[idx])
-        position = _segment_max(self.position_value[idx], (idx == BAR_ID).cumsum(1))
-        instruments = torch.where(self.is_instrument[idx], idx, -1)
-        instrument = _segment_max(instruments, self.starts_segment[idx].cumsum(1))
-        declared = torch.zeros(
-            len(idx), self.config.vocab_size, dtype=torch.bool, device=idx.device
-        )
-        declared.scatter_(1, idx.masked_fill(in_body, PAD_ID), True)  # PAD: no instrument
-        return kind, position, instrument, (declared & self.is_instrument)[:, None], in_body
-
-    def _advance(self, state: GrammarState, token: torch.Tensor) -> GrammarState:
-        """The grammar state after one more token per row (`grammar_state`, stepwise)."""
-        _, position, instrument, declared, in_body = state
-        in_body = in_body | (token == BAR_ID)
-        kind = torch.where(in_body, self.body_state[token], self.header_state[token])
-        position = torch.where(
-            token == BAR_ID, -1, torch.maximum(position, self.position_value[token])
-        )
-        instrument = torch.where(
-            self.starts_segment[token],
-            -1,
-            torch.maximum(instrument, torch.where(self.is_instrument[token], token, -1)),
-        )
-        rows = torch.arange(len(token), device=token.device)
-        declared = declared.clone()
-        declared[rows, token] |= ~in_body & self.is_instrument[token]
-        return kind, position, instrument, declared, in_body
-
-    def forward(self, text_emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Logits at each token of idx (BOS first): position i predicts idx[:, i + 1]."""
+    def raw_logits(self, text_emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Logits at each token of idx (BOS first) before the grammar mask."""
         x = self._embed(text_emb, idx)
         for block in self.blocks:
             x = block(x)
-        logits = self._logits(x[:, self.config.n_prefix :])
-        return self._grammar_mask(logits, self.grammar_state(idx))
+        return self._logits(x[:, self.config.n_prefix :])
+
+    def forward(self, text_emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Logits at each token of idx (BOS first): position i predicts idx[:, i + 1]."""
+        logits = self.raw_logits(text_emb, idx)
+        return self.grammar_mask.apply(logits, self.grammar_mask.state(idx))
 
     def new_cache(self, batch: int, length: int) -> list[KVCache]:
-        head_dim = self.config.n_embd // self.config.n_head
-        shape = (batch, self.config.n_head, length, head_dim)
-        return [(torch.empty(shape), torch.empty(shape)) for _ in self.blocks]
+        return new_cache(self.config, batch, length)
+
+    def conditioning(self, text_emb: torch.Tensor) -> torch.Tensor:
+        """The per-token prompt vector that sampling adds to each new token."""
+        return self.cond(self._standardise(text_emb))
+
+    def start(self, text_emb: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+        """Read the prefix and BOS into the caches; the unmasked logits of the first token."""
+        bos = torch.full((len(text_emb), 1), BOS_ID, dtype=torch.long, device=text_emb.device)
+        return self._step(self._embed(text_emb, bos), caches, 0)
+
+    def feed(
+        self, token: torch.Tensor, cond: torch.Tensor, caches: list[KVCache], index: int
+    ) -> torch.Tensor:
+        """Read token number `index` (BOS is 0) into the caches; the next unmasked logits."""
+        pos = self.config.n_prefix + index
+        x = (self.tok_emb(token) + cond)[:, None] + self.pos_emb.weight[pos]
+        return self._step(x, caches, pos)
 
     def _step(self, x: torch.Tensor, caches: list[KVCache], pos: int) -> torch.Tensor:
         for block, cache in zip(self.blocks, caches, strict=True):
@@ -263,35 +313,100 @@ class MusicGPT(nn.Module):
         A row ends at EOS, or at the Bar token that would open bar `max_bars + 1`.
         """
         batch = len(text_emb)
-        max_new_tokens = min(max_new_tokens, self.config.block_size - self.config.n_prefix - 1)
+        max_new_tokens = min(max_new_tokens, self.max_sequence_tokens)
         caches = self.new_cache(batch, self.config.n_prefix + 1 + max_new_tokens)
-        cond = self.cond(self._standardise(text_emb))
-        bos = torch.full((batch, 1), BOS_ID, dtype=torch.long)
-        state = self.grammar_state(bos)
-        state = (*(field[:, 0] for field in state[:3]), state[3][:, 0], state[4][:, 0])
-        logits = self._grammar_mask(self._step(self._embed(text_emb, bos), caches, 0), state)
-        pos = self.config.n_prefix + 1
-        tokens, logprobs = [], []
-        finished = torch.zeros(batch, dtype=torch.bool)
-        bars = torch.zeros(batch, dtype=torch.long)
-        for _ in range(max_new_tokens):
-            token = _choose(logits, temperature, top_k, top_p, generator)
-            logprob = F.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
-            token = token.masked_fill(finished, PAD_ID)
-            tokens.append(token)
-            logprobs.append(logprob.masked_fill(finished, 0.0))
-            state = self._advance(state, token)
-            bars += token == BAR_ID
-            finished = finished | (token == EOS_ID)
-            if max_bars is not None:
-                finished = finished | (bars > max_bars)
-            if bool(finished.all()):
+        cond = self.conditioning(text_emb)
+        mask = self.grammar_mask
+        state = mask.initial(batch)
+        logits = mask.apply(self.start(text_emb, caches), state)
+        sampler = StepSampler(batch, max_bars, temperature, top_k, top_p, generator)
+        for index in range(1, max_new_tokens + 1):
+            token = sampler.draw(logits)
+            state = mask.advance(state, token)
+            if sampler.done or index == max_new_tokens:
                 break
-            x = (self.tok_emb(token) + cond)[:, None] + self.pos_emb.weight[pos]
-            logits = self._grammar_mask(self._step(x, caches, pos), state)
-            pos += 1
-        tokens_t, logprobs_t = torch.stack(tokens, 1), torch.stack(logprobs, 1)
-        return tokens_t, logprobs_t, (tokens_t != PAD_ID).sum(1)
+            logits = mask.apply(self.feed(token, cond, caches, index), state)
+        return sampler.result()
+
+
+class StepSampler:
+    """One token per row per step from masked logits: the draw, its log-prob under the
+    untempered policy, PAD after a row's end, and when each row ends (EOS, or the Bar that
+    would open bar max_bars + 1)."""
+
+    def __init__(
+        self,
+        batch: int,
+        max_bars: int | None,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        generator: torch.Generator | None,
+    ) -> None:
+        self.max_bars = max_bars
+        self.options = (temperature, top_k, top_p, generator)
+        self.finished = torch.zeros(batch, dtype=torch.bool)
+        self.bars = torch.zeros(batch, dtype=torch.long)
+        self.tokens: list[torch.Tensor] = []
+        self.logprobs: list[torch.Tensor] = []
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finished.all())
+
+    def draw(self, logits: torch.Tensor) -> torch.Tensor:
+        token = _choose(logits, *self.options)
+        logprob = F.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
+        token = token.masked_fill(self.finished, PAD_ID)
+        self.tokens.append(token)
+        self.logprobs.append(logprob.masked_fill(self.finished, 0.0))
+        self.bars += token == BAR_ID
+        self.finished = self.finished | (token == EOS_ID)
+        if self.max_bars is not None:
+            self.finished = self.finished | (self.bars > self.max_bars)
+        return token
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tokens, logprobs = torch.stack(self.tokens, 1), torch.stack(self.logprobs, 1)
+        return tokens, logprobs, (tokens != PAD_ID).sum(1)
+
+
+def init_weights(model: nn.Module, n_layer: int) -> None:
+    """GPT-2's initialisation: N(0, 0.02), zero biases, residual projections scaled by depth
+    so activations stay O(1)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    for name, param in model.named_parameters():
+        if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+            nn.init.normal_(param, std=0.02 / math.sqrt(2 * n_layer))
+
+
+def never_targets(vocab_size: int) -> torch.Tensor:
+    """PAD and BOS are never targets; masking them everywhere keeps sampling and
+    teacher-forced scoring on exactly the same distribution."""
+    mask = torch.zeros(vocab_size)
+    mask[[PAD_ID, BOS_ID]] = float("-inf")
+    return mask
+
+
+def text_scale(embeddings: torch.Tensor) -> torch.Tensor:
+    """Per-dimension scale that gives centred prompt embeddings unit total variance. A
+    dimension that barely varies over the corpus (MiniLM has three) would be blown up by
+    1/std, to a scale of about 1e6, so that a prompt unlike the corpus in it would swamp
+    every other input. Its std is floored at a tenth of the median dimension's: it then
+    weighs no more than a typical dimension, and its tiny variations stay tiny."""
+    std = embeddings.std(0)
+    floor = 0.1 * float(std.median()) + 1e-12
+    return 1.0 / (std.clamp(min=floor) * math.sqrt(len(std)))
+
+
+def new_cache(config: GPTConfig, batch: int, length: int) -> list[KVCache]:
+    head_dim = config.n_embd // config.n_head
+    shape = (batch, config.n_head, length, head_dim)
+    return [(torch.empty(shape), torch.empty(shape)) for _ in range(config.n_layer)]
 
 
 def _segment_max(values: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
@@ -301,24 +416,27 @@ def _segment_max(values: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
     return keys.cummax(1).values - segment * _SEGMENT_STRIDE - 1
 
 
-def _grammar_tables(vocab_size: int) -> dict[str, torch.Tensor]:
-    """Per-token lookup tables for the grammar mask, built from tokenizer.NEXT_KINDS."""
-    kinds = [token_kind(EVENT_VOCABULARY[i]) for i in range(vocab_size)]
-    allowed = torch.ones(len(GRAMMAR_STATES), vocab_size, dtype=torch.bool)
-    for row, state in enumerate(GRAMMAR_STATES):
-        if state in NEXT_KINDS:  # after EOS or PAD nothing is scored: all open
-            allowed[row] = torch.tensor([kind in NEXT_KINDS[state] for kind in kinds])
-    index = GRAMMAR_STATES.index
+def _grammar_tables(grammar: Grammar, vocab_size: int) -> dict[str, torch.Tensor]:
+    """Per-token lookup tables for the grammar mask, built from grammar.next_kinds. A token
+    whose kind the grammar does not know (a plan token under the first format) maps to the
+    PAD state, and no state allows it."""
+    kinds = [token_kind(TOKENS[i]) for i in range(vocab_size)]
+    states = grammar.states
+    allowed = torch.ones(len(states), vocab_size, dtype=torch.bool)
+    for row, state in enumerate(states):
+        if state in grammar.next_kinds:  # after EOS or PAD nothing is scored: all open
+            allowed[row] = torch.tensor([kind in grammar.next_kinds[state] for kind in kinds])
+
+    def index(token: int, in_header: bool) -> int:
+        state = grammar_state(token, in_header=in_header)
+        return states.index(state) if state in states else states.index("PAD")
+
     is_instrument = torch.zeros(vocab_size, dtype=torch.bool)
     is_instrument[list(INSTRUMENT_IDS)] = True
     return {
-        "grammar_allowed": allowed,
-        "body_state": torch.tensor(
-            [index(grammar_state(i, in_header=False)) for i in range(vocab_size)]
-        ),
-        "header_state": torch.tensor(
-            [index(grammar_state(i, in_header=True)) for i in range(vocab_size)]
-        ),
+        "allowed": allowed,
+        "body_state": torch.tensor([index(i, False) for i in range(vocab_size)]),
+        "header_state": torch.tensor([index(i, True) for i in range(vocab_size)]),
         "position_value": torch.tensor([position_value(i) for i in range(vocab_size)]),
         "starts_segment": torch.tensor([kind in SEGMENT_KINDS for kind in kinds]),
         "is_instrument": is_instrument,

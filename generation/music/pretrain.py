@@ -1,21 +1,31 @@
-"""Pretraining the symbolic transformer on the composer's captioned corpus.
+"""Pretraining the planned generator on the composer's captioned corpus.
 
 Readable top to bottom: corpus -> batches -> model and optimizer -> the loop
-(AdamW, warmup + cosine LR, gradient clipping, checkpoints) -> held-out evaluation.
+(AdamW, warmup + cosine LR, gradient clipping per part, checkpoints) -> held-out evaluation.
 
-The corpus is generated on the fly: the batch for step s comes from an RNG seeded
-with (seed, s), so a resumed run sees exactly the batches an uninterrupted run
-would, and nothing needs to be stored. Half the prompts are the composer's full
-template captions, half are short free-text prompts ("slow sad piano ballad")
-whose attributes `parse_prompt` reads back, so the model learns to follow the way
-people actually write prompts, with `parse_prompt` as the ground truth either way.
+The corpus is generated on the fly: the batch for step s comes from an RNG seeded with
+(seed, s), so a resumed run sees exactly the batches an uninterrupted run would, and nothing
+needs to be stored. Half the prompts are the composer's full template captions, half are
+short free-text prompts ("slow sad piano ballad") whose attributes `parse_prompt` reads back,
+so the model learns to follow the way people actually write prompts, with `parse_prompt` as
+the ground truth either way. Some pieces play their melody higher or lower than the
+composer's default (`register_shift_share`), so the register the plan declares is one the
+body must read rather than infer from the instruments.
+
+Prompts are split by a hash of their text (`prompts.prompt_is_held_out`): training draws
+only training prompts and evaluation only held-out ones, so no evaluation prompt was ever
+trained on, whichever stream it came from.
+
+Each step trains both parts of `PlannedMusicGPT` (planned.py): the body on `batch_size`
+composed pieces (its loss is on the notes), the planner on the plans of `plan_batch_size`
+prompts (the pieces' own and more: a plan is a dozen tokens, so the planner sees thousands of
+distinct prompts cheaply). The two parts share no weight, so each is clipped on its own.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,10 +35,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from generation.music.attributes_measure import adherence, measure
-from generation.music.composer import compose
+from generation.music.composer import ComposerStyle, compose
+from generation.music.evaluation import GeneratedPiece, adherence_report
 from generation.music.learned import SamplingConfig, SymbolicTransformerBackend, torch_threads
-from generation.music.model import SIZES, GPTConfig, MusicGPT
+from generation.music.plan import Plan, plan_for_piece
+from generation.music.planned import SIZES, PlannedConfig, PlannedMusicGPT
 from generation.music.prompts import (
     GENRE_ALIASES,
     MOOD_WORDS,
@@ -36,15 +47,16 @@ from generation.music.prompts import (
     MusicAttributes,
     caption_for,
     parse_prompt,
+    prompt_is_held_out,
     random_attributes,
 )
 from generation.music.text_encoder import TextEncoder, get_text_encoder
-from generation.music.tokenizer import BAR_ID, BOS_ID, PAD_ID, encode_piece
+from generation.music.tokenizer import BOS_ID, PAD_ID, crop_piece, encode_piece, header_length
 
 CHECKPOINT_NAME = "checkpoint.pt"  # model + optimizer + configs + step: for resuming
 GENERATOR_NAME = "generator.pt"  # what the platform loads (SymbolicTransformerBackend.load)
 HELD_OUT_SEED_OFFSET = 1_000_003  # eval prompts come from a stream training never draws
-CONTRAST_PROMPTS = ("slow sad piano ballad", "fast techno with drums")
+REGISTER_SHIFTS = (-7, -4, 4, 7)  # semitones: one or two register bands down or up
 
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
 
@@ -52,31 +64,35 @@ ProgressCallback = Callable[[int, int, dict[str, float]], None]
 @dataclass(frozen=True)
 class TrainConfig:
     size: str = "small"
-    model: GPTConfig | None = None  # overrides `size` (tests build tiny models)
-    batch_size: int = 16
-    micro_batch_size: int = 4  # examples of similar length run together
+    model: PlannedConfig | None = None  # overrides `size` (tests build tiny models)
+    batch_size: int = 16  # composed pieces per step: the body's batch
+    plan_batch_size: int = 64  # prompts per step for the planner (the pieces' own first)
+    micro_batch_size: int = 4  # pieces of similar length run together
     learning_rate: float = 3e-3
     min_learning_rate: float = 3e-4
-    warmup_steps: int = 20
+    planner_lr_scale: float = 0.7  # the planner's step, relative to the body's
+    warmup_steps: int = 50
     lr_decay_steps: int | None = None  # default: the `steps` train() is asked for
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    conditioning_lr_scale: float = 1.0
-    # The header (tempo, instruments, drums, and the Bar that closes it) is ~5 tokens
-    # of ~400 yet carries the prompt; weighting it up makes it learn within minutes.
-    # The tempo gets the most: it is one token where the instruments have several.
-    tempo_loss_weight: float = 20.0
-    header_loss_weight: float = 10.0
     text_threads: int = 2  # MiniLM on a batch of prompts is big enough to use 2 cores
     text_statistics_prompts: int = 512
     max_bars: int = 4
     short_prompt_share: float = 0.5
+    register_shift_share: float = 0.3
+    held_out_share: float = 0.1  # of all prompt texts, by hash: never trained on
     seed: int = 0
     checkpoint_every: int = 50
-    eval_prompts: int = 32
+    eval_prompts: int = 256  # held-out prompts the finished model is evaluated on
     num_threads: int = 1  # see SamplingConfig.num_threads: small ops, busy cores
 
-    def model_config(self) -> GPTConfig:
+    def __post_init__(self) -> None:
+        if self.plan_batch_size < self.batch_size:
+            raise ValueError("plan_batch_size holds the batch's own pieces: >= batch_size")
+        if not 0 < self.held_out_share < 1:
+            raise ValueError("held_out_share must lie in (0, 1)")
+
+    def model_config(self) -> PlannedConfig:
         return self.model or SIZES[self.size]
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +108,13 @@ class TrainConfig:
 class CorpusExample:
     prompt: str
     attributes: MusicAttributes
+    plan: Plan
     token_ids: list[int] = field(repr=False)
+
+    @property
+    def plan_ids(self) -> list[int]:
+        """The plan and the Bar that closes it: what the planner learns to write."""
+        return self.token_ids[: header_length(self.token_ids) + 1]
 
 
 TEMPO_WORDS = ("", "", "slow", "very slow", "fast", "very fast", "upbeat", "chill")
@@ -116,51 +138,77 @@ def short_prompt(attrs: MusicAttributes, rng: random.Random) -> str:
     return " ".join(word for word in words + extras if word)
 
 
-def corpus_example(rng: random.Random, config: TrainConfig) -> CorpusExample:
+def random_prompt(rng: random.Random, config: TrainConfig) -> tuple[str, MusicAttributes]:
+    """A prompt from the corpus's distribution and the attributes it asks for."""
     attrs = random_attributes(rng)
     if rng.random() < config.short_prompt_share:
         prompt = short_prompt(attrs, rng)
-        attrs = parse_prompt(prompt)
-    else:
-        prompt = caption_for(attrs)
+        return prompt, parse_prompt(prompt)
+    return caption_for(attrs), attrs
+
+
+def corpus_prompt(
+    rng: random.Random, config: TrainConfig, *, held_out: bool
+) -> tuple[str, MusicAttributes]:
+    """The next prompt of the stream on the requested side of the split."""
+    while True:
+        prompt, attrs = random_prompt(rng, config)
+        if prompt_is_held_out(prompt, test_share=config.held_out_share, split_seed=config.seed) == (
+            held_out
+        ):
+            return prompt, attrs
+
+
+def corpus_example(rng: random.Random, config: TrainConfig, *, held_out: bool) -> CorpusExample:
+    prompt, attrs = corpus_prompt(rng, config, held_out=held_out)
+    shift = rng.choice(REGISTER_SHIFTS) if rng.random() < config.register_shift_share else 0
     seconds = config.max_bars * 240 / attrs.tempo_bpm  # exactly max_bars 4/4 bars
-    piece = compose(attrs, seed=rng.randrange(2**31), duration_seconds=seconds)
-    max_tokens = config.model_config().block_size - config.model_config().n_prefix
-    ids = encode_piece(piece, max_bars=config.max_bars, max_tokens=max_tokens)
-    return CorpusExample(prompt, attrs, ids)
+    piece = compose(
+        attrs,
+        seed=rng.randrange(2**31),
+        duration_seconds=seconds,
+        style=ComposerStyle(register_shift=shift),
+    )
+    piece = crop_piece(piece, config.max_bars)
+    plan = plan_for_piece(attrs, piece)
+    max_tokens = config.model_config().body.block_size - 1
+    ids = encode_piece(piece, plan=plan, max_tokens=max_tokens)
+    return CorpusExample(prompt, attrs, plan, ids)
 
 
 def training_batch(config: TrainConfig, step: int) -> list[CorpusExample]:
+    """plan_batch_size examples of training prompts; the body trains on the first
+    batch_size of them."""
     rng = random.Random(config.seed * 7_919 + step)
-    return [corpus_example(rng, config) for _ in range(config.batch_size)]
+    return [corpus_example(rng, config, held_out=False) for _ in range(config.plan_batch_size)]
 
 
 def held_out_examples(config: TrainConfig, count: int) -> list[CorpusExample]:
     rng = random.Random(HELD_OUT_SEED_OFFSET + config.seed)
-    return [corpus_example(rng, config) for _ in range(count)]
+    return [corpus_example(rng, config, held_out=True) for _ in range(count)]
 
 
 def text_statistics(config: TrainConfig, encoder: TextEncoder) -> torch.Tensor:
-    """Embeddings of corpus prompts (from their own seed stream) for centring."""
+    """Embeddings of training prompts (from their own seed stream) for centring."""
     rng = random.Random(2 * HELD_OUT_SEED_OFFSET + config.seed)
-    prompts = []
-    for _ in range(config.text_statistics_prompts):
-        attrs = random_attributes(rng)
-        prompts.append(short_prompt(attrs, rng) if rng.random() < 0.5 else caption_for(attrs))
+    prompts = [
+        corpus_prompt(rng, config, held_out=False)[0] for _ in range(config.text_statistics_prompts)
+    ]
     return encoder.encode(prompts)
 
 
-def collate(
-    examples: list[CorpusExample], encoder: TextEncoder
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def collate(sequences: list[list[int]], prompts: list[str], encoder: TextEncoder) -> Batch:
     """(text embeddings, inputs = BOS + ids[:-1], targets = ids), right-padded with
     PAD: with causal attention, padding after a sequence cannot change its logits."""
-    longest = max(len(example.token_ids) for example in examples)
-    targets = torch.full((len(examples), longest), PAD_ID, dtype=torch.long)
-    for row, example in enumerate(examples):
-        targets[row, : len(example.token_ids)] = torch.tensor(example.token_ids)
-    inputs = torch.cat([torch.full((len(examples), 1), BOS_ID), targets[:, :-1]], dim=1)
-    return encoder.encode([example.prompt for example in examples]), inputs, targets
+    longest = max(len(ids) for ids in sequences)
+    targets = torch.full((len(sequences), longest), PAD_ID, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        targets[row, : len(ids)] = torch.tensor(ids)
+    inputs = torch.cat([torch.full((len(sequences), 1), BOS_ID), targets[:, :-1]], dim=1)
+    return encoder.encode(prompts), inputs, targets
 
 
 def length_buckets(examples: list[CorpusExample], size: int) -> list[list[CorpusExample]]:
@@ -170,44 +218,37 @@ def length_buckets(examples: list[CorpusExample], size: int) -> list[list[Corpus
     return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+def piece_batches(examples: list[CorpusExample], size: int, encoder: TextEncoder) -> list[Batch]:
+    return [
+        collate([e.token_ids for e in bucket], [e.prompt for e in bucket], encoder)
+        for bucket in length_buckets(examples, size)
+    ]
+
+
+def plan_batch(examples: list[CorpusExample], encoder: TextEncoder) -> Batch:
+    return collate([e.plan_ids for e in examples], [e.prompt for e in examples], encoder)
 
 
 def token_loss(
-    model: MusicGPT,
-    text_emb: torch.Tensor,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    header_weight: float = 1.0,
-    tempo_weight: float = 1.0,
+    model: PlannedMusicGPT, text_emb: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
-    """Summed cross-entropy over real (non-PAD) target tokens. The header targets
-    (tempo, instruments, drums, and the first Bar, which decides "no more
-    instruments") are what only the prompt can predict; weighting them up makes the
-    model learn to read the prompt within minutes instead of hours of CPU training."""
+    """Summed cross-entropy over real (non-PAD) target tokens."""
     logits = model(text_emb, inputs)
-    losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")
-    is_bar = (targets == BAR_ID).long()
-    in_header = is_bar.cumsum(1) - is_bar == 0  # no Bar strictly before this target
-    weights = torch.where(in_header, header_weight, 1.0)
-    weights[:, 0] = tempo_weight  # the first target is the tempo
-    return (losses * weights).sum()
+    return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="sum")
 
 
 # --- optimisation -------------------------------------------------------------------
 
 
-def make_optimizer(model: MusicGPT, config: TrainConfig) -> torch.optim.AdamW:
-    """Weight decay on matrices only; biases, norms and embeddings' scale stay free."""
-    conditioning = [model.prefix.weight, model.cond.weight]
-    is_conditioning = {id(p) for p in conditioning}
-    rest = [p for p in model.parameters() if id(p) not in is_conditioning]
-    groups = [
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-        # The prompt's path gets a larger step: its signal is one token in hundreds.
-        {"params": conditioning, "weight_decay": 0.0, "lr_scale": config.conditioning_lr_scale},
-    ]
+def make_optimizer(model: PlannedMusicGPT, config: TrainConfig) -> torch.optim.AdamW:
+    """Weight decay on matrices only; the planner's groups take a scaled step."""
+    groups = []
+    for part, scale in ((model.body, 1.0), (model.planner, config.planner_lr_scale)):
+        parameters = list(part.parameters())
+        matrices = [p for p in parameters if p.dim() >= 2]
+        vectors = [p for p in parameters if p.dim() < 2]
+        groups.append({"params": matrices, "weight_decay": config.weight_decay, "lr_scale": scale})
+        groups.append({"params": vectors, "weight_decay": 0.0, "lr_scale": scale})
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95))
 
 
@@ -221,31 +262,32 @@ def learning_rate(config: TrainConfig, step: int, decay_steps: int) -> float:
 
 
 def train_step(
-    model: MusicGPT,
+    model: PlannedMusicGPT,
     optimizer: torch.optim.Optimizer,
-    micro_batches: list[Batch],
+    pieces: list[Batch],
+    plans: Batch,
     *,
     lr: float,
     grad_clip: float,
-    header_weight: float = 1.0,
-    tempo_weight: float = 1.0,
-) -> float:
-    """One optimiser step over all micro-batches; returns the mean token loss."""
+) -> dict[str, float]:
+    """One optimiser step: the pieces' mean token loss (plans and notes) and the plan
+    batch's mean token loss, each part clipped on its own."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        group["lr"] = lr * group["lr_scale"]
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    tokens = sum(int((targets != PAD_ID).sum()) for _, _, targets in micro_batches)
-    total = 0.0
-    for batch in micro_batches:
-        # accumulates to the mean over the step
-        loss = token_loss(model, *batch, header_weight=header_weight, tempo_weight=tempo_weight)
-        loss = loss / tokens
+    tokens = sum(int((targets != PAD_ID).sum()) for _, _, targets in pieces)
+    piece_loss = 0.0
+    for batch in pieces:
+        loss = token_loss(model, *batch) / tokens  # accumulates to the mean over the step
         loss.backward()
-        total += float(loss.detach())
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        piece_loss += float(loss.detach())
+    plan_loss = token_loss(model, *plans) / int((plans[2] != PAD_ID).sum())
+    plan_loss.backward()
+    for part in (model.body, model.planner):
+        torch.nn.utils.clip_grad_norm_(part.parameters(), grad_clip)
     optimizer.step()
-    return total
+    return {"loss": piece_loss, "plan_loss": float(plan_loss.detach())}
 
 
 # --- checkpoints ------------------------------------------------------------------
@@ -253,7 +295,7 @@ def train_step(
 
 def save_checkpoint(
     path: Path,
-    model: MusicGPT,
+    model: PlannedMusicGPT,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
     step: int,
@@ -274,7 +316,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: MusicGPT, optimizer: torch.optim.Optimizer
+    path: Path, model: PlannedMusicGPT, optimizer: torch.optim.Optimizer
 ) -> tuple[int, list[dict[str, float]]]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload["model_config"] != model.config.to_dict():
@@ -309,7 +351,7 @@ def train(
     checkpoint_path = checkpoint_dir / CHECKPOINT_NAME
     encoder = text_encoder or get_text_encoder()
     torch.manual_seed(config.seed)
-    model = MusicGPT(config.model_config())
+    model = PlannedMusicGPT(config.model_config())
     optimizer = make_optimizer(model, config)
     start, history = 0, []
     if checkpoint_path.exists():
@@ -325,20 +367,18 @@ def train(
                 # One encoder call per step fills the cache that `collate` reads: the
                 # prompt encoder, not the model, was most of a tiny model's step.
                 encoder.encode([example.prompt for example in examples])
-            buckets = length_buckets(examples, config.micro_batch_size)
-            micro_batches = [collate(bucket, encoder) for bucket in buckets]
+            pieces = examples[: config.batch_size]
             lr = learning_rate(config, step, decay_steps)
-            loss = train_step(
+            losses = train_step(
                 model,
                 optimizer,
-                micro_batches,
+                piece_batches(pieces, config.micro_batch_size, encoder),
+                plan_batch(examples, encoder),
                 lr=lr,
                 grad_clip=config.grad_clip,
-                header_weight=config.header_loss_weight,
-                tempo_weight=config.tempo_loss_weight,
             )
-            tokens += sum(len(example.token_ids) for example in examples)
-            history.append({"step": step + 1, "loss": loss, "lr": lr})
+            tokens += sum(len(example.token_ids) for example in pieces)
+            history.append({"step": step + 1, **losses, "lr": lr})
             if progress_callback:
                 progress_callback(step + 1, steps, history[-1])
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
@@ -351,7 +391,7 @@ def train(
 
 def _finish(
     config: TrainConfig,
-    model: MusicGPT,
+    model: PlannedMusicGPT,
     encoder: TextEncoder,
     history: list[dict[str, float]],
     checkpoint_path: Path,
@@ -367,7 +407,9 @@ def _finish(
     metrics: dict[str, Any] = {
         "steps": history[-1]["step"] if history else 0,
         "final_loss": history[-1]["loss"] if history else None,
+        "final_plan_loss": history[-1]["plan_loss"] if history else None,
         "loss_curve": [(h["step"], round(h["loss"], 4)) for h in history],
+        "plan_loss_curve": [(h["step"], round(h["plan_loss"], 4)) for h in history],
         "parameters": model.num_parameters(),
         "train_tokens": tokens,
         "train_seconds": round(seconds, 2),
@@ -375,7 +417,8 @@ def _finish(
     }
     if evaluate_after:
         metrics["eval"] = evaluate(backend, config)
-    backend.metadata["metrics"] = {k: v for k, v in metrics.items() if k != "loss_curve"}
+    curves = ("loss_curve", "plan_loss_curve")
+    backend.metadata["metrics"] = {k: v for k, v in metrics.items() if k not in curves}
     generator_path = backend.save(checkpoint_path.parent / GENERATOR_NAME)
     return TrainResult(metrics, backend, generator_path, checkpoint_path)
 
@@ -384,51 +427,32 @@ def _finish(
 
 
 @torch.no_grad()
-def held_out_loss(backend: SymbolicTransformerBackend, examples: list[CorpusExample]) -> float:
-    """Mean token-level cross-entropy (nats) over all held-out tokens."""
+def held_out_loss(
+    backend: SymbolicTransformerBackend, examples: list[CorpusExample], *, plans_only: bool = False
+) -> float:
+    """Mean token-level cross-entropy (nats) over all held-out tokens (plans_only: over the
+    plans' tokens, the planner's part)."""
+    if plans_only:
+        batches = [plan_batch(examples, backend.text_encoder)]
+    else:
+        batches = piece_batches(examples, 8, backend.text_encoder)
     total, count = 0.0, 0
-    for chunk in length_buckets(examples, 8):
-        text_emb, inputs, targets = collate(chunk, backend.text_encoder)
-        total += float(token_loss(backend.model.eval(), text_emb, inputs, targets))
-        count += int((targets != PAD_ID).sum())
+    for batch in batches:
+        total += float(token_loss(backend.model.eval(), *batch))
+        count += int((batch[2] != PAD_ID).sum())
     return total / count
 
 
 def evaluate(
     backend: SymbolicTransformerBackend, config: TrainConfig, *, seed: int = 1234
 ) -> dict[str, Any]:
-    """Token loss, share of well-formed samples, and prompt adherence on held-out
-    prompts, plus what the model does with two contrasting prompts."""
+    """On held-out prompts (never trained on): token loss, and one sample per prompt at
+    the backend's sampling settings (temperature 1), scored by `adherence_report`."""
     examples = held_out_examples(config, config.eval_prompts)
     with torch_threads(config.num_threads):
         loss = held_out_loss(backend, examples)
+        plan_loss = held_out_loss(backend, examples, plans_only=True)
         samples = backend.sample([example.prompt for example in examples], 1, seed)
-    scores = [adherence(s.prompt, s.piece) for s in samples]
-    return {
-        "token_loss": round(loss, 4),
-        "valid_share": sum(s.well_formed for s in samples) / len(samples),
-        "adherence": round(statistics.mean(score.score for score in scores), 4),
-        "adherence_parts": {
-            part: round(statistics.mean(getattr(score, part) for score in scores), 4)
-            for part in ("tempo", "instruments", "drums", "mode", "density")
-        },
-        "contrast": contrast(backend, CONTRAST_PROMPTS, n=8, seed=seed),
-    }
-
-
-def contrast(
-    backend: SymbolicTransformerBackend, prompts: tuple[str, ...], *, n: int, seed: int
-) -> dict[str, dict[str, float]]:
-    """Mean measured attributes of n samples per prompt."""
-    samples = backend.sample(list(prompts), n, seed)
-    report = {}
-    for index, prompt in enumerate(prompts):
-        measured = [measure(s.piece) for s in samples[index * n : (index + 1) * n]]
-        report[prompt] = {
-            "tempo_bpm": round(statistics.mean(m.tempo_bpm for m in measured), 1),
-            "drums_share": sum(m.drums for m in measured) / n,
-            "piano_share": sum(0 in m.programs for m in measured) / n,
-            "minor_share": sum(m.mode == "minor" for m in measured) / n,
-            "notes_per_bar": round(statistics.mean(m.notes_per_bar for m in measured), 1),
-        }
-    return report
+    generated = [GeneratedPiece(s.prompt, s.piece, s.plan, s.well_formed) for s in samples]
+    losses = {"token_loss": round(loss, 4), "plan_token_loss": round(plan_loss, 4)}
+    return losses | adherence_report(generated)

@@ -7,6 +7,7 @@ exact ground truth for prompt adherence.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import asdict, dataclass
@@ -339,6 +340,18 @@ def parse_prompt(text: str) -> MusicAttributes:
         mood=mood or preset.mood,
         density=preset.density if density is None else density,
     )
+
+
+# --- held-out split ---
+
+
+def prompt_is_held_out(prompt_text: str, *, test_share: float, split_seed: int) -> bool:
+    """A prompt's side of a train/held-out split, from a hash of its normalised text: every
+    vote on a prompt lands on the same side, the same prompt typed twice is still one
+    prompt, and pretraining, reward models and fine-tuning all split the same way."""
+    key = f"{split_seed}:{' '.join(prompt_text.casefold().split())}".encode()
+    fraction = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+    return fraction < test_share
 
 
 # --- captions ---------------------------------------------------------------

@@ -1,27 +1,38 @@
 """Token ids for the symbolic transformer, on top of the REMI-like events.
 
-The vocabulary is `events.EVENT_VOCABULARY` unchanged (so the round trip to notes
-is the lossless one of `events.py`); this module adds what a language model needs:
-a header, EOS framing, a bar budget, a strict well-formedness check for sampled
-sequences, and cropping/looping, because the model writes a few bars that the
-renderer repeats to the clip length (a short loop keeps sampling fast on a CPU).
+The vocabulary is `events.EVENT_VOCABULARY` followed by the plan's own tokens
+(`plan.PLAN_VOCABULARY`), so the round trip to notes is the lossless one of `events.py`;
+this module adds what a language model needs: a header, EOS framing, a bar budget, a strict
+well-formedness check for sampled sequences, and cropping/looping, because the model writes
+a few bars that the renderer repeats to the clip length (a short loop keeps sampling fast on
+a CPU).
 
-The header ("plan") states the piece's global attributes before any note:
+A sequence opens with a header that states the piece's global attributes before any note.
+Two header formats exist, each with its grammar:
 
-    Tempo_72 Program_0 Program_48 Drums | Bar Position_0 Program_0 Pitch_60 ...
+- `PLAN_GRAMMAR` (the planned generator): the full plan of `plan.py`,
 
-Tempo, one Program per melodic instrument (ascending), Drums if there are drum
-notes; the body's first `Bar` ends it (no new token: the body always opens with a
-Bar and its Program/Drums only follow a Position or a note, so the first Bar is an
-unambiguous end marker, and the vocabulary stays that of `events.py`). The prompt
-alone decides these few tokens, so they are learned as quickly as the tempo; the
-notes after them then read the instruments from the context instead of from a
-prompt signal of 1 token in 400.
+      Genre_ballad Mood_sad Tempo_64 Key_0 Mode_minor Density_30 Program_0 Program_48
+      Register_60 | Bar Position_0 Program_0 Pitch_60 ...
+
+  with the instruments in role order (lead first), each at most once, and the body's pitched
+  notes written relative to the plan's key (Pitch_n: n semitones above the tonic's pitch
+  class), so the body learns one set of patterns per mode rather than twelve transposed ones;
+- `HEADER_GRAMMAR` (the first learned generator, kept so its checkpoints still load):
+
+      Tempo_72 Program_0 Program_48 Drums | Bar Position_0 Program_0 Pitch_60 ...
+
+  with the instruments in ascending order.
+
+Either way the body's first `Bar` ends the header (the body always opens with a Bar and its
+Program/Drums only follow a Position or a note, so the first Bar is an unambiguous end
+marker), and the body may only play instruments the header declared.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 from generation.music.events import (
     BAR,
@@ -30,12 +41,25 @@ from generation.music.events import (
     EVENT_VOCABULARY,
     TICKS_PER_BAR,
     Piece,
+    canonical_notes,
     events_to_piece,
     ids_to_events,
     piece_to_events,
 )
+from generation.music.plan import (
+    FIELDS_AFTER_INSTRUMENTS,
+    FIELDS_BEFORE_INSTRUMENTS,
+    MAX_PLAN_INSTRUMENTS,
+    PLAN_VOCABULARY,
+    Plan,
+)
 
-VOCAB_SIZE = len(EVENT_VOCABULARY)
+# Every token: the events, then the plan's tokens (appended, so the first generator's ids,
+# and its checkpoints' embedding rows, stay what they were).
+TOKENS: tuple[str, ...] = (*EVENT_VOCABULARY, *PLAN_VOCABULARY)
+TOKEN_TO_ID: dict[str, int] = {token: index for index, token in enumerate(TOKENS)}
+VOCAB_SIZE = len(TOKENS)
+EVENT_VOCAB_SIZE = len(EVENT_VOCABULARY)
 PAD_ID = EVENT_TO_ID["PAD"]
 BOS_ID = EVENT_TO_ID["BOS"]
 EOS_ID = EVENT_TO_ID["EOS"]
@@ -45,15 +69,10 @@ SPECIAL_IDS = frozenset({PAD_ID, BOS_ID, EOS_ID})
 # The tokens that name an instrument (Program_0..127 and Drums), in the header or body.
 INSTRUMENT_IDS: tuple[int, ...] = (*(EVENT_TO_ID[f"Program_{p}"] for p in range(128)), DRUMS_ID)
 
-# What may follow each grammar state in a sequence `encode_piece` writes. A state
-# is the kind of the last token read ("start" before any), with instruments in the
-# header named "HeaderProgram"/"HeaderDrums": there an instrument follows an
-# instrument. After EOS (and PAD) nothing is scored, so those states allow anything.
-NEXT_KINDS: dict[str, frozenset[str]] = {
-    "start": frozenset({"Tempo"}),
-    "Tempo": frozenset({"Program", "Drums", "Bar", "EOS"}),
-    "HeaderProgram": frozenset({"Program", "Drums", "Bar"}),
-    "HeaderDrums": frozenset({"Bar"}),
+# What may follow each body state; the header's states come from each Grammar. A state is
+# the kind of the last token read, with instruments in the header named "HeaderProgram" /
+# "HeaderDrums". After EOS (and PAD) nothing is scored, so those states allow anything.
+BODY_NEXT_KINDS: dict[str, frozenset[str]] = {
     "Bar": frozenset({"Bar", "Position", "EOS"}),
     "Position": frozenset({"Program", "Drums"}),
     "Program": frozenset({"Pitch"}),
@@ -62,12 +81,78 @@ NEXT_KINDS: dict[str, frozenset[str]] = {
     "Velocity": frozenset({"Duration"}),
     "Duration": frozenset({"Pitch", "Program", "Drums", "Position", "Bar", "EOS"}),
 }
-GRAMMAR_STATES: tuple[str, ...] = (*NEXT_KINDS, "EOS", "PAD")
-# Tokens after which the instruments start over: the header after Tempo, and each
-# onset's instrument list after Bar/Position. Within such a segment instruments are
-# written in ascending id order (Program_0..127, then Drums), as `note_sort_key` and
-# `header_events` order them, so each instrument appears at most once.
+# Tokens after which the body's instruments start over: each onset's instrument list after
+# Bar/Position. Within such a segment instruments are written in ascending id order
+# (Program_0..127, then Drums), as `note_sort_key` orders them, so each appears at most once.
 SEGMENT_KINDS = frozenset({"Tempo", "Bar", "Position"})
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A header format and the rules every sequence of it obeys (the model's sampling mask
+    enforces the same rules, `is_well_formed` checks them).
+
+    fields_before / fields_after: single-token fields before and after the instrument list;
+    ordered_header: header instruments ascend (else they are in role order, each once);
+    max_header_instruments: a cap on the header's instruments (None: none)."""
+
+    name: str
+    fields_before: tuple[str, ...]
+    fields_after: tuple[str, ...]
+    ordered_header: bool
+    max_header_instruments: int | None
+    empty_header_allowed: bool  # the first format let a header declare nothing
+
+    @cached_property
+    def next_kinds(self) -> dict[str, frozenset[str]]:
+        instruments = frozenset({"Program", "Drums"})
+        after = frozenset(self.fields_after[:1] or ("Bar",))
+        header: dict[str, frozenset[str]] = {"start": frozenset(self.fields_before[:1])}
+        for field, following in zip(self.fields_before, self.fields_before[1:], strict=False):
+            header[field] = frozenset({following})
+        last = self.fields_before[-1]
+        header[last] = instruments | (after | {"EOS"} if self.empty_header_allowed else set())
+        header["HeaderProgram"] = instruments | after
+        header["HeaderDrums"] = after
+        for field, following in zip(self.fields_after, self.fields_after[1:], strict=False):
+            header[field] = frozenset({following})
+        if self.fields_after:
+            header[self.fields_after[-1]] = frozenset({"Bar"})
+        return header | BODY_NEXT_KINDS
+
+    @cached_property
+    def states(self) -> tuple[str, ...]:
+        return (*self.next_kinds, "EOS", "PAD")
+
+    def header_kinds(self) -> frozenset[str]:
+        return frozenset({*self.fields_before, *self.fields_after})
+
+
+HEADER_GRAMMAR = Grammar(
+    name="header",
+    fields_before=("Tempo",),
+    fields_after=(),
+    ordered_header=True,
+    max_header_instruments=None,
+    empty_header_allowed=True,
+)
+PLAN_GRAMMAR = Grammar(
+    name="plan",
+    fields_before=FIELDS_BEFORE_INSTRUMENTS,
+    fields_after=FIELDS_AFTER_INSTRUMENTS,
+    ordered_header=False,
+    max_header_instruments=MAX_PLAN_INSTRUMENTS,
+    empty_header_allowed=False,
+)
+GRAMMARS = {grammar.name: grammar for grammar in (HEADER_GRAMMAR, PLAN_GRAMMAR)}
+
+
+def grammar_of(ids: list[int]) -> Grammar:
+    """The format a sequence is written in, told by its first token."""
+    first = next((token for token in ids if token != PAD_ID), None)
+    if first is not None and token_kind(TOKENS[first]) == PLAN_GRAMMAR.fields_before[0]:
+        return PLAN_GRAMMAR
+    return HEADER_GRAMMAR
 
 
 def token_kind(token: str) -> str:
@@ -76,7 +161,7 @@ def token_kind(token: str) -> str:
 
 def grammar_state(token_id: int, *, in_header: bool) -> str:
     """The state after reading `token_id` (in_header: no Bar read yet, this one included)."""
-    kind = token_kind(EVENT_VOCABULARY[token_id])
+    kind = token_kind(TOKENS[token_id])
     if kind == "BOS":
         return "start"
     return "Header" + kind if in_header and kind in ("Program", "Drums") else kind
@@ -84,7 +169,7 @@ def grammar_state(token_id: int, *, in_header: bool) -> str:
 
 def position_value(token_id: int) -> int:
     """The onset of a Position token, -1 for any other token."""
-    kind, _, value = EVENT_VOCABULARY[token_id].partition("_")
+    kind, _, value = TOKENS[token_id].partition("_")
     return int(value) if kind == "Position" else -1
 
 
@@ -106,28 +191,61 @@ def loop_piece(piece: Piece, bars: int) -> Piece:
 
 
 def header_events(piece: Piece) -> list[str]:
-    """The header after the tempo: the melodic programs used (ascending), then Drums."""
+    """The first format's header after the tempo: the melodic programs used (ascending),
+    then Drums."""
     programs = sorted({note.program for note in piece.notes if not note.is_drum})
     header = [f"Program_{program}" for program in programs]
     return header + ([DRUMS] if any(note.is_drum for note in piece.notes) else [])
 
 
-def sequence_events(piece: Piece) -> list[str]:
-    """Header + body: `piece_to_events` with the instruments declared after the tempo."""
+def transpose_pitched(piece: Piece, semitones: int) -> Piece:
+    """The piece with every pitched (non-drum) note moved by `semitones`; a note that would
+    leave MIDI's 0..127 moves by an octave less, so nothing is lost."""
+    notes = []
+    for note in piece.notes:
+        pitch = note.pitch if note.is_drum else note.pitch + semitones
+        while pitch < 0:
+            pitch += 12
+        while pitch > 127:
+            pitch -= 12
+        notes.append(replace(note, pitch=pitch))
+    return replace(piece, notes=canonical_notes(notes))
+
+
+def sequence_events(piece: Piece, plan: Plan | None = None) -> list[str]:
+    """Header + body: `piece_to_events` behind the plan (or, without one, behind the first
+    format's header of tempo and instruments). Behind a plan, pitched notes are written
+    relative to the plan's key (Pitch_n is n semitones above the tonic's pitch class at
+    MIDI 0..11): the body then learns one set of scale-degree patterns per mode instead of
+    twelve transposed copies, and a declared key is played by construction."""
+    if plan is not None:
+        relative = piece_to_events(transpose_pitched(piece, -plan.key_root))
+        return plan.events() + relative[1:]
     events = piece_to_events(piece)
     return events[:1] + header_events(piece) + events[1:]
 
 
 def encode_piece(
-    piece: Piece, *, max_bars: int | None = None, max_tokens: int | None = None
+    piece: Piece,
+    *,
+    plan: Plan | None = None,
+    max_bars: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[int]:
     """Piece -> ids ending in EOS (no BOS: the model feeds BOS itself). A sequence cut
-    at `max_tokens` loses its EOS, so the model never learns to stop mid-bar. The
-    header is written for the cropped piece, so it declares exactly what is played."""
+    at `max_tokens` loses its EOS, so the model never learns to stop mid-bar. Without a
+    plan the header is written for the cropped piece, so it declares exactly what is
+    played; a plan is the caller's (`plan.plan_for_piece` reads it off the cropped piece)."""
     if max_bars is not None:
         piece = crop_piece(piece, max_bars)
-    ids = [EVENT_TO_ID[event] for event in sequence_events(piece)] + [EOS_ID]
+    ids = [TOKEN_TO_ID[event] for event in sequence_events(piece, plan)] + [EOS_ID]
     return ids if max_tokens is None else ids[:max_tokens]
+
+
+def decode_plan(ids: list[int]) -> Plan | None:
+    """The plan a planned sequence declares (None for the first format, or a broken header)."""
+    ids = content_ids(ids)
+    return Plan.from_events([TOKENS[token] for token in ids[: header_length(ids)]])
 
 
 def header_length(ids: list[int]) -> int:
@@ -151,27 +269,35 @@ def content_ids(ids: list[int]) -> list[int]:
 
 def decode_ids(ids: list[int], *, max_bars: int | None = None) -> Piece:
     """Tolerant decoding: sampled sequences with small grammar slips still give music.
-    The header only contributes its tempo; the notes (and their instruments) are the
-    body's, so a header that over-declares cannot add or change a note."""
+    The header only contributes its tempo (and a plan its key, which the body's pitches are
+    written relative to); the notes and their instruments are the body's, so a header that
+    over-declares cannot add a note."""
     ids = content_ids(ids)
     split = header_length(ids)
-    tempo = [t for t in ids[:split] if EVENT_VOCABULARY[t].startswith("Tempo_")][:1]
+    tempo = [t for t in ids[:split] if TOKENS[t].startswith("Tempo_")][:1]
     piece = events_to_piece(ids_to_events(tempo + ids[split:]))
+    plan = Plan.from_events([TOKENS[token] for token in ids[:split]])
+    if plan is not None:  # the body's pitches are relative to the plan's key
+        piece = transpose_pitched(piece, plan.key_root)
     return crop_piece(piece, max_bars) if max_bars is not None else piece
 
 
-def is_well_formed(ids: list[int], *, max_bars: int | None = None) -> bool:
-    """Strict check: the grammar `encode_piece` writes (header, then bars; the rules
-    that the model's sampling mask enforces too), at least one note, and a proper end
-    (EOS, or one Bar past the bar budget). The rules: onsets rise within each bar,
-    instruments ascend within the header and within each onset, and body instruments
-    are among those the header declares. An empty header (Tempo alone, as written
-    before headers existed) declares nothing and so constrains nothing."""
+def is_well_formed(
+    ids: list[int], *, max_bars: int | None = None, grammar: Grammar | None = None
+) -> bool:
+    """Strict check against `grammar` (by default the one the sequence's first token
+    names): the header, then bars, at least one note, and a proper end (EOS, or one Bar
+    past the bar budget). The rules are those the model's sampling mask enforces: onsets
+    rise within each bar, instruments ascend within each onset, header instruments ascend
+    (first format) or appear once each and at most max_header_instruments times (plan),
+    and body instruments are among those the header declares. An empty first-format
+    header (Tempo alone, as written before headers existed) constrains nothing."""
+    grammar = grammar or grammar_of(ids)
     state, position, instrument, bars, notes = "start", -1, -1, 0, 0
     declared: set[int] = set()
     for token_id in (i for i in ids if i != PAD_ID):
-        kind = token_kind(EVENT_VOCABULARY[token_id])
-        if kind not in NEXT_KINDS[state]:
+        kind = token_kind(TOKENS[token_id])
+        if kind not in grammar.next_kinds[state]:
             return False
         if kind == "EOS":
             return notes > 0
@@ -186,7 +312,7 @@ def is_well_formed(ids: list[int], *, max_bars: int | None = None) -> bool:
                 return False
             position = position_value(token_id)
         elif kind in ("Program", "Drums"):
-            if token_id <= instrument or (bars and declared and token_id not in declared):
+            if not _instrument_allowed(grammar, token_id, instrument, declared, in_header=not bars):
                 return False
             instrument = token_id
             declared |= {token_id} if bars == 0 else set()
@@ -195,5 +321,16 @@ def is_well_formed(ids: list[int], *, max_bars: int | None = None) -> bool:
     return False  # ran out of tokens before a proper end
 
 
-def piece_token_count(piece: Piece) -> int:
-    return len(sequence_events(piece)) + 1
+def _instrument_allowed(
+    grammar: Grammar, token_id: int, previous: int, declared: set[int], *, in_header: bool
+) -> bool:
+    if not in_header:
+        return token_id > previous and (not declared or token_id in declared)
+    if grammar.ordered_header:
+        return token_id > previous
+    cap = grammar.max_header_instruments
+    return token_id not in declared and (cap is None or len(declared) < cap)
+
+
+def piece_token_count(piece: Piece, plan: Plan | None = None) -> int:
+    return len(sequence_events(piece, plan)) + 1

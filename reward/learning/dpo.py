@@ -27,9 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from generation.music.events import events_to_piece
 from generation.music.learned import SymbolicTransformerBackend, torch_threads
-from generation.music.tokenizer import encode_piece
 from reward.learning.loop import LoopConfig, ProgressFn, finetune_loop, module_digest, run_loop
 
 KIND = "dpo"
@@ -39,20 +37,10 @@ SCORE_BATCH = 16  # sequences per no-grad forward pass when scoring whole sets
 @dataclass(frozen=True)
 class DPOPair:
     prompt: str
-    chosen: list[int]  # token ids as the model writes them (header ... EOS), no BOS
+    # token ids as the model writes them (header ... EOS), no BOS; a stored track's come
+    # from the backend's `sequence_for`
+    chosen: list[int]
     rejected: list[int]
-
-
-def token_ids_for_events(
-    events: Sequence[str], max_bars: int, max_tokens: int | None = None
-) -> list[int]:
-    """The ids of a stored track, as the learned model would have written it: the platform
-    stores the looped clip's events (`piece_to_events`), and the model writes max_bars bars
-    behind a header that declares their instruments, then EOS. So: decode, crop to max_bars,
-    re-encode with the header. Works for any symbolic backend's tracks (the composer's too),
-    which is what lets DPO learn from votes on them ("re-scored" sequences)."""
-    piece = events_to_piece(list(events))
-    return encode_piece(piece, max_bars=max_bars, max_tokens=max_tokens)
 
 
 @dataclass(frozen=True)
@@ -115,12 +103,11 @@ class PairSet:
 def fit_pairs(
     pairs: Sequence[DPOPair], backend: SymbolicTransformerBackend
 ) -> tuple[list[DPOPair], int]:
-    """The pairs with every sequence cut to the model's context (the prefix, then BOS and
-    all ids but the last: block_size - n_prefix ids), as pretraining cuts its corpus, and
+    """The pairs with every sequence cut to the model's context (`max_sequence_tokens`), as
+    pretraining cuts its corpus, and
     how many sequences were cut. Dense stored tracks can exceed it; the cut keeps their
     opening, which is what the model would have written first. Empty sequences are refused."""
-    config = backend.model.config
-    room = config.block_size - config.n_prefix
+    room = backend.model.max_sequence_tokens
     fitted, cut = [], 0
     for index, pair in enumerate(pairs):
         if not pair.chosen or not pair.rejected:

@@ -33,3 +33,20 @@ def test_the_version_admin_shows_lineage_and_children(admin_client):
 def test_the_pretraining_run_admin_lists_runs(admin_client):
     response = admin_client.get("/admin/generation/pretrainingrun/")
     assert response.status_code == 200
+
+
+def test_the_shipped_version_s_page_shows_its_held_out_evaluation_as_a_table(admin_client):
+    from generation.services import shipped_version_register
+
+    version = shipped_version_register()
+    evaluation = version.metrics["eval"]
+
+    page = admin_client.get(f"/admin/generation/generatorversion/{version.pk}/change/")
+
+    content = page.content.decode()
+    assert page.status_code == 200
+    assert "<th>mean attribute fit</th>" in content
+    assert f"<td>{evaluation['mean_fit']}</td>" in content
+    assert "<th>plays its plan: mode</th>" in content
+    parent = admin_client.get(f"/admin/generation/generatorversion/{version.parent.pk}/change/")
+    assert "planned-small-v1" in parent.content.decode()  # the child, under its parent

@@ -3,10 +3,12 @@ learned version, a crashed run resumes from its checkpoint, and the campaign gen
 renders clips with the learned generator. Tiny models keep it to seconds."""
 
 import io
+from pathlib import Path
 
 import pytest
 import soundfile
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from generation.models import GeneratorVersion, PretrainingRun
 from generation.services import track_generate
@@ -17,21 +19,29 @@ pytestmark = pytest.mark.django_db
 
 def test_train_generator_registers_an_evaluated_active_learned_version(tmp_path):
     out = io.StringIO()
-    call_command("train_generator", "--size", "tiny", "--steps", "4", stdout=out)
+    call_command(
+        "train_generator", "--size", "tiny", "--steps", "4", "--set", "eval_prompts=8", stdout=out
+    )
 
     run = PretrainingRun.objects.get()
     version = GeneratorVersion.objects.get(pretraining_run=run)
     assert (run.status, run.step) == (PretrainingRun.Status.FINISHED, 4)
     assert run.loss_curve[-1][0] == 4
     assert (version.backend, version.status) == ("symbolic", GeneratorVersion.Status.ACTIVE)
-    assert version.metrics["eval"]["token_loss"] > 0
-    assert 0 <= version.metrics["eval"]["valid_share"] <= 1
+    evaluation = version.metrics["eval"]
+    assert evaluation["token_loss"] > 0 and evaluation["plan_token_loss"] > 0
+    assert 0 <= evaluation["well_formed"] <= 1 and 0 <= evaluation["mean_fit"] <= 1
+    assert set(evaluation["plan_agreement"]) >= {"instruments", "key", "mode", "mean"}
+    assert len(run.loss_curve[-1]) == 3  # step, loss of pieces, loss of plans
     assert "Registered active generator version" in out.getvalue()
     assert "       4  " in out.getvalue()  # the loss curve's last step is printed
 
 
 def test_the_generation_job_renders_clips_with_the_learned_generator():
-    call_command("train_generator", "--size", "tiny", "--steps", "2", stdout=io.StringIO())
+    call_command(
+        "train_generator", "--size", "tiny", "--steps", "2", "--set", "eval_prompts=4",
+        stdout=io.StringIO(),
+    )  # fmt: skip
     version = GeneratorVersion.objects.get(backend="symbolic")
 
     track, created = track_generate(
@@ -49,20 +59,70 @@ def test_the_generation_job_renders_clips_with_the_learned_generator():
 
 
 def test_a_crashed_run_resumes_from_its_last_checkpoint():
-    from generation.music.model import MusicGPT
+    from generation.music.planned import PlannedMusicGPT
     from generation.music.pretrain import TrainConfig, load_checkpoint, make_optimizer, train
 
-    run = PretrainingRun.objects.create(size="tiny", steps=6, status=PretrainingRun.Status.FAILED)
-    config = TrainConfig(size="tiny", checkpoint_every=1)
+    run = PretrainingRun.objects.create(
+        size="tiny", steps=6, status=PretrainingRun.Status.FAILED, settings={"eval_prompts": 4}
+    )
+    config = TrainConfig(size="tiny", checkpoint_every=1, eval_prompts=4)
     train(config, steps=3, checkpoint_dir=run.directory, evaluate_after=False)  # then "crash"
 
     call_command("train_generator", "--resume", str(run.pk), stdout=io.StringIO())
 
     run.refresh_from_db()
     assert (run.status, run.step) == (PretrainingRun.Status.FINISHED, 6)
-    model = MusicGPT(config.model_config())
+    model = PlannedMusicGPT(config.model_config())
     step, history = load_checkpoint(
         run.directory / "checkpoint.pt", model, make_optimizer(model, config)
     )
     assert step == 6
     assert [entry["step"] for entry in history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_shipped_planned_generator_is_registered_once_with_its_parent_and_evaluation():
+    from generation.services import (
+        PARENT_VERSION_NAME,
+        SHIPPED_VERSION_NAME,
+        shipped_version_register,
+    )
+
+    version = shipped_version_register()
+    again = shipped_version_register()
+
+    assert again == version and GeneratorVersion.objects.count() == 2
+    assert (version.name, version.status) == (SHIPPED_VERSION_NAME, "active")
+    assert (version.parent.name, version.parent.status) == (PARENT_VERSION_NAME, "retired")
+    evaluation = version.metrics["eval"]
+    assert evaluation["prompts"] >= 200 and evaluation["mean_fit"] > 0.8
+
+
+def test_unknown_pretraining_settings_are_refused_before_a_run_is_recorded():
+    with pytest.raises(CommandError, match="unknown settings"):
+        call_command("train_generator", "--size", "tiny", "--steps", "2", "--set", "lr=1")
+    with pytest.raises(CommandError, match="KEY=NUMBER"):
+        call_command("train_generator", "--size", "tiny", "--steps", "2", "--set", "seed=x")
+
+    assert not PretrainingRun.objects.exists()
+
+
+def test_a_finished_run_trained_further_registers_a_child_version_with_its_own_file():
+    call_command(
+        "train_generator", "--size", "tiny", "--steps", "2", "--set", "eval_prompts=4",
+        stdout=io.StringIO(),
+    )  # fmt: skip
+    run = PretrainingRun.objects.get()
+    first = GeneratorVersion.objects.get()
+    first_file = first.backend_config()["checkpoint"]
+    before = Path(first_file).read_bytes()
+
+    call_command("train_generator", "--resume", str(run.pk), "--steps", "4", stdout=io.StringIO())
+
+    run.refresh_from_db()
+    second = GeneratorVersion.objects.exclude(pk=first.pk).get()
+    assert (run.status, run.step, run.loss_curve[-1][0]) == ("finished", 4, 4)
+    assert second.parent == first and second.name == f"{first.name}-step4"
+    assert second.backend_config()["checkpoint"] != first_file
+    assert Path(first_file).read_bytes() == before  # the first version's model is unchanged
+    with pytest.raises(CommandError, match="ask for more"):
+        call_command("train_generator", "--resume", str(run.pk), "--steps", "3")

@@ -1,5 +1,6 @@
-"""The model's grammar mask: it must allow every sequence the tokenizer writes (a
-forbidden training target would make the loss infinite), and samples obey it."""
+"""The models' grammar mask: it must allow every sequence the tokenizer writes (a forbidden
+training target would make the loss infinite), and samples obey it. Both formats: the plan
+(planned generator) and the first generator's header."""
 
 import random
 from dataclasses import replace
@@ -9,20 +10,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from generation.music.composer import compose
-from generation.music.events import EVENT_VOCABULARY
-from generation.music.model import SIZES, MusicGPT
+from generation.music.model import SIZES as FIRST_SIZES
+from generation.music.model import MusicGPT
+from generation.music.plan import plan_for_piece
+from generation.music.planned import SIZES, PlannedMusicGPT
 from generation.music.prompts import random_attributes
 from generation.music.tokenizer import (
     BAR_ID,
     BOS_ID,
     EOS_ID,
+    PLAN_GRAMMAR,
+    TOKEN_TO_ID,
+    TOKENS,
     crop_piece,
+    decode_plan,
     encode_piece,
     is_well_formed,
 )
 
 
-def teacher_forced_logprobs(model: MusicGPT, sequences: list[list[int]]) -> torch.Tensor:
+def teacher_forced_logprobs(model, sequences: list[list[int]]) -> torch.Tensor:
     longest = max(len(ids) for ids in sequences)
     targets = torch.zeros(len(sequences), longest, dtype=torch.long)
     for row, ids in enumerate(sequences):
@@ -34,33 +41,74 @@ def teacher_forced_logprobs(model: MusicGPT, sequences: list[list[int]]) -> torc
     return torch.cat([logprobs[row, : len(ids)] for row, ids in enumerate(sequences)])
 
 
+PLANNED = PlannedMusicGPT(replace(SIZES["tiny"], body=replace(SIZES["tiny"].body, block_size=1024)))
+FIRST = MusicGPT(replace(FIRST_SIZES["tiny"], block_size=1024))  # two busy bars fit
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31), bars=st.integers(1, 2), cut=st.integers(20, 400))
 def test_the_mask_allows_every_token_the_tokenizer_writes(seed, bars, cut):
+    attrs = random_attributes(random.Random(seed))
+    piece = compose(attrs, seed=seed, duration_seconds=12)
+    plan = plan_for_piece(attrs, crop_piece(piece, bars))
+    planned = [
+        encode_piece(piece, plan=plan, max_bars=bars),
+        encode_piece(piece, plan=plan, max_bars=bars, max_tokens=cut),
+    ]
+    first = [
+        encode_piece(piece, max_bars=bars),
+        encode_piece(piece, max_bars=bars, max_tokens=cut),
+        encode_piece(crop_piece(piece, 0)),
+    ]
+
     torch.manual_seed(0)
-    model = MusicGPT(replace(SIZES["tiny"], block_size=1024)).eval()  # two busy bars fit
-    piece = compose(random_attributes(random.Random(seed)), seed=seed, duration_seconds=12)
-    full = encode_piece(piece, max_bars=bars)
-    truncated = encode_piece(piece, max_bars=bars, max_tokens=cut)
-    empty = encode_piece(crop_piece(piece, 0))
-
-    logprobs = teacher_forced_logprobs(model, [full, truncated, empty])
-
-    assert torch.isfinite(logprobs).all()
+    assert torch.isfinite(teacher_forced_logprobs(PLANNED.eval(), planned)).all()
+    assert torch.isfinite(teacher_forced_logprobs(FIRST.eval(), first)).all()
 
 
-def test_an_untrained_model_samples_only_well_formed_pieces():
-    torch.manual_seed(1)
-    model = MusicGPT(SIZES["tiny"]).eval()
+def sample_ids(model, seed: int) -> list[list[int]]:
+    torch.manual_seed(seed)
     tokens, _, lengths = model.sample(
         torch.randn(16, 384), max_new_tokens=400, max_bars=1, generator=torch.Generator()
     )
-    checked = 0
-    for row, length in enumerate(lengths.tolist()):
-        ids = tokens[row, :length].tolist()
-        ended = ids[-1] == EOS_ID or ids.count(BAR_ID) == 2
-        has_notes = any(EVENT_VOCABULARY[i].startswith("Duration") for i in ids)
-        if ended and has_notes:  # the grammar cannot force a note or an end
-            assert is_well_formed(ids, max_bars=1), ids
-            checked += 1
-    assert checked >= 4
+    return [tokens[row, :length].tolist() for row, length in enumerate(lengths.tolist())]
+
+
+def complete(ids: list[int]) -> bool:
+    """Ended, with a note: the grammar cannot force a note or an end."""
+    ended = ids[-1] == EOS_ID or ids.count(BAR_ID) == 2
+    return ended and any(TOKENS[i].startswith("Duration") for i in ids)
+
+
+def test_an_untrained_model_samples_only_well_formed_pieces():
+    for model in (PlannedMusicGPT(SIZES["tiny"]).eval(), MusicGPT(FIRST_SIZES["tiny"]).eval()):
+        checked = [ids for ids in sample_ids(model, 1) if complete(ids)]
+        assert len(checked) >= 4
+        for ids in checked:
+            assert is_well_formed(ids, max_bars=1, grammar=model.grammar), ids
+
+
+def test_an_untrained_planner_writes_a_whole_plan_of_distinct_instruments_every_time():
+    """Random weights put no order on the plan's fields: the mask alone makes every sample's
+    header a complete plan, with each instrument at most once and at most eight."""
+    for ids in sample_ids(PlannedMusicGPT(SIZES["tiny"]).eval(), 2):
+        plan = decode_plan(ids)
+        assert plan is not None, [TOKENS[i] for i in ids[:20]]
+        assert len(set(plan.instruments)) == len(plan.instruments)
+        assert len(plan.instruments) + plan.drums <= PLAN_GRAMMAR.max_header_instruments
+
+
+def test_the_plan_grammar_refuses_a_repeated_instrument_and_a_missing_field():
+    attrs = random_attributes(random.Random(5))
+    piece = crop_piece(compose(attrs, seed=5, duration_seconds=8), 1)
+    ids = encode_piece(piece, plan=plan_for_piece(attrs, piece))
+    assert is_well_formed(ids)
+    first_program = next(i for i, t in enumerate(ids) if TOKENS[t].startswith("Program_"))
+
+    repeated = [*ids[: first_program + 1], ids[first_program], *ids[first_program + 1 :]]
+    without_mode = [t for t in ids if not TOKENS[t].startswith("Mode_")]
+    ascending_tempo_first = [TOKEN_TO_ID["Tempo_100"], *ids[1:]]
+
+    assert not is_well_formed(repeated)
+    assert not is_well_formed(without_mode)
+    assert not is_well_formed(ascending_tempo_first, grammar=PLAN_GRAMMAR)

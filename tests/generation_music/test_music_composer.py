@@ -2,6 +2,7 @@ import statistics
 
 import pytest
 
+from generation.music.backends import ProceduralConfig
 from generation.music.composer import ComposerStyle, assign_roles, bars_for, compose
 from generation.music.drums import KICK, SNARE
 from generation.music.events import TICKS_PER_BAR, piece_to_events
@@ -102,11 +103,37 @@ def test_style_knobs_change_the_music_for_the_same_prompt_and_seed():
     assert len({n.velocity for n in plain.notes}) < len({n.velocity for n in adventurous.notes})
 
 
+def test_a_register_shift_moves_the_melody_and_nothing_else():
+    """The knob pretraining uses so that the plan's register is one the body must read."""
+    attrs = parse_prompt("happy folk song with flute")
+    lead = attrs.instruments[0]
+
+    def pitches(piece, melody: bool) -> list[int]:
+        return [n.pitch for n in piece.notes if (n.program == lead and not n.is_drum) == melody]
+
+    moves = []
+    for seed in range(8):  # one melody's random walk can wander; its range moves by 7
+        home = compose(attrs, seed=seed, duration_seconds=8)
+        lower = compose(
+            attrs, seed=seed, duration_seconds=8, style=ComposerStyle(register_shift=-7)
+        )
+        moves.append(
+            statistics.median(pitches(lower, True)) - statistics.median(pitches(home, True))
+        )
+        assert pitches(lower, False) == pitches(home, False)  # accompaniment, drums unchanged
+    assert statistics.mean(moves) < -5
+
+
 def test_style_rejects_out_of_range_knobs():
     with pytest.raises(ValueError):
         ComposerStyle(variation=1.5)
     with pytest.raises(ValueError):
         ComposerStyle(density_scale=0.0)
+    with pytest.raises(ValueError):
+        ComposerStyle(register_shift=13)
+    with pytest.raises(ValueError, match="whole number"):
+        ProceduralConfig.from_dict({"register_shift": 2.5})
+    assert ProceduralConfig.from_dict({"register_shift": -3}).composer_style().register_shift == -3
 
 
 def test_roles_put_a_bass_register_instrument_last():

@@ -1,12 +1,15 @@
 import random
 import statistics
+from dataclasses import replace
 
 import pytest
 import torch
 
 from generation.music.attributes_measure import adherence, measure
 from generation.music.composer import compose
-from generation.music.model import GPTConfig
+from generation.music.evaluation import ADHERENCE_PARTS, plan_adherence
+from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
+from generation.music.planned import SIZES, BodyConfig, planner_config
 from generation.music.pretrain import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -14,11 +17,12 @@ from generation.music.pretrain import (
     held_out_examples,
     held_out_loss,
     train,
+    training_batch,
 )
-from generation.music.prompts import parse_prompt, random_attributes
+from generation.music.prompts import parse_prompt, prompt_is_held_out, random_attributes
 from generation.music.text_encoder import get_text_encoder
 
-TINY = GPTConfig(block_size=256, n_layer=2, n_head=2, n_embd=64, n_prefix=2)
+TINY = replace(SIZES["tiny"], body=BodyConfig(block_size=256, n_layer=2, n_head=2, n_embd=64))
 SLOW, FAST = "slow sad piano ballad", "fast techno with drums"
 
 
@@ -31,6 +35,7 @@ def tiny_config(**overrides) -> TrainConfig:
     defaults = dict(
         model=TINY,
         batch_size=4,
+        plan_batch_size=8,
         micro_batch_size=4,
         max_bars=1,
         warmup_steps=2,
@@ -55,10 +60,14 @@ def test_a_few_steps_change_the_parameters_and_lower_the_loss(encoder, tmp_path)
     )
 
     after = result.backend.model.state_dict()
-    assert any(not torch.equal(first_params[k], after[k]) for k in first_params)
+    for part in ("planner.", "body."):
+        assert any(
+            not torch.equal(first_params[k], after[k]) for k in first_params if k.startswith(part)
+        ), part
     assert held_out_loss(result.backend, held_out) < loss_before - 0.5
-    losses = [loss for _, loss in result.metrics["loss_curve"]]
-    assert losses[-1] < losses[0]
+    for curve in ("loss_curve", "plan_loss_curve"):
+        losses = [loss for _, loss in result.metrics[curve]]
+        assert losses[-1] < losses[0], curve
 
 
 def test_resuming_from_a_checkpoint_gives_the_same_next_step_loss(encoder, tmp_path):
@@ -78,9 +87,22 @@ def test_resuming_from_a_checkpoint_gives_the_same_next_step_loss(encoder, tmp_p
     assert saved["step"] == 4
     assert {"model", "optimizer", "model_config", "train_config"} <= set(saved)
     assert resumed.metrics["loss_curve"][-1][0] == 5
-    assert resumed.metrics["loss_curve"][-1][1] == pytest.approx(
-        straight.metrics["loss_curve"][-1][1], abs=1e-5
-    )
+    for curve in ("loss_curve", "plan_loss_curve"):
+        assert resumed.metrics[curve][-1][1] == pytest.approx(
+            straight.metrics[curve][-1][1], abs=1e-5
+        )
+
+
+def test_training_never_draws_a_held_out_prompt_and_evaluation_draws_only_those():
+    config = tiny_config(plan_batch_size=32)
+    trained = {example.prompt for step in range(40) for example in training_batch(config, step)}
+    held_out = {example.prompt for example in held_out_examples(config, 200)}
+
+    assert len(trained) > 1000 and len(held_out) > 150  # thousands of distinct prompts
+    assert not trained & held_out
+    share, seed = config.held_out_share, config.seed
+    assert not any(prompt_is_held_out(p, test_share=share, split_seed=seed) for p in trained)
+    assert all(prompt_is_held_out(p, test_share=share, split_seed=seed) for p in held_out)
 
 
 def test_the_composer_scores_high_adherence_and_mismatched_pieces_score_low():
@@ -98,14 +120,48 @@ def test_the_composer_scores_high_adherence_and_mismatched_pieces_score_low():
     assert not measure(compose(parse_prompt(SLOW), seed=1, duration_seconds=10)).drums
 
 
-def test_after_short_training_contrasting_prompts_give_different_music(encoder, tmp_path):
-    # One bar per piece keeps sequences short, so ~50 s of training covers many prompts.
-    # The header (tempo, instruments, drums) is what carries the prompt into the notes.
+LEARNING = replace(TINY, planner=planner_config(n_layer=2, n_head=4, n_embd=128, n_prefix=2))
+
+
+@pytest.fixture(scope="module")
+def briefly_trained(encoder, tmp_path_factory):
+    """A tiny planned model after a short training on one-bar pieces: fixed seeds and the
+    corpus's fixed streams, so the same model every run."""
     config = tiny_config(
-        batch_size=16, micro_batch_size=8, learning_rate=4e-3, warmup_steps=10,
-        lr_decay_steps=None, checkpoint_every=1000, eval_prompts=16,
+        model=LEARNING, batch_size=8, plan_batch_size=32, micro_batch_size=8,
+        learning_rate=4e-3, warmup_steps=10, lr_decay_steps=None, checkpoint_every=1000,
+        eval_prompts=32,
     )  # fmt: skip
-    result = train(config, steps=240, checkpoint_dir=tmp_path, text_encoder=encoder)
+    result = train(config, steps=150, checkpoint_dir=tmp_path_factory.mktemp("brief"),
+                   text_encoder=encoder)  # fmt: skip
+    return config, result
+
+
+def test_the_plan_learns_to_follow_held_out_prompts_on_a_tiny_corpus(briefly_trained):
+    """Judged on held-out prompts by the planner's log-loss and by its most likely plan, both
+    free of sampling noise."""
+    config, result = briefly_trained
+    held_out = held_out_examples(config, 64)
+    greedy = SymbolicTransformerBackend(
+        result.backend.model, sampling=SamplingConfig(temperature=0.0, max_bars=1),
+        text_encoder=result.backend.text_encoder,
+    )  # fmt: skip
+
+    plan_loss = held_out_loss(result.backend, held_out, plans_only=True)
+    samples = greedy.sample([example.prompt for example in held_out], 1, seed=0)
+
+    fits = [plan_adherence(e.attributes, s.plan) for e, s in zip(held_out, samples, strict=True)]
+    means = {part: statistics.mean(getattr(f, part) for f in fits) for part in ADHERENCE_PARTS}
+    # Measured: loss 0.83, tempo 0.61, instruments 0.66, mode 0.98 (the same with the text
+    # encoder on one thread or two); untrained, the loss is log(vocabulary) = 6.5 and the
+    # fits are near 0 (tempo, instruments) and 0.5 (mode). Margins: 0.37, 0.16, 0.16, 0.13.
+    assert plan_loss < 1.2
+    assert means["tempo"] > 0.45 and means["instruments"] > 0.5 and means["mode"] > 0.85
+    assert result.metrics["eval"]["well_formed"] > 0.9
+
+
+def test_after_short_training_contrasting_prompts_give_different_music(briefly_trained):
+    config, result = briefly_trained
     samples = result.backend.sample([SLOW, FAST], 12, seed=0)
     slow = [measure(s.piece) for s in samples[:12]]
     fast = [measure(s.piece) for s in samples[12:]]
@@ -116,5 +172,4 @@ def test_after_short_training_contrasting_prompts_give_different_music(encoder, 
     assert sum(m.drums for m in fast) - sum(m.drums for m in slow) >= 4
     assert sum(0 in m.programs for m in slow) > sum(0 in m.programs for m in fast)
     report = evaluate(result.backend, config)
-    assert report["valid_share"] > 0.5
-    assert 0 <= report["adherence"] <= 1 and report["token_loss"] < 3.0
+    assert 0 <= report["mean_fit"] <= 1 and report["token_loss"] < 3.0

@@ -3,7 +3,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generation.music.composer import compose
+from generation.music.composer import ComposerStyle, compose
 from generation.music.events import (
     EVENT_TO_ID,
     EVENT_VOCABULARY,
@@ -14,15 +14,19 @@ from generation.music.events import (
     canonical_notes,
     ids_to_events,
 )
+from generation.music.plan import Plan, plan_agreement, plan_for_piece
 from generation.music.prompts import random_attributes
 from generation.music.tokenizer import (
     BAR_ID,
     EOS_ID,
     PAD_ID,
+    PLAN_GRAMMAR,
     VOCAB_SIZE,
     crop_piece,
     decode_ids,
+    decode_plan,
     encode_piece,
+    grammar_of,
     header_length,
     is_well_formed,
     loop_piece,
@@ -133,3 +137,37 @@ def test_well_formedness_checks_the_header_against_the_body():
     # The header's Program tokens never reach the notes: only the body's do.
     over_declared = [ids[0], program_0, EVENT_TO_ID["Program_40"], program_33, *ids[3:]]
     assert decode_ids(over_declared).notes == decode_ids(ids).notes
+
+
+@FAST
+@given(
+    attributes_seed=st.integers(0, 2**31),
+    compose_seed=st.integers(0, 2**31),
+    shift=st.sampled_from((-7, 0, 4)),
+)
+def test_planned_sequences_round_trip_and_declare_what_their_notes_play(
+    attributes_seed, compose_seed, shift
+):
+    attrs = random_attributes(random.Random(attributes_seed))
+    style = ComposerStyle(register_shift=shift)
+    piece = crop_piece(compose(attrs, seed=compose_seed, duration_seconds=8, style=style), 2)
+    plan = plan_for_piece(attrs, piece)
+
+    ids = encode_piece(piece, plan=plan)
+
+    assert decode_ids(ids).notes == piece.notes and decode_plan(ids) == plan
+    assert is_well_formed(ids) and grammar_of(ids) is PLAN_GRAMMAR
+    assert plan.instruments[0] == attrs.instruments[0]  # the lead comes first
+    agreement = plan_agreement(plan, piece)
+    assert {agreement[f] for f in ("tempo", "instruments", "drums", "register")} == {1.0}
+
+
+def test_a_plan_reads_back_from_its_tokens_and_a_broken_header_reads_as_none():
+    plan = Plan("hip hop", "dark", 90, 3, "minor", 0.5, (4, 89, 38), True, 60)
+
+    events = plan.events()
+
+    assert events[0] == "Genre_hip-hop" and events[-1] == "Register_60"
+    assert Plan.from_events(events) == plan
+    assert Plan.from_events([e for e in events if not e.startswith("Key_")]) is None
+    assert decode_plan(encode_piece(Piece(notes=[], tempo_bpm=90, bars=1))) is None

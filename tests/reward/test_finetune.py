@@ -36,7 +36,7 @@ QUICK = {
 @pytest.fixture
 def learned_base():
     return GeneratorVersion.objects.create(
-        name="symbolic-small-v1", backend="symbolic", checkpoint=SHIPPED_GENERATOR,
+        name="planned-small-v1", backend="symbolic", checkpoint=SHIPPED_GENERATOR,
         status=GeneratorVersion.Status.ACTIVE,
     )  # fmt: skip
 

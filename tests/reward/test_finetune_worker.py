@@ -25,7 +25,7 @@ SETTINGS = {
 @pytest.fixture
 def run_setup():
     base = GeneratorVersion.objects.create(
-        name="symbolic-small-v1", backend="symbolic", checkpoint=SHIPPED_GENERATOR,
+        name="planned-small-v1", backend="symbolic", checkpoint=SHIPPED_GENERATOR,
         status="active",
     )  # fmt: skip
     exact = RewardModel.objects.create(

@@ -6,11 +6,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from generation.music.prompts import prompt_is_held_out
 from ratings.dataset import DataFilters, rater_reliability, rating_rows, rows_sha256, vote_rows
 from ratings.models import Campaign, Vote
 from reward.training import (
     preference_pairs,
-    prompt_is_held_out,
     rater_normalisers,
     rating_targets,
 )

@@ -1,7 +1,7 @@
 """DPO on synthetic preference pairs whose winner is known: for every prompt, the chosen
 track's notes lie high (MIDI 72-95) and the rejected one's low (36-59). The pairs go through
-`token_ids_for_events` from looped-clip events, as stored tracks do; the held-out pairs have
-other prompts and other notes."""
+the backend's `sequence_for` from looped-clip events, as stored tracks do; the held-out pairs
+have other prompts and other notes."""
 
 import copy
 import random
@@ -12,17 +12,21 @@ import torch
 from generation.music.composer import compose
 from generation.music.events import Note, Piece, piece_to_events
 from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
-from generation.music.model import SIZES, MusicGPT
+from generation.music.model import SIZES as FIRST_SIZES
+from generation.music.model import MusicGPT
+from generation.music.plan import plan_for_piece
+from generation.music.planned import SIZES, PlannedMusicGPT
 from generation.music.prompts import parse_prompt
 from generation.music.text_encoder import get_text_encoder
-from generation.music.tokenizer import decode_ids, encode_piece, is_well_formed, loop_piece
-from reward.learning.dpo import (
-    DPOConfig,
-    DPOPair,
-    fit_pairs,
-    token_ids_for_events,
-    train_dpo,
+from generation.music.tokenizer import (
+    crop_piece,
+    decode_ids,
+    decode_plan,
+    encode_piece,
+    is_well_formed,
+    loop_piece,
 )
+from reward.learning.dpo import DPOConfig, DPOPair, fit_pairs, train_dpo
 from reward.learning.loop import Cancelled, LoopConfig
 from tests.reward_learning.synthetic import one_thread  # noqa: F401  (autouse fixture)
 
@@ -37,7 +41,7 @@ def encoder():
 
 def models(encoder):
     torch.manual_seed(0)
-    model = MusicGPT(SIZES["tiny"]).eval()
+    model = PlannedMusicGPT(SIZES["tiny"]).eval()
     sampling = SamplingConfig(max_bars=1)
     policy = SymbolicTransformerBackend(model, sampling=sampling, text_encoder=encoder)
     reference = SymbolicTransformerBackend(
@@ -65,16 +69,23 @@ def stored_events(piece: Piece) -> list[str]:
     return piece_to_events(loop_piece(piece, 4))
 
 
+def stored_ids(backend: SymbolicTransformerBackend, prompt: str, piece: Piece) -> list[int]:
+    """A stored track's ids as the backend re-scores it: its events and the attributes the
+    composer stores (those of the prompt)."""
+    return backend.sequence_for(prompt, stored_events(piece), parse_prompt(prompt).to_dict())
+
+
 def pairs(prompts: list[str], count: int, seed: int) -> list[DPOPair]:
     rng = random.Random(seed)
-    return [
-        DPOPair(
-            prompts[index % len(prompts)],
-            chosen=token_ids_for_events(stored_events(one_bar(rng, 72, 96)), max_bars=1),
-            rejected=token_ids_for_events(stored_events(one_bar(rng, 36, 60)), max_bars=1),
-        )
-        for index in range(count)
-    ]
+    backend = SymbolicTransformerBackend(
+        PlannedMusicGPT(SIZES["tiny"]), sampling=SamplingConfig(max_bars=1)
+    )
+    made = []
+    for index in range(count):
+        prompt = prompts[index % len(prompts)]
+        chosen = stored_ids(backend, prompt, one_bar(rng, 72, 96))
+        made.append(DPOPair(prompt, chosen, stored_ids(backend, prompt, one_bar(rng, 36, 60))))
+    return made
 
 
 def config(**loop) -> DPOConfig:
@@ -91,22 +102,52 @@ def config(**loop) -> DPOConfig:
     return DPOConfig(loop=LoopConfig(**(settings | loop)), beta=0.1, batch_size=8)
 
 
-def test_token_ids_of_a_stored_track_are_the_clip_as_the_model_writes_it(encoder):
+def test_a_stored_track_is_rescored_as_the_clip_behind_the_plan_the_model_would_write(encoder):
+    policy, _ = models(encoder)
     piece = one_bar(random.Random(3), 48, 84)
+    prompt = "slow sad piano ballad"
 
-    ids = token_ids_for_events(stored_events(piece), max_bars=1)
+    ids = stored_ids(policy, prompt, piece)
 
-    assert ids == encode_piece(piece, max_bars=1)  # the loop's first bar, header, EOS
-    assert is_well_formed(ids, max_bars=1)
+    plan = plan_for_piece(parse_prompt(prompt), piece)
+    assert ids == encode_piece(piece, plan=plan, max_bars=1)  # the loop's first bar, plan, EOS
+    assert decode_plan(ids) == plan and is_well_formed(ids, max_bars=1)
     assert sorted(decode_ids(ids).notes, key=repr) == sorted(piece.notes, key=repr)
-    assert token_ids_for_events(stored_events(piece), max_bars=1, max_tokens=10) == ids[:10]
     # a composer track of several instruments, cropped to the model's bar budget
     composed = compose(parse_prompt("jazz trio in F major"), seed=1, duration_seconds=10)
-    ids = token_ids_for_events(piece_to_events(composed), max_bars=2)
+    two_bars = SymbolicTransformerBackend(
+        policy.model, sampling=SamplingConfig(max_bars=2), text_encoder=encoder
+    )
+    attributes = parse_prompt("jazz trio in F major").to_dict()
+    ids = two_bars.sequence_for("jazz trio", piece_to_events(composed), attributes)
     assert is_well_formed(ids, max_bars=2) and decode_ids(ids).bars == 2
-    policy, _ = models(encoder)
+    assert decode_plan(ids) == plan_for_piece(
+        parse_prompt("jazz trio in F major"), crop_piece(composed, 2)
+    )
     with torch.no_grad():
         assert torch.isfinite(policy.seq_logprobs(["jazz trio in F major"], [ids])).all()
+
+
+def test_a_planned_track_is_rescored_with_the_plan_it_declared(encoder):
+    policy, _ = models(encoder)
+    (sample,) = policy.sample(["fast techno with drums"], 1, seed=4)
+    clip = policy.clip_piece(sample, 8.0)
+
+    ids = policy.sequence_for(sample.prompt, piece_to_events(clip), clip.attributes)
+
+    assert clip.attributes["plan"] == sample.plan.to_dict()
+    assert decode_plan(ids) == sample.plan
+
+
+def test_the_first_generator_rescores_stored_tracks_in_its_own_header_format(encoder):
+    first = SymbolicTransformerBackend(
+        MusicGPT(FIRST_SIZES["tiny"]), sampling=SamplingConfig(max_bars=1), text_encoder=encoder
+    )
+    piece = one_bar(random.Random(3), 48, 84)
+
+    ids = first.sequence_for("lofi", stored_events(piece), {})
+
+    assert ids == encode_piece(piece, max_bars=1) and decode_plan(ids) is None
 
 
 def test_dpo_moves_the_log_ratio_of_winners_above_losers(encoder, tmp_path):
@@ -154,12 +195,11 @@ def test_a_cancelled_dpo_run_resumes_exactly(encoder, tmp_path):
 
 def test_sequences_longer_than_the_context_are_cut_and_bad_inputs_are_refused(encoder, tmp_path):
     policy, reference = models(encoder)
-    room = SIZES["tiny"].block_size - SIZES["tiny"].n_prefix
+    room = policy.model.max_sequence_tokens
     short, long = pairs(PROMPTS, 2, 1)
     busy = compose(parse_prompt("busy fast techno with drums"), seed=1, duration_seconds=30)
-    too_long = DPOPair(
-        "lofi", chosen=token_ids_for_events(piece_to_events(busy), 16), rejected=short.rejected
-    )
+    long_ids = encode_piece(busy, plan=plan_for_piece(parse_prompt("lofi"), busy))
+    too_long = DPOPair("lofi", chosen=long_ids, rejected=short.rejected)
 
     fitted, cut = fit_pairs([too_long, long], policy)
 

@@ -1,7 +1,7 @@
 """RLOO on a tiny, randomly initialised generator with a known cheap reward: the share of a
 sample's notes pitched at MIDI 64 or above (about half, to start with). The policy and the
-reference start as copies of one model; sequences are kept short (a 128-token context, one
-bar) so that a step costs about a third of a second on one thread."""
+reference start as copies of one planned model; sequences are kept short (a 128-token
+context, one bar) so that a step costs about a third of a second on one thread."""
 
 import copy
 import math
@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from generation.music.events import EVENT_VOCABULARY
 from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
-from generation.music.model import SIZES, MusicGPT
+from generation.music.planned import SIZES, PlannedMusicGPT
 from generation.music.text_encoder import get_text_encoder
+from generation.music.tokenizer import TOKENS
 from reward.learning.loop import CHECKPOINT_NAME, Cancelled, EarlyStop, LoopConfig, run_loop
 from reward.learning.rl import (
     GuardState,
@@ -37,10 +37,8 @@ PROMPTS = [
     "chill lofi beat",
 ]
 HELD_OUT = ["happy folk song", "dark cinematic strings", "upbeat pop", "calm harp"]
-IS_PITCH = torch.tensor([token.startswith("Pitch_") for token in EVENT_VOCABULARY])
-IS_HIGH = torch.tensor(
-    [token.startswith("Pitch_") and int(token[6:]) >= 64 for token in EVENT_VOCABULARY]
-)
+IS_PITCH = torch.tensor([token.startswith("Pitch_") for token in TOKENS])
+IS_HIGH = torch.tensor([token.startswith("Pitch_") and int(token[6:]) >= 64 for token in TOKENS])
 
 
 def high_pitch_share(samples) -> dict[str, torch.Tensor]:
@@ -60,7 +58,8 @@ def encoder():
 def models(encoder, seed: int = 0):
     """(policy, reference): one tiny random model and a frozen copy of it."""
     torch.manual_seed(seed)
-    model = MusicGPT(replace(SIZES["tiny"], block_size=128)).eval()
+    tiny = SIZES["tiny"]
+    model = PlannedMusicGPT(replace(tiny, body=replace(tiny.body, block_size=128))).eval()
     sampling = SamplingConfig(max_bars=1)
     policy = SymbolicTransformerBackend(model, sampling=sampling, text_encoder=encoder)
     reference = SymbolicTransformerBackend(

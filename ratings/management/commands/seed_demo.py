@@ -17,6 +17,7 @@ from django.db import transaction
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
 from generation.music.prompts import EXAMPLE_PROMPTS
+from generation.services import shipped_version_register
 from ratings.models import Campaign, Rater, Role
 from ratings.services import campaign_create
 
@@ -57,19 +58,11 @@ class Command(BaseCommand):
             self.stdout.write(f"  {username:<11} password: {password}")
 
     def _shipped_learned_version(self) -> GeneratorVersion | None:
-        """The learned generator shipped in the repository, registered once; None if the
-        checkpoint file is absent (the composer then stands in)."""
-        if not (Path(settings.BASE_DIR) / SHIPPED_GENERATOR).exists():
+        """The learned generator shipped in the repository (and its parent), registered once;
+        None if the checkpoint file is absent (the composer then stands in)."""
+        version = shipped_version_register()
+        if version is None:
             self.stderr.write(f"No {SHIPPED_GENERATOR}; the demo uses the composer only.")
-            return None
-        version, _ = GeneratorVersion.objects.get_or_create(
-            name="symbolic-small-v1",
-            defaults={
-                "backend": "symbolic",
-                "checkpoint": SHIPPED_GENERATOR,
-                "status": GeneratorVersion.Status.ACTIVE,
-            },
-        )
         return version
 
     def _users(self) -> dict[str, str]:

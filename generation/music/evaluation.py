@@ -1,0 +1,86 @@
+"""How well generated pieces follow their prompts, and their plans: the figures that
+pretraining stores with a generator and `benchmarks/adherence.py` prints.
+
+For each piece the prompt's target is `parse_prompt` (the ground truth the composer follows):
+
+- fit: prompt adherence of the notes, per attribute (`attributes_measure.adherence`), and
+  their mean (tempo, instruments, drums, mode, density), plus the key's root;
+- plan fit: the same for what the plan declared, so a shortfall can be told apart as the
+  planner's (a wrong plan) or the body's (a plan not played);
+- plan agreement: whether the notes keep to the declared plan (`plan.plan_agreement`), per
+  field and as the mean over the fields the body decides (all but the tempo, which decoding
+  takes from the plan);
+- well formed: the share of samples in the strict grammar.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from generation.music.attributes_measure import (
+    Adherence,
+    adherence,
+    attribute_fit,
+    estimate_key,
+)
+from generation.music.events import Piece
+from generation.music.plan import AGREEMENT_FIELDS, BODY_FIELDS, Plan, plan_agreement
+from generation.music.prompts import MusicAttributes, parse_prompt
+
+ADHERENCE_PARTS = ("tempo", "instruments", "drums", "mode", "density")
+
+
+@dataclass(frozen=True)
+class GeneratedPiece:
+    prompt: str
+    piece: Piece  # the generated bars, not looped
+    plan: Plan | None  # what the generator declared (None: it declares no plan)
+    well_formed: bool = True
+
+
+def plan_adherence(target: MusicAttributes, plan: Plan) -> Adherence:
+    """Prompt adherence of a declared plan, scored as `adherence` scores notes."""
+    return attribute_fit(
+        target,
+        tempo_bpm=plan.tempo_bpm,
+        programs=set(plan.instruments),
+        drums=plan.drums,
+        mode=plan.mode,
+        density=plan.density,
+    )
+
+
+def _means(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    return {key: round(statistics.fmean(row[key] for row in rows), 4) for key in keys}
+
+
+def adherence_report(pieces: Sequence[GeneratedPiece]) -> dict[str, object]:
+    """The figures above, as means over the pieces (one JSON-ready dict)."""
+    if not pieces:
+        raise ValueError("no pieces to evaluate")
+    fits, keys, plan_fits, agreements = [], [], [], []
+    for item in pieces:
+        target = parse_prompt(item.prompt)
+        fits.append(adherence(target, item.piece).to_dict())
+        keys.append(float(estimate_key(item.piece.notes)[0] == target.key_root))
+        if item.plan is not None:
+            plan_fits.append(
+                plan_adherence(target, item.plan).to_dict()
+                | {"key": float(item.plan.key_root == target.key_root)}
+            )
+            agreements.append(plan_agreement(item.plan, item.piece))
+    report: dict[str, object] = {
+        "prompts": len(pieces),
+        "mean_fit": round(statistics.fmean(fit["score"] for fit in fits), 4),
+        "fit": _means(fits, ADHERENCE_PARTS) | {"key": round(statistics.fmean(keys), 4)},
+        "well_formed": round(statistics.fmean(float(item.well_formed) for item in pieces), 4),
+    }
+    if plan_fits:
+        report["plan_fit"] = _means(plan_fits, (*ADHERENCE_PARTS, "key"))
+        body_means = [statistics.fmean(row[field] for field in BODY_FIELDS) for row in agreements]
+        report["plan_agreement"] = _means(agreements, AGREEMENT_FIELDS) | {
+            "mean": round(statistics.fmean(body_means), 4)  # over the fields the body decides
+        }
+    return report

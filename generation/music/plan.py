@@ -1,0 +1,202 @@
+"""The plan: what a piece declares before its first note, and whether its notes keep to it.
+
+A planned sequence opens with one token per attribute a listener hears and a prompt can ask
+for, then the instruments, then the register:
+
+    Genre_ballad Mood_sad Tempo_64 Key_0 Mode_minor Density_30 Program_0 Program_48
+    Register_60 | Bar Position_0 Program_0 Pitch_60 ...
+
+The genre and mood carry the style (rhythms, accompaniment, dynamics), the rest what a
+listener can check. Instruments are listed in their roles' order: the lead first, the bass
+(if any) last, then Drums, so the plan also says which instrument carries the melody.
+Register is the band (REGISTER_STEP semitones wide) that holds the median pitch of the
+lead's notes, counted from the key's tonic pitch class (MIDI 0..11), as the body writes its
+pitches (tokenizer.py): the body then reads its register straight off the plan, with no sum
+of key and band to learn.
+
+`plan_for_piece` reads the plan of a composed piece (its attributes, and what it plays),
+which is what pretraining writes; `plan_agreement` checks a piece against a declared plan,
+field by field, which is how the benchmark tells whether the body plays its plan.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+
+from generation.music.attributes_measure import (
+    DENSITY_TOLERANCE,
+    estimate_density,
+    estimate_key,
+)
+from generation.music.events import TEMPO_BUCKETS, Note, Piece
+from generation.music.prompts import DENSITY_LEVELS, GENRES, MODES, MOODS, MusicAttributes
+
+REGISTER_STEP = 4  # semitones per register band: a major third
+REGISTER_LOW, REGISTER_HIGH = 12, 104  # semitones above the tonic's pitch class
+DENSITY_VALUES: tuple[float, ...] = tuple(sorted(set(DENSITY_LEVELS.values())))
+
+# The plan's own tokens, appended to the event vocabulary (tokenizer.TOKENS).
+PLAN_VOCABULARY: list[str] = [
+    *(f"Genre_{genre.replace(' ', '-')}" for genre in GENRES),
+    *(f"Mood_{mood}" for mood in MOODS),
+    *(f"Key_{root}" for root in range(12)),
+    *(f"Mode_{mode}" for mode in MODES),
+    *(f"Density_{round(value * 100)}" for value in DENSITY_VALUES),
+    *(f"Register_{low}" for low in range(REGISTER_LOW, REGISTER_HIGH + 1, REGISTER_STEP)),
+]
+# The single-token fields before the instruments, in the order a sequence writes them, and
+# those after: the grammar (tokenizer.PLAN_GRAMMAR) is built from these.
+FIELDS_BEFORE_INSTRUMENTS = ("Genre", "Mood", "Tempo", "Key", "Mode", "Density")
+FIELDS_AFTER_INSTRUMENTS = ("Register",)
+MAX_PLAN_INSTRUMENTS = 8
+
+
+@dataclass(frozen=True)
+class Plan:
+    genre: str
+    mood: str
+    tempo_bpm: int
+    key_root: int
+    mode: str
+    density: float
+    instruments: tuple[int, ...]  # GM programs in role order: lead first, bass last
+    drums: bool
+    register: int  # the band of the lead's median pitch, in semitones above the tonic
+
+    def __post_init__(self) -> None:
+        if self.tempo_bpm not in TEMPO_BUCKETS or self.density not in DENSITY_VALUES:
+            raise ValueError(f"tempo or density off the token grid: {self}")
+        if len(set(self.instruments)) != len(self.instruments):
+            raise ValueError(f"an instrument is listed twice: {self.instruments}")
+        if not 0 < len(self.instruments) + self.drums <= MAX_PLAN_INSTRUMENTS:
+            raise ValueError(f"a plan names 1 to {MAX_PLAN_INSTRUMENTS} instruments")
+
+    @property
+    def lead(self) -> int | None:
+        return self.instruments[0] if self.instruments else None
+
+    def events(self) -> list[str]:
+        """The plan as the tokens a sequence opens with (before the first Bar)."""
+        return [
+            f"Genre_{self.genre.replace(' ', '-')}",
+            f"Mood_{self.mood}",
+            f"Tempo_{self.tempo_bpm}",
+            f"Key_{self.key_root}",
+            f"Mode_{self.mode}",
+            f"Density_{round(self.density * 100)}",
+            *(f"Program_{program}" for program in self.instruments),
+            *(["Drums"] if self.drums else []),
+            f"Register_{self.register}",
+        ]
+
+    @classmethod
+    def from_events(cls, events: list[str]) -> Plan | None:
+        """The plan a header declares, or None if it is not a complete planned header."""
+        values: dict[str, str] = {}
+        programs: list[int] = []
+        drums = False
+        for event in events:
+            kind, _, value = event.partition("_")
+            if kind == "Program":
+                programs.append(int(value))
+            elif kind == "Drums":
+                drums = True
+            else:
+                values[kind] = value
+        if set(values) != {*FIELDS_BEFORE_INSTRUMENTS, *FIELDS_AFTER_INSTRUMENTS}:
+            return None
+        try:
+            return cls(
+                genre=values["Genre"].replace("-", " "),
+                mood=values["Mood"],
+                tempo_bpm=int(values["Tempo"]),
+                key_root=int(values["Key"]),
+                mode=values["Mode"],
+                density=int(values["Density"]) / 100,
+                instruments=tuple(programs),
+                drums=drums,
+                register=int(values["Register"]),
+            )
+        except ValueError:
+            return None
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["instruments"] = list(self.instruments)
+        return data
+
+
+def register_band(pitch: float) -> int:
+    """The lowest pitch of the REGISTER_STEP-wide band that holds `pitch`."""
+    band = REGISTER_LOW + REGISTER_STEP * int((pitch - REGISTER_LOW) // REGISTER_STEP)
+    return min(REGISTER_HIGH, max(REGISTER_LOW, band))
+
+
+def lead_notes(piece: Piece, lead: int | None) -> list[Note]:
+    return [n for n in piece.notes if not n.is_drum and lead is not None and n.program == lead]
+
+
+def lead_register(piece: Piece, lead: int | None, key_root: int) -> int | None:
+    """The register band of the lead's median pitch, counted from the key's tonic; None if
+    the lead plays nothing."""
+    pitches = [note.pitch for note in lead_notes(piece, lead)]
+    return register_band(statistics.median(pitches) - key_root) if pitches else None
+
+
+def played_instruments(piece: Piece, role_order: tuple[int, ...]) -> tuple[int, ...]:
+    """The pitched programs the piece plays: those of `role_order` in that order, then any
+    others in ascending order."""
+    played = {note.program for note in piece.notes if not note.is_drum}
+    ordered = [program for program in role_order if program in played]
+    return (*ordered, *sorted(played - set(ordered)))
+
+
+def nearest_density(density: float) -> float:
+    return min(DENSITY_VALUES, key=lambda value: (abs(value - density), value))
+
+
+def plan_for_piece(attrs: MusicAttributes, piece: Piece) -> Plan:
+    """The plan of a composed piece: the style and key it was asked for, and the
+    instruments, drums and register it actually plays (so the plan never declares what the
+    notes do not hold)."""
+    instruments = played_instruments(piece, attrs.instruments)
+    lead = instruments[0] if instruments else None
+    register = lead_register(piece, lead, attrs.key_root)
+    return Plan(
+        genre=attrs.genre,
+        mood=attrs.mood,
+        tempo_bpm=piece.tempo_bpm,
+        key_root=attrs.key_root,
+        mode=attrs.mode,
+        density=nearest_density(attrs.density),
+        instruments=instruments,
+        drums=any(note.is_drum for note in piece.notes),
+        register=register if register is not None else register_band(60),
+    )
+
+
+AGREEMENT_FIELDS = ("tempo", "instruments", "drums", "key", "mode", "density", "register")
+# The fields the body decides: the tempo is the plan's by construction (decoding reads it).
+BODY_FIELDS = AGREEMENT_FIELDS[1:]
+
+
+def plan_agreement(plan: Plan, piece: Piece) -> dict[str, float]:
+    """How well the notes keep to a declared plan, per field in [0, 1]: tempo, instruments
+    (the played set is the declared one), drums, key and mode (the Krumhansl estimate of the
+    notes), density (the composer's scale, scored as prompt adherence scores it) and register
+    (the lead's median pitch lies in the declared band). An empty piece agrees with nothing."""
+    if not piece.notes:
+        return dict.fromkeys(AGREEMENT_FIELDS, 0.0)
+    key_root, mode = estimate_key(piece.notes)
+    played = {note.program for note in piece.notes if not note.is_drum}
+    density_error = abs(estimate_density(piece, plan.lead) - plan.density)
+    return {
+        "tempo": float(piece.tempo_bpm == plan.tempo_bpm),
+        "instruments": float(played == set(plan.instruments)),
+        "drums": float(any(note.is_drum for note in piece.notes) == plan.drums),
+        "key": float(key_root == plan.key_root),
+        "mode": float(mode == plan.mode),
+        "density": max(0.0, 1.0 - density_error / DENSITY_TOLERANCE),
+        "register": float(lead_register(piece, plan.lead, plan.key_root) == plan.register),
+    }
