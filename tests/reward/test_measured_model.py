@@ -37,8 +37,12 @@ def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign):
     assert heldout["accuracy"] >= ceiling - 0.15, (heldout, ceiling)
     assert heldout["accuracy_ci"][0] > 0.5
     assert model.metrics["train"]["votes"] + heldout["votes"] == 120
-    # The busy version plays more notes: the fitted weight says raters dislike that.
-    assert model.metrics["weights"]["notes_per_bar"] < 0
+    # The busy version plays more notes: the fitted weights say raters dislike that. Density
+    # and notes per bar measure nearly the same thing, so the fit may split their weight
+    # either way (one CI run gave notes per bar +0.10, density more negative); only their sum
+    # is identified by these votes.
+    weights = model.metrics["weights"]
+    assert weights["notes_per_bar"] + weights["density"] < 0, weights
     assert model.data_summary["rows_sha256"] and model.data_summary["not_measurable"] == 0
     # Every clip it saw is scored, sparse above busy.
     stored = TrackReward.objects.filter(reward_model=model).select_related("track")
