@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from generation.models import GeneratorVersion, Track
-from generation.music.prompts import prompt_is_held_out
+from generation.music.prompts import prompt_is_held_out, prompt_pools
 from ratings.dataset import DataFilters, preference_target, vote_rows
 from ratings.models import Prompt
 from reward import jobs
@@ -58,7 +57,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "test_share": 0.2,  # prompts held out for the curves and the evaluation campaign
     "split_seed": 0,
     "seed": 0,
-    "min_prompts": 64,  # the pool is filled up with generated prompts to at least this
+    # Prompts RL samples from, and prompts it is judged on (curves and the evaluation
+    # campaign): a prompt-dependent taste does not generalise from a few dozen prompts.
+    "train_prompts": 2000,
+    "held_out_prompts": 64,
     "dpo_beta": 0.1,
     "dpo_batch_size": 8,
 }
@@ -89,6 +91,9 @@ def finetune_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
         raise FineTuneError("test_share must lie strictly between 0 and 1")
     if not 1 <= merged["clip_seconds"] <= 30:
         raise FineTuneError("clip_seconds must lie in [1, 30]")
+    for pool in ("train_prompts", "held_out_prompts"):
+        if merged[pool] is None or int(merged[pool]) != merged[pool] or merged[pool] < 1:
+            raise FineTuneError(f"{pool} must be a whole number of at least 1")
     return merged
 
 
@@ -202,31 +207,24 @@ def finetune_run_cancel(*, run: FineTuneRun) -> FineTuneRun:
 def prompt_pool(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(training prompts, held-out prompts): the curated prompts people wrote, split whole by
     the same rule as reward training, filled up with generated prompts in the way people write
-    them when there are too few. The held-out prompts feed the curves and the evaluation."""
-    from generation.music.pretrain import short_prompt
-    from generation.music.prompts import random_attributes
-
-    texts = list(
+    them (`prompts.prompt_pools`). The held-out prompts feed the curves and the evaluation."""
+    curated = list(
         Prompt.objects.filter(source=Prompt.Source.CURATED)
         .order_by("pk")
         .values_list("text", flat=True)
     )
-    rng = random.Random(config["seed"])
-    seen = set(texts)
-    while len(texts) < config["min_prompts"]:
-        text = short_prompt(random_attributes(rng), rng)
-        if text not in seen:
-            seen.add(text)
-            texts.append(text)
-    train, held_out = [], []
-    for text in texts:
-        side = held_out if prompt_is_held_out(
-            text, test_share=config["test_share"], split_seed=config["split_seed"]
-        ) else train  # fmt: skip
-        side.append(text)
-    if not train or not held_out:
-        raise FineTuneError("the prompt pool needs prompts on both sides of the split")
-    return train, held_out
+    settings = DEFAULT_SETTINGS | config  # runs stored before the pools had sizes
+    try:
+        return prompt_pools(
+            curated,
+            train_count=int(settings["train_prompts"]),
+            held_out_count=int(settings["held_out_prompts"]),
+            test_share=float(settings["test_share"]),
+            split_seed=int(settings["split_seed"]),
+            seed=int(settings["seed"]),
+        )
+    except ValueError as error:
+        raise FineTuneError(str(error)) from error
 
 
 # --- rewards --------------------------------------------------------------------------------------

@@ -52,6 +52,17 @@ def plan_adherence(target: MusicAttributes, plan: Plan) -> Adherence:
     )
 
 
+FIT_PARTS = (*ADHERENCE_PARTS, "key")
+
+
+def piece_fit(target: MusicAttributes, piece: Piece) -> dict[str, float]:
+    """How well one piece's notes follow the prompt's target: each of FIT_PARTS in [0, 1],
+    and "score", the mean of ADHERENCE_PARTS (`Adherence.score`)."""
+    fit = adherence(target, piece).to_dict()
+    fit["key"] = float(estimate_key(piece.notes)[0] == target.key_root)
+    return fit
+
+
 def _means(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
     return {key: round(statistics.fmean(row[key] for row in rows), 4) for key in keys}
 
@@ -60,11 +71,10 @@ def adherence_report(pieces: Sequence[GeneratedPiece]) -> dict[str, object]:
     """The figures above, as means over the pieces (one JSON-ready dict)."""
     if not pieces:
         raise ValueError("no pieces to evaluate")
-    fits, keys, plan_fits, agreements = [], [], [], []
+    fits, plan_fits, agreements = [], [], []
     for item in pieces:
         target = parse_prompt(item.prompt)
-        fits.append(adherence(target, item.piece).to_dict())
-        keys.append(float(estimate_key(item.piece.notes)[0] == target.key_root))
+        fits.append(piece_fit(target, item.piece))
         if item.plan is not None:
             plan_fits.append(
                 plan_adherence(target, item.plan).to_dict()
@@ -74,11 +84,11 @@ def adherence_report(pieces: Sequence[GeneratedPiece]) -> dict[str, object]:
     report: dict[str, object] = {
         "prompts": len(pieces),
         "mean_fit": round(statistics.fmean(fit["score"] for fit in fits), 4),
-        "fit": _means(fits, ADHERENCE_PARTS) | {"key": round(statistics.fmean(keys), 4)},
+        "fit": _means(fits, FIT_PARTS),
         "well_formed": round(statistics.fmean(float(item.well_formed) for item in pieces), 4),
     }
     if plan_fits:
-        report["plan_fit"] = _means(plan_fits, (*ADHERENCE_PARTS, "key"))
+        report["plan_fit"] = _means(plan_fits, FIT_PARTS)
         body_means = [statistics.fmean(row[field] for field in BODY_FIELDS) for row in agreements]
         report["plan_agreement"] = _means(agreements, AGREEMENT_FIELDS) | {
             "mean": round(statistics.fmean(body_means), 4)  # over the fields the body decides

@@ -41,14 +41,9 @@ from generation.music.learned import SamplingConfig, SymbolicTransformerBackend,
 from generation.music.plan import Plan, plan_for_piece
 from generation.music.planned import SIZES, PlannedConfig, PlannedMusicGPT
 from generation.music.prompts import (
-    GENRE_ALIASES,
-    MOOD_WORDS,
-    PROGRAM_NAMES,
     MusicAttributes,
-    caption_for,
-    parse_prompt,
     prompt_is_held_out,
-    random_attributes,
+    random_prompt_text,
 )
 from generation.music.text_encoder import TextEncoder, get_text_encoder
 from generation.music.tokenizer import BOS_ID, PAD_ID, crop_piece, encode_piece, header_length
@@ -117,34 +112,9 @@ class CorpusExample:
         return self.token_ids[: header_length(self.token_ids) + 1]
 
 
-TEMPO_WORDS = ("", "", "slow", "very slow", "fast", "very fast", "upbeat", "chill")
-DENSITY_PHRASES = ("", "", "", "sparse", "busy", "minimal", "dense")
-
-
-def short_prompt(attrs: MusicAttributes, rng: random.Random) -> str:
-    """A terse prompt in the way people write them, built from some of the attributes."""
-    genre_words = [attrs.genre] + [w for w, g in GENRE_ALIASES.items() if g == attrs.genre]
-    mood_words = [attrs.mood] + [w for w, m in MOOD_WORDS.items() if m == attrs.mood]
-    named = [PROGRAM_NAMES[p] for p in attrs.instruments if p in PROGRAM_NAMES]
-    instruments = rng.sample(named, k=min(len(named), rng.choice((0, 1, 1, 2))))
-    drums = rng.choice(("", "", "with drums", "without drums"))
-    words = [rng.choice(TEMPO_WORDS), rng.choice(DENSITY_PHRASES)]
-    words += [rng.choice(mood_words) if rng.random() < 0.7 else ""]
-    if instruments and rng.random() < 0.5:
-        words += [instruments.pop(0)]  # "piano ballad" as well as "ballad with piano"
-    words += [rng.choice(genre_words) if rng.random() < 0.85 else "music"]
-    extras = [f"with {' and '.join(instruments)}"] if instruments else []
-    extras += [drums] if drums else []
-    return " ".join(word for word in words + extras if word)
-
-
 def random_prompt(rng: random.Random, config: TrainConfig) -> tuple[str, MusicAttributes]:
     """A prompt from the corpus's distribution and the attributes it asks for."""
-    attrs = random_attributes(rng)
-    if rng.random() < config.short_prompt_share:
-        prompt = short_prompt(attrs, rng)
-        return prompt, parse_prompt(prompt)
-    return caption_for(attrs), attrs
+    return random_prompt_text(rng, short_prompt_share=config.short_prompt_share)
 
 
 def corpus_prompt(

@@ -459,6 +459,92 @@ def random_attributes(rng: random.Random) -> MusicAttributes:
     )
 
 
+# --- generated prompts ---------------------------------------------------------
+
+TEMPO_WORDS = ("", "", "slow", "very slow", "fast", "very fast", "upbeat", "chill")
+DENSITY_PHRASES = ("", "", "", "sparse", "busy", "minimal", "dense")
+
+
+def short_prompt(attrs: MusicAttributes, rng: random.Random) -> str:
+    """A terse prompt in the way people write them, built from some of the attributes."""
+    genre_words = [attrs.genre] + [w for w, g in GENRE_ALIASES.items() if g == attrs.genre]
+    mood_words = [attrs.mood] + [w for w, m in MOOD_WORDS.items() if m == attrs.mood]
+    named = [PROGRAM_NAMES[p] for p in attrs.instruments if p in PROGRAM_NAMES]
+    instruments = rng.sample(named, k=min(len(named), rng.choice((0, 1, 1, 2))))
+    drums = rng.choice(("", "", "with drums", "without drums"))
+    words = [rng.choice(TEMPO_WORDS), rng.choice(DENSITY_PHRASES)]
+    words += [rng.choice(mood_words) if rng.random() < 0.7 else ""]
+    if instruments and rng.random() < 0.5:
+        words += [instruments.pop(0)]  # "piano ballad" as well as "ballad with piano"
+    words += [rng.choice(genre_words) if rng.random() < 0.85 else "music"]
+    extras = [f"with {' and '.join(instruments)}"] if instruments else []
+    extras += [drums] if drums else []
+    return " ".join(word for word in words + extras if word)
+
+
+def random_prompt_text(
+    rng: random.Random, *, short_prompt_share: float = 0.5
+) -> tuple[str, MusicAttributes]:
+    """A prompt from the corpus's distribution (a terse prompt as people type them, or a
+    template caption) and the attributes it asks for."""
+    attrs = random_attributes(rng)
+    if rng.random() < short_prompt_share:
+        prompt = short_prompt(attrs, rng)
+        return prompt, parse_prompt(prompt)
+    return caption_for(attrs), attrs
+
+
+def prompt_pools(
+    curated: list[str],
+    *,
+    train_count: int,
+    held_out_count: int,
+    test_share: float,
+    split_seed: int,
+    seed: int,
+) -> tuple[list[str], list[str]]:
+    """(training prompts, held-out prompts) for fine-tuning: the curated prompts, each on its
+    side of the `prompt_is_held_out` split, then generated prompts (`random_prompt_text`,
+    a stream fixed by `seed`) until each side holds its count. No text is on both sides, and
+    no text twice: the split is by a hash of the normalised text, and repeats are skipped.
+    Every curated prompt is kept; the held-out side is cut to held_out_count (curated first),
+    so a run is judged on exactly that many."""
+    if train_count < 1 or held_out_count < 1:
+        raise ValueError("both pools need at least one prompt")
+    train: list[str] = []
+    held_out: list[str] = []
+    seen: set[str] = set()
+
+    def place(text: str) -> None:
+        key = " ".join(text.casefold().split())  # the split's own normalisation
+        if key in seen:
+            return
+        seen.add(key)
+        side = held_out if prompt_is_held_out(
+            text, test_share=test_share, split_seed=split_seed
+        ) else train  # fmt: skip
+        side.append(text)
+
+    for text in curated:
+        place(text)
+    rng = random.Random(seed)
+    # A split that starves one side (a test_share near 0 or 1) stops with an error after a
+    # bounded number of draws rather than looping: 0.01 still fills 64 held-out prompts.
+    attempts = 200 * (train_count + held_out_count)
+    while len(train) < train_count or len(held_out) < held_out_count:
+        attempts -= 1
+        if attempts < 0:
+            raise ValueError(f"could not draw {train_count} + {held_out_count} distinct prompts")
+        text, _ = random_prompt_text(rng)
+        wanted = held_out if prompt_is_held_out(
+            text, test_share=test_share, split_seed=split_seed
+        ) else train  # fmt: skip
+        limit = held_out_count if wanted is held_out else train_count
+        if len(wanted) < limit:
+            place(text)
+    return train, held_out[:held_out_count]
+
+
 # Prompts that show the range of the composer; the demo campaigns and benchmarks use them.
 EXAMPLE_PROMPTS = (
     "slow sad piano ballad",

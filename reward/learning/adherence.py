@@ -30,13 +30,7 @@ from torch import nn
 from generation.music.attributes_measure import adherence
 from generation.music.composer import compose
 from generation.music.events import events_to_piece, piece_to_events
-from generation.music.pretrain import short_prompt
-from generation.music.prompts import (
-    MusicAttributes,
-    caption_for,
-    parse_prompt,
-    random_attributes,
-)
+from generation.music.prompts import MusicAttributes, parse_prompt, random_prompt_text
 from generation.music.render import SAMPLE_RATE, SOUNDFONT_PATH, normalize_loudness, render_piece
 from reward.learning.data import random_crops
 from reward.learning.features import DEFAULT_MEL, log_mel
@@ -145,13 +139,8 @@ def corpus_item(config: AdherenceConfig, split: str, index: int) -> tuple[str, M
     (seed, split, index): the held-out split is a stream training never draws from, and
     clip i is the same however many clips are built."""
     rng = random.Random(f"adherence-corpus/{config.seed}/{split}/{index}")
-    attrs = random_attributes(rng)
-    if rng.random() < config.short_prompt_share:
-        text = short_prompt(attrs, rng)
-        attrs = parse_prompt(text)  # a terse prompt leaves the rest to genre defaults
-    else:
-        text = caption_for(attrs)
-    return text, attrs
+    # A terse prompt leaves the rest to genre defaults: its attributes are those it parses to.
+    return random_prompt_text(rng, short_prompt_share=config.short_prompt_share)
 
 
 def _composition_seed(config: AdherenceConfig, split: str, index: int) -> int:

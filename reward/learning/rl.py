@@ -36,12 +36,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import torch
 from torch import nn
 
+from generation.music.evaluation import FIT_PARTS, piece_fit
 from generation.music.learned import Sample, SymbolicTransformerBackend, torch_threads
+from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.tokenizer import content_ids
 from reward.learning.loop import (
     CHECKPOINT_NAME,
@@ -303,7 +306,22 @@ def figures_of(
     figures[f"{prefix}diversity"] = diversity(samples, group_size)
     figures[f"{prefix}length"] = sum(len(s.token_ids) for s in samples) / len(samples)
     figures[f"{prefix}well_formed"] = sum(s.well_formed for s in samples) / len(samples)
-    return figures
+    return figures | fit_figures(samples, prefix)
+
+
+def fit_figures(samples: Sequence[Sample], prefix: str = "") -> dict[str, float]:
+    """Mean prompt adherence of the samples' notes per attribute (`fit_tempo`, ...) and
+    overall (`fit_score`): whatever the reward, the curves show what RL did to each
+    attribute, on training and held-out prompts side by side."""
+    targets: dict[str, MusicAttributes] = {}
+    rows = []
+    for sample in samples:
+        if sample.prompt not in targets:
+            targets[sample.prompt] = parse_prompt(sample.prompt)
+        rows.append(piece_fit(targets[sample.prompt], sample.piece))
+    return {
+        f"{prefix}fit_{part}": fmean(row[part] for row in rows) for part in (*FIT_PARTS, "score")
+    }
 
 
 # --- guards against reward hacking --------------------------------------------------------

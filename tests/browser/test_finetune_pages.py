@@ -21,8 +21,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def curve(steps: range) -> list[dict]:
     return [
         {"step": s, "loss": 1 / s, "reward_pref-v1": 0.1 * s**0.5, "reward_exact": 0.5 + 0.01 * s,
-         "kl": 0.2 * s, "diversity": 0.9 - 0.002 * s, "stage": 0}
-        | ({"heldout_reward_total": 0.05 * s, "heldout_kl": 0.2 * s} if s % 10 == 0 else {})
+         "kl": 0.2 * s, "diversity": 0.9 - 0.002 * s, "stage": 0, "fit_tempo": 0.5 + 0.01 * s}
+        | ({"heldout_reward_total": 0.05 * s, "heldout_kl": 0.2 * s,
+            "heldout_fit_tempo": 0.4 + 0.01 * s} if s % 10 == 0 else {})
         for s in steps
     ]  # fmt: skip
 
@@ -48,6 +49,10 @@ def test_the_run_page_shows_reward_kl_and_diversity_curves_and_samples(
     expect(page.locator("polyline[data-series='reward_pref-v1']")).to_have_count(1)
     expect(page.locator("polyline[data-series=reward_exact]")).to_have_count(1)
     expect(page.locator("#chart-kl polyline[data-series=kl]")).to_have_count(1)
+    tempo_chart = page.locator("svg[aria-label='tempo adherence curve']")
+    expect(tempo_chart.locator("polyline[data-series=fit_tempo]")).to_have_count(1)
+    expect(tempo_chart.locator("polyline[data-series=heldout_fit_tempo]")).to_have_count(1)
+    expect(page.locator("svg[aria-label='key adherence curve']")).to_contain_text("no points")
     expect(page.get_by_text("kl_limit")).to_be_visible()
     audio = page.locator("audio").first
     audio.evaluate("a => a.play()")

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db
 
 QUICK = {
     "prompts_per_step": 2, "samples_per_prompt": 2, "checkpoint_every": 2, "eval_every": 2,
-    "min_prompts": 16, "clip_seconds": 2.0,
+    "train_prompts": 12, "held_out_prompts": 4, "clip_seconds": 2.0,
 }  # fmt: skip
 
 
@@ -64,6 +64,10 @@ def test_bad_runs_are_refused_and_store_nothing(learned_base, attribute_match):
          "settings": {"guard_action": "panic"}},
         {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
          "settings": {"kl_loss": -0.5}},
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"train_prompts": 0}},
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"held_out_prompts": 2.5}},
     ]  # fmt: skip
     for attempt in attempts:
         with pytest.raises(finetune.FineTuneError):
@@ -95,7 +99,11 @@ def test_an_ru_run_registers_a_candidate_whose_parent_is_the_base(learned_base, 
     assert all("reward_exact" in point and "kl" in point for point in run.curve)
     assert {point["stage"] for point in run.curve} == {0, 1}
     assert run.samples and all(default_storage.exists(s["file"]) for s in run.samples)
-    assert run.data_summary["held_out_prompts"]
+    # The pools the settings asked for, and no prompt on both sides.
+    assert run.data_summary["train_prompts"] == 12
+    assert len(run.data_summary["held_out_prompts"]) == 4
+    train, held_out = finetune.prompt_pool(run.settings)
+    assert held_out == run.data_summary["held_out_prompts"] and not set(train) & set(held_out)
 
 
 def test_a_finished_run_becomes_an_evaluation_on_its_held_out_prompts(

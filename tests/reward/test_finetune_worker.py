@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 WORKER_ENV = {"TRAINING_STALE_SECONDS": "4", "TRAINING_HEARTBEAT_SECONDS": "0.5"}
 SETTINGS = {
     "prompts_per_step": 2, "samples_per_prompt": 2, "checkpoint_every": 4, "eval_every": 8,
-    "min_prompts": 16, "clip_seconds": 2.0,
+    "train_prompts": 12, "held_out_prompts": 4, "clip_seconds": 2.0,
 }  # fmt: skip
 
 

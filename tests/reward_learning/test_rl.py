@@ -4,14 +4,18 @@ reference start as copies of one planned model; sequences are kept short (a 128-
 context, one bar) so that a step costs about a third of a second on one thread."""
 
 import copy
+import functools
 import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
+from generation.music.attributes_measure import adherence
+from generation.music.composer import compose
+from generation.music.learned import Sample, SamplingConfig, SymbolicTransformerBackend
 from generation.music.planned import SIZES, PlannedMusicGPT
+from generation.music.prompts import parse_prompt
 from generation.music.text_encoder import get_text_encoder
 from generation.music.tokenizer import TOKENS
 from reward.learning.loop import CHECKPOINT_NAME, Cancelled, EarlyStop, LoopConfig, run_loop
@@ -21,6 +25,7 @@ from reward.learning.rl import (
     RLOOConfig,
     check_guards,
     diversity,
+    fit_figures,
     guard_warnings,
     logprobs_against_reference,
     rloo_advantages,
@@ -216,8 +221,29 @@ def test_rloo_raises_the_reward_and_keeps_the_kl_finite(trained):
         assert all(math.isfinite(entry[key]) for entry in history), key
     held_out = [entry["step"] for entry in history if "heldout_reward_total" in entry]
     assert held_out == [10, 20, 30, 40]
+    for part in ("tempo", "instruments", "drums", "mode", "density", "key", "score"):
+        assert all(0 <= entry[f"fit_{part}"] <= 1 for entry in history), part
+        assert 0 <= metrics[f"heldout_fit_{part}"] <= 1 and f"heldout_fit_{part}" in history[9]
     assert result.stopped_reason is None and result.warnings == []
     assert result.resumed_from == 0 and metrics["steps"] == 40
+
+
+def test_fit_figures_are_the_notes_prompt_adherence_per_attribute():
+    prompt = "slow sad piano ballad"
+    target = parse_prompt(prompt)
+    played = compose(target, seed=3, duration_seconds=8)
+    other = compose(parse_prompt("fast techno with drums"), seed=3, duration_seconds=8)
+    sample = functools.partial(
+        Sample, prompt=prompt, token_ids=[], logprobs=torch.zeros(0), well_formed=True
+    )
+
+    figures = fit_figures([sample(piece=played), sample(piece=other)], prefix="heldout_")
+
+    assert figures["heldout_fit_tempo"] == 0.5  # the composer's tempo fits, techno's cannot
+    assert figures["heldout_fit_drums"] == 0.5
+    assert figures["heldout_fit_score"] == pytest.approx(
+        (adherence(target, played).score + adherence(target, other).score) / 2
+    )
 
 
 def test_on_checkpoint_gets_the_same_held_out_prompts_at_each_checkpoint(trained):
