@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from pathlib import Path
 
 from django.conf import settings
@@ -13,7 +14,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from generation.models import GeneratorVersion, Track
-from generation.music.backends import PARENT_GENERATOR, SHIPPED_GENERATOR, get_backend
+from generation.music.backends import (
+    PARENT_GENERATOR,
+    SHIPPED_GENERATOR,
+    GeneratedClip,
+    get_backend,
+)
 from ratings.models import Campaign, Pair, Prompt
 
 logger = logging.getLogger(__name__)
@@ -80,6 +86,34 @@ def track_generate(
     clip = get_backend(version.backend, version.backend_config()).generate(
         prompt.text, seed=seed, duration_seconds=duration_seconds
     )
+    return _track_store(prompt, version, seed, clip, clip.attributes)
+
+
+def track_variant(
+    *, track: Track, axis: str, seed: int, duration_seconds: float
+) -> tuple[Track, bool]:
+    """A clip that differs from `track` along one audible axis (`generation.music.variants`),
+    stored as a track of the same prompt and version, the change recorded in its attributes
+    under "variant"; or the one already made with this seed."""
+    from generation.music.backends import encode_clip
+    from generation.music.events import events_to_piece
+    from generation.music.variants import variant_piece
+
+    version = track.generator_version
+    existing = Track.objects.filter(prompt=track.prompt, generator_version=version, seed=seed)
+    if (found := existing.first()) is not None:
+        return found, False
+    if not track.events:
+        raise ValueError(f"track {track.pk} has no notes to vary")
+    piece, change = variant_piece(events_to_piece(track.events), axis, random.Random(seed))
+    clip = encode_clip(piece, duration_seconds)
+    variant = {"of_track": track.pk, "axis": axis, **change}
+    return _track_store(track.prompt, version, seed, clip, {**track.attributes, "variant": variant})
+
+
+def _track_store(
+    prompt: Prompt, version: GeneratorVersion, seed: int, clip: GeneratedClip, attributes: dict
+) -> tuple[Track, bool]:
     track = Track(
         prompt=prompt,
         generator_version=version,
@@ -88,7 +122,7 @@ def track_generate(
         duration_seconds=clip.duration_seconds,
         sample_rate=clip.sample_rate,
         caption=clip.caption,
-        attributes=clip.attributes,
+        attributes=attributes,
         events=clip.events,
     )
     track.audio.save(f"clip.{clip.file_extension}", ContentFile(clip.audio_bytes), save=False)
@@ -108,11 +142,18 @@ def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
     prompt = Prompt.objects.get(pk=prompt_id)
     tracks = []
     made = 0
+    axis = variant_axis_for(campaign, prompt)
     for side, version in _versions_per_side(campaign):
         seed = derive_seed(campaign.pk, prompt.pk, side)
-        track, created = track_generate(
-            prompt=prompt, version=version, seed=seed, duration_seconds=campaign.clip_seconds
-        )
+        if side == "b" and axis is not None:
+            track, created = track_variant(
+                track=tracks[0], axis=axis, seed=derive_seed(seed, "variant", axis),
+                duration_seconds=campaign.clip_seconds,
+            )  # fmt: skip
+        else:
+            track, created = track_generate(
+                prompt=prompt, version=version, seed=seed, duration_seconds=campaign.clip_seconds
+            )
         tracks.append(track)
         made += int(created)
     with transaction.atomic():
@@ -122,6 +163,17 @@ def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
                 generation_done=F("generation_done") + made
             )
         _activate_when_complete(campaign)
+
+
+def variant_axis_for(campaign: Campaign, prompt: Prompt) -> str | None:
+    """The axis along which this prompt's second clip varies the first, or None for two
+    samples: a variant_share of a collect campaign's prompts, fixed per (campaign, prompt)."""
+    if not campaign.variant_axes or campaign.purpose != Campaign.Purpose.COLLECT:
+        return None
+    rng = random.Random(derive_seed(campaign.pk, prompt.pk, "variant"))
+    if rng.random() >= campaign.variant_share:
+        return None
+    return rng.choice(campaign.variant_axes)
 
 
 def _versions_per_side(campaign: Campaign) -> list[tuple[str, GeneratorVersion]]:

@@ -1,7 +1,10 @@
 from django import forms
 
 from generation.models import GeneratorVersion
+from generation.music.variants import VARIANT_AXES
+from ratings.errors import InvalidVote
 from ratings.models import Campaign
+from ratings.services import variants_check
 
 MAX_PROMPTS = 500
 
@@ -54,6 +57,17 @@ class CampaignForm(forms.Form):
         required=False,
         initial=Campaign.PairSelection.UNIFORM,
     )
+    variant_axes = forms.MultipleChoiceField(
+        choices=[(axis, axis) for axis in VARIANT_AXES],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="Collect campaigns: pair a share of the clips with a variant that differs "
+        "along one of these axes, so votes say which axes raters care about.",
+    )
+    variant_share = forms.FloatField(
+        min_value=0.01, max_value=1, required=False, initial=0.5,
+        help_text="Share of the pairs that are a clip and its variant.",
+    )  # fmt: skip
 
     # Recruitment from Prolific / MTurk (ratings.recruitment): the join page shows the consent
     # text, and a finished crowd session shows the completion code or goes to the URL.
@@ -75,7 +89,7 @@ class CampaignForm(forms.Form):
     SETTING_FIELDS = (
         "qualification_required", "qualification_valid_hours", "check_rate", "quality_policy",
         "pair_selection", "consent_text", "completion_code", "completion_url",
-        "votes_per_session", "max_votes_per_rater",
+        "votes_per_session", "max_votes_per_rater", "variant_axes", "variant_share",
     )  # fmt: skip
 
     def __init__(self, *args, **kwargs) -> None:
@@ -119,4 +133,11 @@ class CampaignForm(forms.Form):
                 self.add_error("version_b", "Choose two different versions.")
         elif version_b is not None:
             self.add_error("version_b", "A collect campaign uses one version only.")
+        axes, version = data.get("variant_axes"), data.get("version_a")
+        if axes and version is not None:
+            share = data.get("variant_share") or Campaign._meta.get_field("variant_share").default
+            try:
+                variants_check(purpose, data.get("protocol"), version, axes, share)
+            except InvalidVote as error:
+                self.add_error("variant_axes", error.message)
         return data

@@ -143,6 +143,11 @@ class Campaign(models.Model):
     pair_selection = models.CharField(
         max_length=16, choices=PairSelection.choices, default=PairSelection.UNIFORM
     )
+    # Collect campaigns that teach: this share of the pairs set a clip against a variant of
+    # it that differs along one of these audible axes (generation.music.variants), so votes
+    # say which axes raters care about. Raters see a pair like any other.
+    variant_axes = models.JSONField(default=list, blank=True)
+    variant_share = models.FloatField(default=0.5)
     generation_total = models.PositiveIntegerField(default=0)
     generation_done = models.PositiveIntegerField(default=0)
     generation_error = models.TextField(blank=True)

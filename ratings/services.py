@@ -38,6 +38,7 @@ from ratings.models import (
 )
 
 SLOTS = ("A", "B")  # what the rater sees: A is the left clip, B the right one
+VARIANT_BACKENDS = ("procedural", "symbolic")  # the backends whose clips carry their notes
 
 
 def rater_for_user(*, user: AbstractBaseUser) -> Rater:
@@ -625,6 +626,8 @@ def campaign_create(
     completion_url: str = "",
     votes_per_session: int | None = None,
     max_votes_per_rater: int | None = None,
+    variant_axes: list[str] | tuple[str, ...] = (),
+    variant_share: float = 0.5,
 ) -> Campaign:
     """Create a campaign and queue the generation of its tracks and pairs (queue=False: the
     caller runs generation.services.campaign_generate_prompt for each prompt itself).
@@ -635,6 +638,9 @@ def campaign_create(
     texts = [text.strip() for text in prompt_texts if text.strip()]
     if not texts:
         raise InvalidVote("A campaign needs at least one prompt.")
+    variant_axes = list(dict.fromkeys(variant_axes))
+    if variant_axes:
+        variants_check(purpose, protocol, version_a, variant_axes, variant_share)
     with transaction.atomic():
         campaign = Campaign.objects.create(
             name=name,
@@ -659,6 +665,8 @@ def campaign_create(
             completion_url=completion_url,
             votes_per_session=votes_per_session,
             max_votes_per_rater=max_votes_per_rater,
+            variant_axes=variant_axes,
+            variant_share=variant_share,
         )
         prompts = [prompt_get_or_create(text=text) for text in texts]
         campaign.prompts.set(prompts)
@@ -666,6 +674,31 @@ def campaign_create(
             for prompt in prompts:
                 tasks.generate_campaign_prompt.delay_on_commit(campaign.pk, prompt.pk)
     return campaign
+
+
+def variants_check(
+    purpose: str,
+    protocol: str,
+    version: GeneratorVersion,
+    axes: list[str],
+    share: float,
+) -> None:
+    """Raises InvalidVote unless a campaign so set up can pair clips with their variants."""
+    from generation.music.variants import VARIANT_AXES
+
+    unknown = [axis for axis in axes if axis not in VARIANT_AXES]
+    if unknown:
+        raise InvalidVote(
+            f"Unknown variant axes: {', '.join(unknown)} (choose from {', '.join(VARIANT_AXES)})."
+        )
+    if purpose != Campaign.Purpose.COLLECT or protocol != Campaign.Protocol.PREFERENCE:
+        raise InvalidVote("Variants are for collect campaigns with side-by-side preference.")
+    if version.backend not in VARIANT_BACKENDS:
+        raise InvalidVote(
+            f"Variants change a clip's notes: {version} ({version.backend}) makes audio only."
+        )
+    if not 0 < share <= 1:
+        raise InvalidVote("The share of variant pairs must lie in (0, 1].")
 
 
 def prompt_get_or_create(*, text: str, source: str = Prompt.Source.CURATED) -> Prompt:

@@ -2,6 +2,11 @@
 API: collect campaign -> votes -> the data's snapshot -> reward models -> RL -> evaluation
 campaign judged by the same simulated rater population -> report.
 
+The collect campaigns teach: half their pairs set a clip against a variant of it changed along
+one audible axis. When no preference model beats chance on the held-out votes, the loop
+collects another round (up to the budget), and if still none does, it stops and says why
+(`objective_decide`): it never optimises what the votes do not support.
+
 Every stage leaves the platform's own objects behind (campaigns, votes, reward models, a
 fine-tuning run, a candidate version, an evaluation), exactly as if people had done it in the
 browser; generation runs in this process instead of on a worker so the command needs nothing
@@ -25,6 +30,7 @@ from django.db import connections
 
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
+from generation.music.variants import VARIANT_AXES
 from generation.services import campaign_generate_prompt, shipped_version_register
 from ratings.dataset import DataFilters, rows_sha256, vote_rows
 from ratings.models import Campaign
@@ -67,6 +73,14 @@ class Budget:
     rl_kl_loss: float = 0.25
     rl_prompts_per_step: int = 8
     rl_samples_per_prompt: int = 4
+    rl_train_prompts: int = 2000  # the pools RL samples from and is judged on
+    rl_held_out_prompts: int = 64  # also the evaluation campaign's prompts
+    # When no preference model beats chance, collect another campaign of collect_prompts
+    # new prompts, up to this many in all, before giving up.
+    max_collect_rounds: int = 2
+    # Share of collect pairs that set a clip against a variant of it changed along one
+    # audible axis (tempo, transposition, drums, density): votes that isolate an axis.
+    collect_variant_share: float = 0.5
 
 
 BUDGETS = {
@@ -81,6 +95,8 @@ BUDGETS = {
         eval_votes_per_item=2,
         adherence_corpus=32,
         adherence_steps=10,
+        rl_train_prompts=32,
+        rl_held_out_prompts=6,
     ),
     "small": Budget(
         collect_prompts=96,
@@ -89,7 +105,7 @@ BUDGETS = {
         clip_seconds=4.0,
         reward_steps=300,
         rl_steps=100,
-        eval_votes_per_item=3,
+        eval_votes_per_item=4,  # 256 votes over 64 held-out prompts: >= 180 decisive
     ),
     "full": Budget(
         collect_prompts=400,
@@ -99,6 +115,8 @@ BUDGETS = {
         reward_steps=1500,
         rl_steps=200,
         eval_votes_per_item=5,
+        rl_held_out_prompts=100,
+        max_collect_rounds=3,
     ),
 }
 
@@ -135,18 +153,18 @@ def base_version() -> GeneratorVersion:
     return version
 
 
-def loop_prompts(count: int, seed: int) -> list[str]:
-    """Prompts as people write them (the pretraining corpus's short-prompt style)."""
-    from generation.music.pretrain import short_prompt
-    from generation.music.prompts import random_attributes
+def loop_prompts(count: int, seed: int, *, skip: int = 0) -> list[str]:
+    """Prompts as people write them (the pretraining corpus's short-prompt style); skip: the
+    first prompts of the same stream, already used by earlier collection rounds."""
+    from generation.music.prompts import random_attributes, short_prompt
 
     rng = random.Random(seed)
     texts: list[str] = []
-    while len(texts) < count:
+    while len(texts) < skip + count:
         text = short_prompt(random_attributes(rng), rng)
         if text not in texts:
             texts.append(text)
-    return texts
+    return texts[skip:]
 
 
 def generate(campaign: Campaign, say: Say) -> None:
@@ -193,12 +211,14 @@ def train_reward(
     name: str,
     kind: str,
     method: str,
-    campaign: Campaign | None,
+    campaigns: list[Campaign],
     steps: int,
     settings_: dict[str, Any],
     say: Say,
 ) -> RewardModel:
-    filters = DataFilters(campaign_ids=(campaign.pk,)) if campaign else DataFilters()
+    filters = (
+        DataFilters(campaign_ids=tuple(c.pk for c in campaigns)) if campaigns else DataFilters()
+    )
     model = training.reward_model_create(
         name=name,
         kind=kind,
@@ -229,17 +249,78 @@ def trusted_preference_model(candidates: list[RewardModel]) -> RewardModel | Non
     return max(trusted, key=lambda m: m.metrics["heldout"]["accuracy"], default=None)
 
 
+OBJECTIVES = ("auto", "R")  # auto: the raters' taste (U), only where the votes support one
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the loop does after a round of votes, and why (printed and reported)."""
+
+    action: str  # "optimise", "collect" (another round of votes) or "stop"
+    preset: str | None  # "U" or "R" when optimising
+    reward_model: RewardModel | None  # the preference model U optimises
+    reason: str
+
+
+def _heldout_summary(model: RewardModel) -> str:
+    heldout = model.metrics.get("heldout") or {}
+    low, high = heldout.get("accuracy_ci") or (None, None)
+    if heldout.get("accuracy") is None or low is None:
+        return f"{model.name}: not measured"
+    accuracy, votes = heldout["accuracy"], heldout.get("votes")
+    return f"{model.name}: {accuracy:.3f} [{low:.3f}, {high:.3f}] on {votes} votes"
+
+
+def objective_decide(
+    *,
+    objective: str,
+    preference_models: list[RewardModel],
+    rounds_done: int,
+    max_rounds: int,
+) -> Decision:
+    """U on the preference model that predicts the held-out votes best, when one beats
+    chance; otherwise more votes while the budget allows, then a stop. The loop never
+    switches to another objective on its own: optimising a model that does not beat chance
+    optimises noise, and optimising adherence instead ships what the raters did not ask for.
+    R (prompt adherence) runs only when the admin chose it."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
+    if objective == "R":
+        return Decision("optimise", "R", None, "prompt adherence (R), as the admin chose")
+    trusted = trusted_preference_model(preference_models)
+    if trusted is not None:
+        reason = f"{_heldout_summary(trusted)} held-out accuracy, above chance"
+        return Decision("optimise", "U", trusted, reason)
+    figures = "; ".join(_heldout_summary(model) for model in preference_models)
+    if rounds_done < max_rounds:
+        return Decision(
+            "collect", None, None,
+            f"no preference model beats chance on its held-out votes ({figures}): collecting "
+            f"more votes, round {rounds_done + 1} of at most {max_rounds}",
+        )  # fmt: skip
+    return Decision(
+        "stop", None, None,
+        f"no preference model beats chance on its held-out votes after {rounds_done} "
+        f"round(s) of collection ({figures}): the votes do not support a taste to optimise, "
+        "so nothing is fine-tuned. Collect more votes (a larger budget) or choose R.",
+    )  # fmt: skip
+
+
 def closed_loop_run(
     *,
     preference: PreferenceFn,
     preference_name: str,
     budget_name: str,
     seed: int = 0,
+    objective: str = "auto",
     say: Say = print,
 ) -> dict[str, Any]:
-    """Run the cycle once; returns the evaluation figures (and the objects it made)."""
+    """Run the cycle once; returns the evaluation figures (and the objects it made), or,
+    when the votes support no taste, why it stopped (`stopped`) and no candidate."""
     from reward.evaluations import evaluation_refresh
 
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
     budget = BUDGETS[budget_name]
     tag = f"loop-{int(time.time())}"
     started = time.monotonic()
@@ -250,36 +331,24 @@ def closed_loop_run(
         say(f"[{stages[name]:>6.0f} s] {name}")
 
     base = base_version()
+    result: dict[str, Any] = {
+        "preference": preference_name,
+        "budget": budget_name,
+        "budget_settings": asdict(budget),
+        "objective": objective,
+        "baseline": base.name,
+        "stage_started_at_seconds": stages,
+    }
+    collects: list[Campaign] = []
     with LocalServer() as server:
-        stage("collect campaign: generating clips")
-        collect = campaign_create(
-            name=f"{tag} collect",
-            purpose="collect",
-            protocol="preference",
-            prompt_texts=loop_prompts(budget.collect_prompts, seed),
-            version_a=base,
-            votes_per_item=budget.votes_per_item,
-            min_listen_seconds=budget.min_listen_seconds,
-            clip_seconds=budget.clip_seconds,
-            queue=False,
-        )
-        generate(collect, say)
-        stage("collect campaign: simulated raters vote through the API")
-        vote(collect, server=server, preference=preference, budget=budget, seed=seed, say=say)
-
-        stage("snapshot of the data")
-        rows = list(vote_rows(DataFilters(campaign_ids=(collect.pk,))))
-        snapshot = {"votes": len(rows), "sha256": rows_sha256(rows)}
-        say(f"  {snapshot}")
-
-        stage("reward models")
-        # The music tower first: trained on the composer's captioned corpus, it then starts
-        # the preference model's audio encoder, which a few hundred votes could not train.
+        stage("reward models: the music tower")
+        # Trained on the composer's captioned corpus, it then starts the preference model's
+        # audio encoder, which a few hundred votes could not train.
         music_tower = train_reward(
             f"{tag} adherence (two towers)",
             "adherence",
             "learned",
-            None,
+            [],
             budget.adherence_steps,
             {
                 "corpus_size": budget.adherence_corpus,
@@ -289,57 +358,75 @@ def closed_loop_run(
             },
             say,
         )
-        reward_settings = {
-            "test_share": 0.2,
-            "learning_rate": 1e-3,
-            "eval_every": max(1, budget.reward_steps // 4),
-            "encoder_from": music_tower.pk,
-        }
-        preference_model = train_reward(
-            f"{tag} preference",
-            "preference",
-            "learned",
-            collect,
-            budget.reward_steps,
-            reward_settings,
-            say,
-        )
-        measured_model = train_reward(
-            f"{tag} preference (measured features)",
-            "preference",
-            "measured",
-            collect,
-            1,
-            {"test_share": reward_settings["test_share"]},
-            say,
-        )
-        adherence_model = train_reward(
-            f"{tag} adherence",
-            "adherence",
-            "attribute_match",
-            collect,
-            1,
-            {"held_out_size": 32, "clip_seconds": 2.0},
-            say,
-        )
+        reward_models: dict[str, RewardModel] = {"music_tower": music_tower}
+        while True:
+            round_number = len(collects) + 1
+            stage(f"collect campaign {round_number}: generating clips")
+            collect = campaign_create(
+                name=f"{tag} collect {round_number}",
+                purpose="collect",
+                protocol="preference",
+                prompt_texts=loop_prompts(
+                    budget.collect_prompts, seed, skip=len(collects) * budget.collect_prompts
+                ),
+                version_a=base,
+                votes_per_item=budget.votes_per_item,
+                min_listen_seconds=budget.min_listen_seconds,
+                clip_seconds=budget.clip_seconds,
+                queue=False,
+                variant_axes=VARIANT_AXES,
+                variant_share=budget.collect_variant_share,
+            )
+            collects.append(collect)
+            generate(collect, say)
+            stage(f"collect campaign {round_number}: simulated raters vote through the API")
+            vote(
+                collect, server=server, preference=preference, budget=budget,
+                seed=seed + 7919 * (round_number - 1), say=say,
+            )  # fmt: skip
+            stage("snapshot of the data")
+            rows = list(vote_rows(DataFilters(campaign_ids=tuple(c.pk for c in collects))))
+            result["snapshot"] = {"votes": len(rows), "sha256": rows_sha256(rows)}
+            say(f"  {result['snapshot']}")
+            stage("reward models: preference models on the votes")
+            reward_models |= _preference_models(
+                tag, round_number, collects, budget, music_tower, say
+            )
+            decision = objective_decide(
+                objective=objective,
+                preference_models=[reward_models["preference"], reward_models["measured"]],
+                rounds_done=round_number,
+                max_rounds=budget.max_collect_rounds,
+            )
+            say(f"  {decision.reason}")
+            if decision.action != "collect":
+                break
+        result |= {
+            "collect_rounds": len(collects),
+            "decision": {"action": decision.action, "preset": decision.preset,
+                         "reason": decision.reason},
+            "reward_models": _reward_model_figures(reward_models),
+        }  # fmt: skip
+        if decision.action == "stop":
+            stage("done")
+            return result | {"stopped": decision.reason, "seconds": stages["done"]}
 
-        # The votes are what the raters want, so the run optimises the preference model that
-        # predicts them best (MusicRL-U). When neither beats chance, optimising one would
-        # optimise noise: the run falls back on prompt adherence (MusicRL-R).
-        preference_reward = trusted_preference_model([preference_model, measured_model])
-        if preference_reward is not None:
-            stage_rewards, preset = [{preference_reward.pk: 1.0}], "U"
-            say(f"  the run optimises {preference_reward.name}")
+        if decision.preset == "U":
+            stage_rewards = [{decision.reward_model.pk: 1.0}]
         else:
-            stage_rewards, preset = [{adherence_model.pk: 1.0}], "R"
-            say("  no preference model beats chance on its held-out votes (the 95% interval")
-            say("  reaches 0.5): the run optimises prompt adherence instead")
-        stage(f"RL fine-tuning ({preset})")
+            stage("reward models: prompt adherence")
+            adherence = train_reward(
+                f"{tag} adherence", "adherence", "attribute_match", collects, 1,
+                {"held_out_size": 32, "clip_seconds": 2.0}, say,
+            )  # fmt: skip
+            reward_models["adherence"] = adherence
+            stage_rewards = [{adherence.pk: 1.0}]
+        stage(f"RL fine-tuning ({decision.preset})")
         run = finetune.finetune_run_create(
-            name=f"{tag} {preset}",
+            name=f"{tag} {decision.preset}",
             base_version=base,
             algorithm="rloo",
-            preset=preset,
+            preset=decision.preset,
             steps=budget.rl_steps,
             queue=False,
             stage_rewards=stage_rewards,
@@ -352,6 +439,8 @@ def closed_loop_run(
                 "kl_loss": budget.rl_kl_loss,
                 "prompts_per_step": budget.rl_prompts_per_step,
                 "samples_per_prompt": budget.rl_samples_per_prompt,
+                "train_prompts": budget.rl_train_prompts,
+                "held_out_prompts": budget.rl_held_out_prompts,
                 "eval_every": max(1, budget.rl_steps // 2),
                 "checkpoint_every": max(1, budget.rl_steps // 4),
             },
@@ -380,30 +469,59 @@ def closed_loop_run(
         stage("report")
         report = evaluation_refresh(evaluation)
     stage("done")
-    return {
-        "preference": preference_name,
-        "budget": budget_name,
-        "budget_settings": asdict(budget),
+    return result | {
         "seconds": stages["done"],
-        "stage_started_at_seconds": stages,
-        "snapshot": snapshot,
-        "reward_models": {
-            "preference": {
-                "id": preference_model.pk,
-                **preference_model.metrics.get("heldout", {}),
-            },
-            "measured_preference": {
-                "id": measured_model.pk,
-                **measured_model.metrics.get("heldout", {}),
-                "weights": measured_model.metrics.get("weights", {}),
-            },
-            "adherence": {"id": adherence_model.pk, **adherence_model.metrics.get("heldout", {})},
-            "music_tower": {"id": music_tower.pk, **music_tower.metrics.get("heldout", {})},
-        },
+        "reward_models": _reward_model_figures(reward_models),
         "fine_tune_run": run.pk,
-        "preset": preset,
+        "preset": decision.preset,
         "candidate": run.result_version.name,
-        "baseline": base.name,
         "evaluation": evaluation.pk,
         "report": report,
     }
+
+
+def _preference_models(
+    tag: str,
+    round_number: int,
+    collects: list[Campaign],
+    budget: Budget,
+    music_tower: RewardModel,
+    say: Say,
+) -> dict[str, RewardModel]:
+    """Both preference models on every collection round's votes so far: the audio network
+    (its encoder started from the music tower) and the measured-feature model."""
+    test_share = 0.2
+    suffix = f" (round {round_number})" if round_number > 1 else ""
+    learned = train_reward(
+        f"{tag} preference{suffix}",
+        "preference",
+        "learned",
+        collects,
+        budget.reward_steps,
+        {
+            "test_share": test_share,
+            "learning_rate": 1e-3,
+            "eval_every": max(1, budget.reward_steps // 4),
+            "encoder_from": music_tower.pk,
+        },
+        say,
+    )
+    measured = train_reward(
+        f"{tag} preference (measured features){suffix}",
+        "preference",
+        "measured",
+        collects,
+        1,
+        {"test_share": test_share},
+        say,
+    )
+    return {"preference": learned, "measured": measured}
+
+
+def _reward_model_figures(models: dict[str, RewardModel]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for role, model in models.items():
+        figures[role] = {"id": model.pk, **model.metrics.get("heldout", {})}
+        if model.method == RewardModel.Method.MEASURED:
+            figures[role]["weights"] = model.metrics.get("weights", {})
+    return figures

@@ -82,15 +82,57 @@ def evaluation_create(
 
 
 def evaluation_refresh(evaluation: Evaluation) -> dict[str, Any]:
-    """Recompute the report from the campaign's votes and store it."""
+    """Recompute the report from the campaign's votes and store it, with how well each
+    version's clips follow their prompts."""
     rows = vote_rows(DataFilters(campaign_ids=(evaluation.campaign_id,)))
     report = evaluation_report(
         rows, candidate=evaluation.candidate.name, baseline=evaluation.baseline.name
     )
+    # The clips change only while they are generated: measure them again only then.
+    clips = evaluation.campaign.pairs.count()
+    previous = evaluation.report or {}
+    if previous.get("adherence_pairs") == clips and "adherence" in previous:
+        report["adherence"] = previous["adherence"]
+    else:
+        report["adherence"] = campaign_adherence(evaluation.campaign)
+    report["adherence_pairs"] = clips
     evaluation.report = report
     evaluation.computed_at = timezone.now()
     evaluation.save(update_fields=["report", "computed_at"])
     return report
+
+
+def campaign_adherence(campaign: Campaign) -> dict[str, dict[str, float]]:
+    """Per version in the campaign's pairs: the mean prompt adherence of its clips' notes per
+    attribute (`generation.music.evaluation.FIT_PARTS`, and "score") and how many clips had
+    notes to measure. On an evaluation's held-out prompts this shows what the candidate
+    gained or gave up on each attribute; clips without notes (audio-only backends) are left
+    out."""
+    from generation.music.evaluation import FIT_PARTS, piece_fit
+    from generation.music.events import events_to_piece
+    from generation.music.prompts import parse_prompt
+
+    fits: dict[str, list[dict[str, float]]] = {}
+    pairs = campaign.pairs.select_related(
+        "track_a__prompt", "track_a__generator_version",
+        "track_b__prompt", "track_b__generator_version",
+    )  # fmt: skip
+    seen: set[int] = set()
+    for pair in pairs:
+        for track in (pair.track_a, pair.track_b):  # a MOS item has no track_b
+            if track is None or track.pk in seen or not track.events:
+                continue
+            seen.add(track.pk)
+            fit = piece_fit(parse_prompt(track.prompt.text), events_to_piece(track.events))
+            fits.setdefault(track.generator_version.name, []).append(fit)
+    return {
+        version: {
+            part: round(sum(row[part] for row in rows) / len(rows), 4)
+            for part in (*FIT_PARTS, "score")
+        }
+        | {"clips": len(rows)}
+        for version, rows in fits.items()
+    }
 
 
 def version_promote(version: GeneratorVersion) -> GeneratorVersion:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from generation.music.evaluation import FIT_PARTS
 from reward.models import FineTuneRun, RewardModel
 
 # The figure a model is judged by, per kind, as a path into its metrics.
@@ -73,12 +74,30 @@ CURVE_TITLES = {
 }
 
 
+def weight_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """A measured preference model's weights, strongest first, each with its bootstrap
+    interval (None for models fitted before intervals were stored); settled: the interval
+    does not span 0."""
+    intervals = metrics.get("weight_intervals") or {}
+    rows = []
+    for feature, weight in (metrics.get("weights") or {}).items():
+        low, high = intervals.get(feature, (None, None))
+        settled = low is not None and (low > 0 or high < 0)
+        rows.append({"feature": feature, "weight": weight, "low": low, "high": high,
+                     "settled": settled})  # fmt: skip
+    return sorted(rows, key=lambda row: -abs(row["weight"]))
+
+
 def reward_model_report(reward_model: RewardModel) -> dict[str, Any]:
+    tabled = {"weights", "weight_intervals"}  # shown in their own table
     return {
         "curve_title": CURVE_TITLES[reward_model.kind],
         "headline": headline(reward_model),
         "noise_ceiling": noise_ceiling(reward_model),
-        "metrics": flatten_metrics(reward_model.metrics),
+        "weights": weight_rows(reward_model.metrics),
+        "metrics": flatten_metrics(
+            {k: v for k, v in reward_model.metrics.items() if k not in tabled}
+        ),
         "filters": flatten_metrics(reward_model.data_filters),
         "summary": flatten_metrics(reward_model.data_summary),
         "settings": flatten_metrics(reward_model.config),
@@ -112,4 +131,10 @@ def finetune_report(run: FineTuneRun) -> dict[str, Any]:
         ),
         "held_out_prompts": run.data_summary.get("held_out_prompts", []),
         "samples": samples,
+        # One chart per attribute: the notes' prompt adherence on training and held-out
+        # prompts (rl.fit_figures), so a taste that moves one attribute shows where.
+        "fit_charts": [
+            {"part": part, "series": f"fit_{part},heldout_fit_{part}"}
+            for part in (*FIT_PARTS, "score")
+        ],
     }

@@ -499,6 +499,7 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
         features_matrix,
         fit_measured_preference,
         log_likelihood_per_vote,
+        weight_intervals,
     )
     from reward.learning.metrics import pairwise_accuracy, rater_agreement
 
@@ -524,8 +525,13 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
     def side(votes: PreferenceSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return features[votes.clip_a.numpy()], features[votes.clip_b.numpy()], votes.target.numpy()
 
-    model, fit = fit_measured_preference(*side(train), MeasuredPreferenceConfig(l2=config["l2"]))
+    fit_config = MeasuredPreferenceConfig(l2=config["l2"])
+    model, fit = fit_measured_preference(*side(train), fit_config)
     metrics: dict[str, Any] = {"fit": fit, "weights": model.weights_by_feature()}
+    if len(set(train.prompt.tolist())) >= 2:
+        heartbeat.phase("bootstrapping the weights")
+        intervals = weight_intervals(*side(train), train.prompt.numpy(), fit_config)
+        metrics["weight_intervals"] = {name: list(bounds) for name, bounds in intervals.items()}
     for name, votes in (("train", train), ("heldout", test)):
         features_a, features_b, targets = side(votes)
         margins = model.reward(features_a) - model.reward(features_b)

@@ -59,8 +59,24 @@ def evaluation_detail(request: HttpRequest, evaluation_id: int) -> HttpResponse:
         "candidate_lineage": evaluation.candidate.lineage(),
         "baseline_lineage": evaluation.baseline.lineage(),
         "can_decide": has_role(request.user, Role.ADMIN),
+        **adherence_table(report, evaluation),
     }
     return render(request, "reward/evaluation_detail.html", context)
+
+
+def adherence_table(report: dict, evaluation: Evaluation) -> dict[str, list]:
+    """Candidate first, then the baseline: each version's mean fit per attribute."""
+    from generation.music.evaluation import FIT_PARTS
+
+    parts = [*FIT_PARTS, "score"]
+    measured = report.get("adherence") or {}
+    rows = [
+        {"version": name, "values": [measured[name][p] for p in parts],
+         "clips": measured[name]["clips"]}
+        for name in (evaluation.candidate.name, evaluation.baseline.name)
+        if name in measured
+    ]  # fmt: skip
+    return {"adherence_parts": parts, "adherence_rows": rows}
 
 
 @require_POST

@@ -1,11 +1,12 @@
 """A preference model over measured musical features, for symbolic generators.
 
 A few hundred votes cannot train an audio network from scratch (the learned preference model
-stays near chance on them), but they do pin down a dozen weights. This model reads what a
-listener notices in a clip, measured from its notes: how fast, how many instruments, drums or
-not, major or minor, how dense, how high, and how well each of those fits what the prompt
-asked for. Its reward is a weighted sum of those features, and the weights are fitted to the
-votes by Bradley-Terry maximum likelihood:
+stays near chance on them), but they do pin down a couple of dozen weights. This model reads
+what a listener notices in a clip, measured from its notes (`generation/music/listening.py`):
+tempo, arrangement, harmony, activity, register and brightness, rhythm and touch, repetition,
+and how each of the requested attributes fits the prompt, signed where above and below the
+request differ (faster or slower than asked). Its reward is a weighted sum of those features,
+and the weights are fitted to the votes by Bradley-Terry maximum likelihood:
 
     r(clip) = w . z(features(prompt, clip)),   P(a preferred over b) = sigmoid(r(a) - r(b))
 
@@ -26,54 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize, special, stats
 
-from generation.music.attributes_measure import adherence, measure
 from generation.music.events import events_to_piece
+from generation.music.listening import LISTENING_FEATURES, listening_features
 from generation.music.prompts import parse_prompt
 
-FORMAT = "musicpref-measured-preference-v1"
-# Each feature: what is measured, then how well it fits the prompt's request.
-FEATURE_NAMES: tuple[str, ...] = (
-    "tempo_bpm",
-    "melodic_instruments",
-    "drums",
-    "minor_mode",
-    "density",
-    "notes_per_bar",
-    "mean_pitch",
-    "tempo_fit",
-    "instruments_fit",
-    "drums_fit",
-    "mode_fit",
-    "density_fit",
-)
+FORMAT = "musicpref-measured-preference-v2"  # v1 had a dozen features; it is not read
+FEATURE_NAMES: tuple[str, ...] = LISTENING_FEATURES
 
 
 def clip_features(prompt_text: str, events: Sequence[str]) -> list[float]:
-    """The features of one clip for its prompt. A clip without notes measures as all zeros
-    (silence is slow, empty and fits nothing)."""
-    piece = events_to_piece(list(events))
-    if not piece.notes:
-        return [0.0] * len(FEATURE_NAMES)
-    target = parse_prompt(prompt_text)
-    measured = measure(piece, lead_hint=target.instruments[0])
-    fit = adherence(target, piece)
-    pitches = [note.pitch for note in piece.notes if not note.is_drum]
-    values = {
-        "tempo_bpm": float(measured.tempo_bpm),
-        "melodic_instruments": float(len(measured.programs)),
-        "drums": float(measured.drums),
-        "minor_mode": float(measured.mode == "minor"),
-        "density": measured.density,
-        "notes_per_bar": measured.notes_per_bar,
-        "mean_pitch": float(np.mean(pitches)) if pitches else 0.0,
-        "tempo_fit": fit.tempo,
-        "instruments_fit": fit.instruments,
-        "drums_fit": fit.drums,
-        "mode_fit": fit.mode,
-        "density_fit": fit.density,
-    }
+    """The features of one clip for its prompt, in FEATURE_NAMES order."""
+    values = listening_features(parse_prompt(prompt_text), events_to_piece(list(events)))
     return [values[name] for name in FEATURE_NAMES]
 
 
@@ -190,6 +156,46 @@ def fit_measured_preference(
         "config": asdict(config),
     }
     return model, report
+
+
+def weight_intervals(
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    targets: np.ndarray,
+    clusters: np.ndarray,
+    config: MeasuredPreferenceConfig | None = None,
+    *,
+    resamples: int = 200,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile-bootstrap interval of each weight: the fit repeated on votes resampled
+    by cluster (the prompts: votes on one prompt's clips are not independent), so a weight
+    whose interval spans 0 is one the votes do not pin down."""
+    clusters = np.asarray(clusters)
+    names, inverse = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(inverse == index) for index in range(len(names))]
+    config = config or MeasuredPreferenceConfig()
+
+    def refit(chosen: np.ndarray) -> np.ndarray:
+        rows = np.concatenate([members[int(index)] for index in chosen])
+        model, _ = fit_measured_preference(
+            features_a[rows], features_b[rows], targets[rows], config
+        )
+        return model.weights
+
+    if len(members) < 2:
+        raise ValueError("bootstrapping needs votes on at least two prompts")
+    result = stats.bootstrap(
+        (np.arange(len(members)),),
+        refit,
+        vectorized=False,
+        n_resamples=resamples,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return {name: (float(a), float(b)) for name, a, b in zip(FEATURE_NAMES, low, high, strict=True)}
 
 
 def log_likelihood_per_vote(

@@ -1,11 +1,17 @@
 """Generating a campaign's clips: the right versions and seeds per side, idempotent retries,
 and pairs formed per protocol. Rendering is real (FluidSynth); short clips keep it quick."""
 
+from collections import Counter
+from types import SimpleNamespace
+
 import pytest
 
 from generation.models import Track
-from generation.services import campaign_generate_prompt, track_generate
+from generation.music.events import events_to_piece
+from generation.services import campaign_generate_prompt, track_generate, variant_axis_for
+from ratings.errors import InvalidVote
 from ratings.models import Campaign, Pair
+from ratings.services import campaign_create
 from tests.factories import CampaignFactory, GeneratorVersionFactory, PromptFactory
 
 pytestmark = pytest.mark.django_db
@@ -84,3 +90,84 @@ def test_audio_files_have_opaque_names():
     prompt = PromptFactory(text="happy folk song")
     track, _ = track_generate(prompt=prompt, version=version, seed=1, duration_seconds=2.0)
     assert track.audio.name == f"audio/{track.public_id.hex}.ogg"
+
+
+# --- collect campaigns that teach: a clip and its variant ---
+
+
+def variant_campaign(texts, **kwargs) -> Campaign:
+    version = GeneratorVersionFactory()
+    return campaign_create(
+        name="teach", purpose="collect", protocol="preference", prompt_texts=texts,
+        version_a=version, votes_per_item=1, clip_seconds=3.0, queue=False, **kwargs,
+    )  # fmt: skip
+
+
+def test_a_variant_pair_is_a_clip_and_the_same_clip_changed_along_one_axis():
+    campaign = variant_campaign(
+        ["fast techno with drums", "slow sad piano ballad", "upbeat jazz with saxophone"],
+        variant_axes=["tempo", "drums"], variant_share=1.0,
+    )  # fmt: skip
+
+    for prompt in campaign.prompts.all():
+        campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)
+        campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)  # a retry
+
+    assert Track.objects.count() == 6 and Pair.objects.filter(campaign=campaign).count() == 3
+    for pair in Pair.objects.filter(campaign=campaign).select_related("track_a", "track_b"):
+        original, variant = (
+            events_to_piece(pair.track_a.events),
+            events_to_piece(pair.track_b.events),
+        )
+        change = pair.track_b.attributes["variant"]
+        assert change["of_track"] == pair.track_a.pk and change["axis"] in ("tempo", "drums")
+        assert pair.track_b.generator_version == pair.track_a.generator_version
+        assert pair.track_b.duration_seconds == pair.track_a.duration_seconds  # still blind
+        if change["axis"] == "tempo":
+            assert variant.tempo_bpm == change["tempo_bpm"] != original.tempo_bpm
+            assert variant.notes == original.notes
+        else:
+            has_drums = any(note.is_drum for note in variant.notes)
+            assert has_drums == change["drums"] != any(n.is_drum for n in original.notes)
+        assert pair.track_a.audio.read() != pair.track_b.audio.read()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.ACTIVE
+
+
+def test_the_asked_share_of_prompts_get_a_variant_pair_spread_over_the_axes():
+    # The choice is a pure function of the campaign's and the prompt's ids: fixed ids here.
+    campaign = SimpleNamespace(
+        pk=7, purpose="collect", variant_axes=["tempo", "drums", "density"], variant_share=0.3
+    )
+    chosen = [variant_axis_for(campaign, SimpleNamespace(pk=pk)) for pk in range(1, 1001)]
+
+    axes = Counter(axis for axis in chosen if axis is not None)
+    assert 240 <= sum(axes.values()) <= 360  # 300 expected; the bounds are 4 sd away
+    assert set(axes) == {"tempo", "drums", "density"} and min(axes.values()) >= 60
+    assert chosen == [variant_axis_for(campaign, SimpleNamespace(pk=pk)) for pk in range(1, 1001)]
+    campaign.purpose = "evaluate"  # an evaluate campaign compares versions, never variants
+    assert variant_axis_for(campaign, SimpleNamespace(pk=1)) is None
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        {"variant_axes": ["timbre"]},
+        {"variant_axes": ["tempo"], "purpose": "evaluate"},
+        {"variant_axes": ["tempo"], "protocol": "mos"},
+        {"variant_axes": ["tempo"], "variant_share": 0},
+        {"variant_axes": ["tempo"], "backend": "musicgen"},
+    ],
+)
+def test_variants_that_cannot_be_made_are_refused_and_nothing_is_stored(asked):
+    asked = dict(asked)
+    version = GeneratorVersionFactory(backend=asked.pop("backend", "procedural"))
+    other = GeneratorVersionFactory() if asked.get("purpose") == "evaluate" else None
+    arguments = {"name": "bad", "purpose": "collect", "protocol": "preference",
+                 "prompt_texts": ["fast techno"], "version_a": version, "version_b": other,
+                 "queue": False} | asked  # fmt: skip
+
+    with pytest.raises(InvalidVote):
+        campaign_create(**arguments)
+
+    assert not Campaign.objects.exists()

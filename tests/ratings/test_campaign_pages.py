@@ -95,12 +95,29 @@ def test_an_evaluate_campaign_without_a_challenger_is_refused_and_nothing_stored
         {"check_rate": "0.9"},
         {"quality_policy": "lenient"},
         {"completion_url": "not a url"},
+        {"variant_axes": ["timbre"]},
+        {"variant_axes": ["tempo"], "protocol": "mos"},
+        {"variant_axes": ["tempo"], "variant_share": "1.5"},
     ],
 )
 def test_invalid_campaign_forms_store_nothing(admin_client, overrides):
     response = admin_client.post("/manage/campaigns/new/", form_data(**overrides))
     assert response.status_code == 400
     assert Campaign.objects.count() == 0
+
+
+def test_a_collect_campaign_that_teaches_stores_its_variant_axes(admin_client):
+    data = form_data(variant_axes=["tempo", "drums"], variant_share="0.75")
+    response = admin_client.post("/manage/campaigns/new/", data)
+
+    campaign = Campaign.objects.get()
+    assert response.status_code == 302
+    assert (campaign.variant_axes, campaign.variant_share) == (["tempo", "drums"], 0.75)
+    page = admin_client.get(f"/manage/campaigns/{campaign.pk}/").content.decode()
+    assert "75% of the pairs set a clip against a variant changed in one of: tempo, drums" in page
+    plain = admin_client.post("/manage/campaigns/new/", form_data(name="plain"))
+    assert plain.status_code == 302
+    assert Campaign.objects.get(name="plain").variant_axes == []
 
 
 def test_the_campaign_page_shows_generation_and_vote_progress(admin_client):

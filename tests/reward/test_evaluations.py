@@ -4,6 +4,9 @@ admins (only admins) promote or retire the candidate from its page."""
 import pytest
 
 from generation.models import GeneratorVersion
+from generation.music.composer import compose
+from generation.music.events import piece_to_events
+from generation.music.prompts import parse_prompt
 from ratings.models import Campaign, Role
 from reward.evaluations import (
     EvaluationError,
@@ -241,3 +244,38 @@ def test_raters_are_refused_and_anonymous_visitors_sent_to_log_in(
     response = client.post(f"/manage/evaluations/{evaluation.pk}/promote/")
     assert response.status_code == 302 and "/login/" in response["Location"]
     assert client_as(Role.RATER).get("/manage/evaluations/").status_code == 403
+
+
+def test_the_report_gives_each_version_s_prompt_adherence_on_the_clips_heard(versions, client_as):
+    candidate, baseline = versions
+    campaign = CampaignFactory(
+        purpose=Campaign.Purpose.EVALUATE, protocol=Campaign.Protocol.PREFERENCE,
+        version_a=candidate, version_b=baseline,
+    )  # fmt: skip
+    evaluation = Evaluation.objects.create(
+        campaign=campaign, candidate=candidate, baseline=baseline
+    )
+    for index, text in enumerate(["slow sad piano ballad", "calm ambient pad with strings"]):
+        prompt = PromptFactory(text=text)
+        # The candidate plays what was asked; the baseline plays fast techno whatever it is.
+        followed = compose(parse_prompt(text), seed=index, duration_seconds=6)
+        ignored = compose(parse_prompt("fast techno with drums"), seed=index, duration_seconds=6)
+        PairFactory(
+            campaign=campaign, prompt=prompt,
+            track_a=TrackFactory(prompt=prompt, generator_version=candidate,
+                                 events=piece_to_events(followed)),
+            track_b=TrackFactory(prompt=prompt, generator_version=baseline,
+                                 events=piece_to_events(ignored)),
+        )  # fmt: skip
+    PairFactory(campaign=campaign, track_b=None)  # audio only (no notes): left out
+
+    report = evaluation_refresh(evaluation)
+
+    followed, ignored = report["adherence"]["tuned-v2"], report["adherence"]["base-v1"]
+    assert (followed["clips"], ignored["clips"]) == (2, 2)
+    assert (followed["tempo"], followed["drums"]) == (1.0, 1.0)
+    assert (ignored["tempo"], ignored["drums"]) == (0.0, 0.0)
+    assert followed["score"] > ignored["score"] + 0.4
+    page = client_as(Role.RESEARCHER).get(f"/manage/evaluations/{evaluation.pk}/")
+    table = page.content.decode().split('id="adherence-table"')[1].split("</table>")[0]
+    assert table.index("tuned-v2") < table.index("base-v1")  # the candidate first

@@ -3,8 +3,10 @@ which clips raters prefer, from what it measures in the notes, and is a reward f
 can use and the track pages can show."""
 
 import pytest
+from django.urls import reverse
 
 from ratings.dataset import DataFilters, vote_rows
+from ratings.models import Role
 from reward.models import RewardModel, TrackReward
 from reward.scoring import reward_scores
 from reward.training import RewardModelError, reward_model_create, reward_model_execute
@@ -14,7 +16,7 @@ from tests.reward.conftest import SPARSE, best_possible_accuracy, vote_with_a_kn
 pytestmark = pytest.mark.django_db
 
 
-def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign):
+def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign, client, make_rater):
     campaign = rendered_campaign(prompts=40, votes_per_item=3, clip_seconds=2.0)
     vote_with_a_known_preference(campaign, RaterFactory.create_batch(3), p_sparse=0.85)
     job = reward_model_create(
@@ -43,6 +45,16 @@ def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign):
     # is identified by these votes.
     weights = model.metrics["weights"]
     assert weights["notes_per_bar"] + weights["density"] < 0, weights
+    # Every weight has a bootstrap interval (over the training prompts), and the page lists
+    # them strongest first, saying which the votes do not pin down.
+    intervals = model.metrics["weight_intervals"]
+    assert set(intervals) == set(weights) and all(low <= high for low, high in intervals.values())
+    client.force_login(make_rater(role=Role.RESEARCHER).user)
+    page = client.get(reverse("reward-model-detail", args=[model.pk])).content.decode()
+    strongest = max(weights, key=lambda name: abs(weights[name]))
+    table = page[page.index('<table id="weights">') :]
+    assert table.index(f"<td>{strongest}</td>") < table.index("</table>")
+    assert "spans 0" in table  # with 25 features and 60 votes some are not pinned down
     assert model.data_summary["rows_sha256"] and model.data_summary["not_measurable"] == 0
     # Every clip it saw is scored, sparse above busy.
     stored = TrackReward.objects.filter(reward_model=model).select_related("track")

@@ -1,6 +1,7 @@
 """The measured-feature preference model: features read from the notes, a Bradley-Terry fit
 that recovers a known taste from votes, and a scorer file that round-trips exactly."""
 
+import dataclasses
 import json
 import random
 
@@ -17,7 +18,9 @@ from reward.learning.measured import (
     clip_features,
     features_matrix,
     fit_measured_preference,
+    weight_intervals,
 )
+from tests.reward.conftest import varied_prompts
 
 TEMPO = FEATURE_NAMES.index("tempo_bpm")
 TEMPO_FIT = FEATURE_NAMES.index("tempo_fit")
@@ -65,6 +68,52 @@ def test_the_fit_recovers_which_feature_the_raters_reward():
     assert np.mean(predicted_a == (targets == 1)) > 0.75  # held-out votes
 
 
+def test_bootstrap_intervals_pin_down_the_rewarded_feature_and_span_zero_for_the_rest():
+    truth = np.zeros(len(FEATURE_NAMES))
+    truth[TEMPO] = 0.2
+    features_a, features_b, targets = synthetic_votes(truth, 300, seed=6)
+    prompts = np.arange(300) // 3  # three votes per prompt
+
+    intervals = weight_intervals(features_a, features_b, targets, prompts, resamples=100)
+
+    assert intervals["tempo_bpm"][0] > 1.0  # the true weight is 2 logits per deviation
+    spanning = [name for name, (low, high) in intervals.items() if low < 0 < high]
+    # 24 features carry nothing; at 95% each, one or two may miss 0 by chance.
+    assert len(spanning) >= len(FEATURE_NAMES) - 3 and "tempo_bpm" not in spanning
+
+
+def test_a_planted_taste_for_music_slower_than_asked_is_recovered_from_real_clips():
+    """Raters who like music slower than its prompt asks (whatever the prompt) vote on pairs
+    of composed clips whose tempos were scaled. The fit on their votes must rank a held-out
+    clip above the same clip played faster: the taste's direction, on unseen prompts."""
+    rng = random.Random(7)
+    prompts = varied_prompts(48)
+    features = {}
+    for index, prompt in enumerate(prompts):
+        piece = compose(parse_prompt(prompt), seed=index, duration_seconds=6.0)
+        for factor in (0.8, 0.9, 1.0, 1.1, 1.25):
+            scaled = dataclasses.replace(piece, tempo_bpm=round(piece.tempo_bpm * factor))
+            features[prompt, factor] = clip_features(prompt, piece_to_events(scaled))
+    slower = FEATURE_NAMES.index("tempo_vs_request")
+    rows_a, rows_b, targets = [], [], []
+    for prompt in prompts[:36]:
+        for _ in range(6):
+            a, b = rng.sample((0.8, 0.9, 1.0, 1.1, 1.25), 2)
+            p_a = expit(-4 * (features[prompt, a][slower] - features[prompt, b][slower]))
+            rows_a.append(features[prompt, a])
+            rows_b.append(features[prompt, b])
+            targets.append(float(rng.random() < p_a))
+    model, _ = fit_measured_preference(np.array(rows_a), np.array(rows_b), np.array(targets))
+
+    held_out = prompts[36:]
+    slower_wins = [
+        model.reward(np.array([features[p, 0.9]]))[0]
+        > model.reward(np.array([features[p, 1.1]]))[0]
+        for p in held_out
+    ]
+    assert sum(slower_wins) >= 11, slower_wins  # of 12 held-out prompts
+
+
 def test_random_votes_give_weights_near_zero():
     rng = np.random.default_rng(3)
     features_a, features_b, _ = synthetic_votes(np.zeros(len(FEATURE_NAMES)), 400, seed=3)
@@ -76,7 +125,7 @@ def test_a_feature_that_never_varies_gets_no_weight_and_stays_finite():
     truth = np.zeros(len(FEATURE_NAMES))
     truth[TEMPO] = 0.2
     features_a, features_b, targets = synthetic_votes(truth, 200, seed=4)
-    features_a[:, 1] = features_b[:, 1] = 3.0  # melodic_instruments: always 3
+    features_a[:, 1] = features_b[:, 1] = 3.0  # one feature is always 3
     model, _ = fit_measured_preference(features_a, features_b, targets)
     assert np.isfinite(model.weights).all()
     assert model.weights[1] == pytest.approx(0.0, abs=1e-9)

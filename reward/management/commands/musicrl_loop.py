@@ -4,8 +4,12 @@ evaluation by the same simulated raters -> report (see reward/closed_loop.py).
 python manage.py musicrl_loop                                    # default taste, small budget
 python manage.py musicrl_loop --preference ratings.simulation.prefers_faster
 python manage.py musicrl_loop --budget full --seed 3
+python manage.py musicrl_loop --objective R                      # prompt adherence, by choice
 
-The last line printed is one JSON object with the evaluation figures.
+The loop optimises the raters' taste (MusicRL-U) only when a preference model beats chance on
+held-out votes; otherwise it collects more votes, up to the budget's rounds, and then stops
+and says why (exit status 3) instead of optimising something the votes do not support.
+The last line printed is one JSON object with the evaluation figures (or the reason).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from reward.closed_loop import BUDGETS, closed_loop_run
+from reward.closed_loop import BUDGETS, OBJECTIVES, closed_loop_run
+
+NOT_SUPPORTED_EXIT_CODE = 3  # the votes supported no taste: no candidate was made
 
 
 class Command(BaseCommand):
@@ -31,6 +37,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--objective",
+            choices=OBJECTIVES,
+            default="auto",
+            help="auto: the raters' taste where the votes support one; R: prompt adherence.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -43,8 +55,12 @@ class Command(BaseCommand):
             preference_name=options["preference"],
             budget_name=options["budget"],
             seed=options["seed"],
+            objective=options["objective"],
             say=self.stdout.write,
         )
-        report = result["report"]
-        self.stdout.write(json.dumps(report, indent=2, default=str))
+        if "stopped" in result:
+            self.stderr.write(f"stopped: {result['stopped']}")
+            self.stdout.write(json.dumps(result, default=str))
+            raise SystemExit(NOT_SUPPORTED_EXIT_CODE)
+        self.stdout.write(json.dumps(result["report"], indent=2, default=str))
         self.stdout.write(json.dumps(result, default=str))

@@ -1,0 +1,116 @@
+"""Variants of a clip that differ from it along one audible axis, for collect campaigns that
+teach: a vote between a clip and its variant says which way the rater leans on that axis
+alone, so a few hundred votes pin down which axes raters care about (the measured-feature
+preference model reads them back as weights).
+
+Axes, each changing only what its name says:
+- tempo: the same notes 20-25% slower or faster (or about 11%);
+- transpose: pitched parts up or down a fourth or a fifth (drums stay);
+- drums: the drums taken out, or a plain rock beat added where there were none;
+- density: every second onset of each pitched part dropped, or each note of a beat or longer
+  played twice (two halves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import defaultdict
+
+from generation.music.events import (
+    DRUM_PROGRAM,
+    TICKS_PER_BAR,
+    TICKS_PER_BEAT,
+    Note,
+    Piece,
+    quantize_tempo,
+)
+
+VARIANT_AXES = ("tempo", "transpose", "drums", "density")
+TEMPO_FACTORS = (0.8, 0.9, 1.11, 1.25)
+TRANSPOSITIONS = (-7, -5, 5, 7)
+KICK, SNARE, CLOSED_HAT = 36, 38, 42
+
+
+def _tempo(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    factor = rng.choice(TEMPO_FACTORS)
+    tempo = quantize_tempo(round(piece.tempo_bpm * factor))
+    return dataclasses.replace(piece, tempo_bpm=tempo), {"tempo_bpm": tempo}
+
+
+def _transpose(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    shift = rng.choice(TRANSPOSITIONS)
+    pitched = [note.pitch for note in piece.notes if not note.is_drum]
+    if pitched and (max(pitched) + shift > 127 or min(pitched) + shift < 0):
+        shift = -shift  # the other way stays in MIDI range
+    notes = [
+        note if note.is_drum else dataclasses.replace(note, pitch=note.pitch + shift)
+        for note in piece.notes
+    ]
+    return dataclasses.replace(piece, notes=notes), {"semitones": shift}
+
+
+def _rock_beat(bars: int) -> list[Note]:
+    beat = []
+    for bar in range(bars):
+        start = bar * TICKS_PER_BAR
+        for eighth in range(8):
+            tick = start + eighth * TICKS_PER_BEAT // 2
+            beat.append(Note(tick, 1, CLOSED_HAT, 70, DRUM_PROGRAM, is_drum=True))
+        for beat_index, drum in ((0, KICK), (1, SNARE), (2, KICK), (3, SNARE)):
+            tick = start + beat_index * TICKS_PER_BEAT
+            beat.append(Note(tick, 1, drum, 96, DRUM_PROGRAM, is_drum=True))
+    return beat
+
+
+def _drums(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    if any(note.is_drum for note in piece.notes):
+        notes = [note for note in piece.notes if not note.is_drum]
+        return dataclasses.replace(piece, notes=notes), {"drums": False}
+    notes = sorted([*piece.notes, *_rock_beat(piece.bars)], key=lambda note: note.start)
+    return dataclasses.replace(piece, notes=notes), {"drums": True}
+
+
+def _thinned(notes: list[Note]) -> list[Note]:
+    """Every second onset of each part dropped (all the notes of a chord go together)."""
+    by_part: dict[int, list[Note]] = defaultdict(list)
+    for note in notes:
+        by_part[note.program].append(note)
+    kept = []
+    for part in by_part.values():
+        dropped = set(sorted({note.start for note in part})[1::2])
+        kept.extend(note for note in part if note.start not in dropped)
+    return kept
+
+
+def _doubled(notes: list[Note]) -> list[Note]:
+    doubled = []
+    for note in notes:
+        if note.duration >= TICKS_PER_BEAT:
+            half = note.duration // 2
+            doubled.append(dataclasses.replace(note, duration=half))
+            doubled.append(
+                dataclasses.replace(note, start=note.start + half, duration=note.duration - half)
+            )
+        else:
+            doubled.append(note)
+    return doubled
+
+
+def _density(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    pitched = [note for note in piece.notes if not note.is_drum]
+    drums = [note for note in piece.notes if note.is_drum]
+    thinner = rng.random() < 0.5
+    changed = _thinned(pitched) if thinner else _doubled(pitched)
+    notes = sorted([*changed, *drums], key=lambda note: note.start)
+    return dataclasses.replace(piece, notes=notes), {"density": "thinner" if thinner else "busier"}
+
+
+_MAKERS = {"tempo": _tempo, "transpose": _transpose, "drums": _drums, "density": _density}
+
+
+def variant_piece(piece: Piece, axis: str, rng: random.Random) -> tuple[Piece, dict]:
+    """The piece changed along one axis, and what changed (JSON-ready)."""
+    if axis not in _MAKERS:
+        raise ValueError(f"unknown variant axis {axis!r}; choose from {', '.join(VARIANT_AXES)}")
+    return _MAKERS[axis](piece, rng)

@@ -1,0 +1,71 @@
+"""A clip's variant differs from it along its one axis, as a listener would hear it, and in
+nothing else the listening descriptors measure along the other axes."""
+
+import random
+
+import pytest
+
+from generation.music.composer import compose
+from generation.music.listening import listening_features
+from generation.music.prompts import parse_prompt
+from generation.music.variants import VARIANT_AXES, variant_piece
+
+BALLAD = parse_prompt("slow sad piano ballad")
+ROCK = parse_prompt("energetic rock with electric guitar and drums")
+
+
+def heard(target, piece):
+    return listening_features(target, piece)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tempo_changes_the_tempo_and_keeps_the_notes(seed):
+    piece = compose(ROCK, seed=seed, duration_seconds=6)
+    variant, change = variant_piece(piece, "tempo", random.Random(seed))
+    assert variant.notes == piece.notes
+    assert variant.tempo_bpm == change["tempo_bpm"]
+    assert 0.75 <= variant.tempo_bpm / piece.tempo_bpm <= 1.3
+    assert abs(variant.tempo_bpm / piece.tempo_bpm - 1) >= 0.08
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_transposition_moves_the_register_and_leaves_drums_and_rhythm(seed):
+    piece = compose(ROCK, seed=seed, duration_seconds=6)
+    variant, change = variant_piece(piece, "transpose", random.Random(seed))
+    before, after = heard(ROCK, piece), heard(ROCK, variant)
+    assert after["lead_pitch"] == pytest.approx(before["lead_pitch"] + change["semitones"])
+    for name in ("tempo_bpm", "drum_hits_per_bar", "notes_per_bar", "syncopation", "drums"):
+        assert after[name] == before[name], name
+
+
+def test_drums_come_out_where_there_were_some_and_go_in_where_there_were_none():
+    rock = compose(ROCK, seed=1, duration_seconds=6)
+    ballad = compose(BALLAD, seed=1, duration_seconds=6)
+    without, change_out = variant_piece(rock, "drums", random.Random(0))
+    with_beat, change_in = variant_piece(ballad, "drums", random.Random(0))
+    assert (change_out, change_in) == ({"drums": False}, {"drums": True})
+    assert heard(ROCK, without)["drums"] == 0.0 and heard(BALLAD, with_beat)["drums"] == 1.0
+    assert [n for n in with_beat.notes if not n.is_drum] == ballad.notes
+    assert heard(BALLAD, with_beat)["drum_hits_per_bar"] == 12.0  # 8 hats, 2 kicks, 2 snares
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_density_thins_or_doubles_the_pitched_notes(seed):
+    piece = compose(ROCK, seed=seed, duration_seconds=6)
+    variant, change = variant_piece(piece, "density", random.Random(seed))
+    pitched_before = sum(1 for n in piece.notes if not n.is_drum)
+    pitched_after = sum(1 for n in variant.notes if not n.is_drum)
+    if change["density"] == "thinner":
+        assert pitched_after < 0.7 * pitched_before
+    else:
+        assert pitched_after > pitched_before
+    assert [n for n in variant.notes if n.is_drum] == [n for n in piece.notes if n.is_drum]
+
+
+def test_every_axis_is_known_and_an_unknown_one_is_refused():
+    piece = compose(BALLAD, seed=0, duration_seconds=4)
+    for axis in VARIANT_AXES:
+        variant, change = variant_piece(piece, axis, random.Random(0))
+        assert variant != piece and change
+    with pytest.raises(ValueError, match="unknown variant axis"):
+        variant_piece(piece, "timbre", random.Random(0))
