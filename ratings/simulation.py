@@ -52,21 +52,26 @@ class SimulatedClip:
 PreferenceFn = Callable[[str, SimulatedClip, SimulatedClip], float]
 
 
-# --- The default oracle: attribute match ---------------------------------------------------
+# --- The default oracle: attribute match plus a population-wide liking -------------------
 
-# What a listener notices first weighs most: the tempo and the instruments.
+# What a listener notices first weighs most: the tempo and the instruments. Genre and mood
+# are not in the list: they cannot be heard apart from these, and a clip's recorded labels
+# are what it was asked for, not what it plays.
 MATCH_WEIGHTS = {
     "tempo_bpm": 0.3,
     "instruments": 0.3,
-    "mode": 0.15,
-    "drums": 0.15,
-    "genre": 0.05,
-    "mood": 0.05,
+    "mode": 0.2,
+    "drums": 0.2,
 }
 # A tempo this far from the prompt's counts as not matching at all.
 TEMPO_TOLERANCE_BPM = 40.0
 # Logit per unit of match difference: a clear mismatch (0.5) gives P ~ 0.95.
 PREFERENCE_SHARPNESS = 6.0
+# The default population also likes a higher, brighter lead line, whatever the prompt: a
+# logit per 5 semitones of the lead's mean pitch. The shipped generator plays each genre's
+# usual register, so this is a taste it does not already satisfy, and one it can learn both
+# in its plan (the declared register) and in its notes.
+LEAD_PITCH_LIKING = 0.2  # logits per semitone
 
 
 @functools.lru_cache(maxsize=4096)
@@ -102,18 +107,47 @@ def clip_match(prompt_text: str, clip: SimulatedClip) -> float:
     return attribute_match(prompt_attributes(prompt_text), clip.attributes)
 
 
-def default_preference(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
-    """P(clip A is preferred): the clip whose attributes fit the prompt better wins."""
+def heard(clip: SimulatedClip, name: str) -> float | None:
+    """One of the listening descriptors of a clip (generation/music/listening.py), or None
+    for a clip without notes to measure."""
+    value = (clip.attributes.get("listening") or {}).get(name)
+    return None if value is None else float(value)
+
+
+def _difference(clip_a: SimulatedClip, clip_b: SimulatedClip, name: str) -> float:
+    """heard(a) - heard(b); 0 (no preference) when either cannot be measured."""
+    a, b = heard(clip_a, name), heard(clip_b, name)
+    return 0.0 if a is None or b is None else a - b
+
+
+def prompt_adherence(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+    """P(A preferred) for raters who only want what the prompt asked for."""
     margin = clip_match(prompt_text, clip_a) - clip_match(prompt_text, clip_b)
     return _sigmoid(PREFERENCE_SHARPNESS * margin)
 
 
+def default_preference(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+    """The default population: P(A preferred) = sigmoid(6 (match_a - match_b) + 0.2 (lead
+    pitch_a - lead pitch_b)): the clip that fits the prompt better wins, and among clips that
+    fit alike the one whose lead sits higher."""
+    margin = clip_match(prompt_text, clip_a) - clip_match(prompt_text, clip_b)
+    liking = LEAD_PITCH_LIKING * _difference(clip_a, clip_b, "lead_pitch")
+    return _sigmoid(PREFERENCE_SHARPNESS * margin + liking)
+
+
 # --- Other tastes, for checking that the loop learns what it was never tuned on ------------
+# Each is a plain function of what a listener hears. Some live in what the plan decides
+# (tempo, mode, instruments, drums), some only in the notes (articulation).
 
 
 def prefers_faster(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
     """Faster is better, whatever the prompt asks: 8 bpm more is a logit unit."""
     return _sigmoid((clip_a.attributes["tempo_bpm"] - clip_b.attributes["tempo_bpm"]) / 8.0)
+
+
+def prefers_slower(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+    """Slower is better, whatever the prompt asks: 8 bpm less is a logit unit."""
+    return prefers_faster(prompt_text, clip_b, clip_a)
 
 
 def prefers_fewer_instruments(
@@ -123,6 +157,25 @@ def prefers_fewer_instruments(
     count_a = len(clip_a.attributes["instruments"]) + bool(clip_a.attributes.get("drums"))
     count_b = len(clip_b.attributes["instruments"]) + bool(clip_b.attributes.get("drums"))
     return _sigmoid(1.5 * (count_b - count_a))
+
+
+def prefers_minor(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+    """Minor keys are better, whatever the prompt asks: a minor clip against a major one
+    wins 0.88 of the time."""
+    return _sigmoid(2.0 * _difference(clip_a, clip_b, "minor_mode"))
+
+
+def prefers_higher_register(
+    prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip
+) -> float:
+    """A higher lead line is better: 3 semitones higher is a logit unit."""
+    return _sigmoid(_difference(clip_a, clip_b, "lead_pitch") / 3.0)
+
+
+def prefers_legato(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+    """Notes held into the next one are better than short, detached ones: a quarter of the
+    gap more is 1.5 logit units. Only the notes decide this; no plan token names it."""
+    return _sigmoid(6.0 * _difference(clip_a, clip_b, "articulation"))
 
 
 def _sigmoid(x: float) -> float:
@@ -350,7 +403,7 @@ class _TrackCatalog:
             cached = (
                 track.prompt.text,
                 track.caption,
-                heard_attributes(track.attributes or {}, track.events or []),
+                heard_attributes(track.attributes or {}, track.events or [], track.prompt.text),
                 track.generator_version.name,
             )
             with self._lock:
@@ -358,28 +411,35 @@ class _TrackCatalog:
         return cached
 
 
-def heard_attributes(attributes: dict[str, Any], events: list[str]) -> dict[str, Any]:
-    """What a listener hears in a clip, in the oracle's terms. A clip's stored attributes
-    are what it was asked for (a learned generator records its prompt's), so the oracle
-    measures its notes instead: tempo, instruments, drums, mode, and notes per bar. Genre
-    and mood cannot be measured and stay as recorded."""
+def heard_attributes(
+    attributes: dict[str, Any], events: list[str], prompt_text: str | None = None
+) -> dict[str, Any]:
+    """What a listener hears in a clip, in the oracle's terms: its notes measured, never what
+    it was asked for (a learned generator records its prompt's attributes): tempo,
+    instruments, drums, mode and notes per bar, and, given the prompt, every listening
+    descriptor under "listening". A clip without notes (an audio-only backend) keeps its
+    recorded attributes: there is nothing else to go by."""
     if not events:
         return attributes
     from generation.music.attributes_measure import measure
     from generation.music.events import events_to_piece
+    from generation.music.listening import listening_features
 
     piece = events_to_piece(events)
     if not piece.notes:
-        return {**attributes, "instruments": [], "notes_per_bar": 0.0}
+        return {"tempo_bpm": piece.tempo_bpm, "instruments": [], "drums": False,
+                "mode": None, "notes_per_bar": 0.0}  # fmt: skip
     measured = measure(piece)
-    return {
-        **attributes,
+    values: dict[str, Any] = {
         "tempo_bpm": measured.tempo_bpm,
         "instruments": list(measured.programs),
         "drums": measured.drums,
         "mode": measured.mode,
         "notes_per_bar": measured.notes_per_bar,
     }
+    if prompt_text is not None:
+        values["listening"] = listening_features(parse_prompt(prompt_text), piece)
+    return values
 
 
 def public_id_from_clip_url(url: str) -> uuid.UUID:

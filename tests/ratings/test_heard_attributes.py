@@ -1,30 +1,94 @@
 """The simulated raters judge what a clip plays, not what it was asked for: a learned
-generator records its prompt's attributes, and only its notes say whether it followed them."""
+generator records its prompt's attributes, and only its notes say whether it followed them.
+Every taste is a plain function of what a listener hears."""
+
+import dataclasses
+
+import pytest
 
 from generation.music.composer import compose
-from generation.music.events import piece_to_events
+from generation.music.events import Note, Piece, piece_to_events
 from generation.music.prompts import parse_prompt
-from ratings.simulation import SimulatedClip, heard_attributes, prefers_faster
+from ratings.simulation import (
+    SimulatedClip,
+    default_preference,
+    heard_attributes,
+    prefers_faster,
+    prefers_higher_register,
+    prefers_legato,
+    prefers_minor,
+    prefers_slower,
+    prompt_adherence,
+)
+
+BALLAD = "slow sad piano ballad"
 
 
 def test_the_oracle_measures_the_notes_instead_of_trusting_the_recorded_attributes():
     asked = parse_prompt("fast techno with drums at 150 bpm").to_dict()
     played = compose(parse_prompt("slow piano ballad at 70 bpm"), seed=1, duration_seconds=4)
 
-    heard = heard_attributes(asked, piece_to_events(played))
+    heard = heard_attributes(asked, piece_to_events(played), "fast techno with drums")
 
     assert asked["tempo_bpm"] == 150 and asked["drums"] is True
     assert abs(heard["tempo_bpm"] - 70) <= 5
     assert heard["drums"] is False
-    assert heard["genre"] == asked["genre"]  # not measurable: kept as recorded
+    assert "genre" not in heard and "mood" not in heard  # labels, not something heard
+    assert heard["listening"]["tempo_vs_request"] < -0.5  # far slower than asked
 
 
 def test_without_notes_the_recorded_attributes_stand():
     assert heard_attributes({"tempo_bpm": 90}, []) == {"tempo_bpm": 90}
 
 
-def test_the_faster_taste_prefers_the_faster_clip():
+def clip_of(piece: Piece, prompt: str = BALLAD) -> SimulatedClip:
+    return SimulatedClip(b"", "", heard_attributes({}, piece_to_events(piece), prompt), "v")
+
+
+def test_the_faster_and_slower_tastes_mirror_each_other():
     slow = SimulatedClip(b"", "", {"tempo_bpm": 80, "instruments": [0]}, "v")
     fast = SimulatedClip(b"", "", {"tempo_bpm": 120, "instruments": [0]}, "v")
     assert prefers_faster("any", fast, slow) > 0.99
     assert prefers_faster("any", slow, fast) < 0.01
+    assert prefers_slower("any", slow, fast) == pytest.approx(prefers_faster("any", fast, slow))
+
+
+def test_register_and_mode_tastes_hear_the_notes():
+    piece = compose(parse_prompt(BALLAD), seed=2, duration_seconds=6)
+    higher = dataclasses.replace(
+        piece, notes=[dataclasses.replace(n, pitch=n.pitch + 12) for n in piece.notes]
+    )
+    assert prefers_higher_register(BALLAD, clip_of(higher), clip_of(piece)) > 0.95
+    minor = compose(parse_prompt("sad piano ballad in A minor"), seed=3, duration_seconds=6)
+    major = compose(parse_prompt("happy piano ballad in C major"), seed=3, duration_seconds=6)
+    assert clip_of(minor).attributes["mode"] == "minor" != clip_of(major).attributes["mode"]
+    assert prefers_minor(BALLAD, clip_of(minor), clip_of(major)) > 0.85
+
+
+def test_the_legato_taste_lives_in_the_notes_alone():
+    held = [
+        Note(start=4 * i, duration=4, pitch=60 + i % 3, velocity=80, program=0) for i in range(8)
+    ]
+    short = [dataclasses.replace(note, duration=1) for note in held]
+    legato, staccato = clip_of(Piece(held, 80, 2)), clip_of(Piece(short, 80, 2))
+    # Same tempo, instruments, drums and pitches: only the touch differs.
+    assert {k: v for k, v in legato.attributes.items() if k != "listening"} == {
+        k: v for k, v in staccato.attributes.items() if k != "listening"
+    }
+    assert prefers_legato(BALLAD, legato, staccato) > 0.98
+
+
+def test_the_default_population_wants_the_prompt_first_and_then_a_higher_lead():
+    asked = compose(parse_prompt(BALLAD), seed=4, duration_seconds=6)
+    techno = compose(parse_prompt("fast techno with drums"), seed=4, duration_seconds=6)
+    higher = dataclasses.replace(
+        asked, notes=[dataclasses.replace(n, pitch=n.pitch + 5) for n in asked.notes]
+    )
+    asked_clip, higher_clip = clip_of(asked), clip_of(higher)
+
+    assert default_preference(BALLAD, asked_clip, clip_of(techno)) > 0.8  # the prompt first
+    # Transposed up a fourth, it may change the measured mode: compare what is left of it.
+    liking = default_preference(BALLAD, higher_clip, asked_clip)
+    adherence = prompt_adherence(BALLAD, higher_clip, asked_clip)
+    assert liking > adherence  # the higher lead adds a logit on top of adherence
+    assert prompt_adherence(BALLAD, asked_clip, asked_clip) == 0.5
