@@ -676,6 +676,24 @@ def campaign_create(
     return campaign
 
 
+def campaign_votes_extend(*, campaign: Campaign, extra_per_item: int) -> Campaign:
+    """Ask for `extra_per_item` more votes on every item of the campaign: for a listening
+    test that has not yet gathered enough decisive votes to tell its versions apart."""
+    if extra_per_item < 1:
+        raise InvalidVote("Ask for at least one more vote per item.")
+    if campaign.votes_per_item + extra_per_item > 1000:
+        raise InvalidVote("A campaign takes at most 1000 votes per item.")
+    with transaction.atomic():
+        Campaign.objects.filter(pk=campaign.pk).update(
+            votes_per_item=F("votes_per_item") + extra_per_item
+        )
+        Pair.objects.filter(campaign=campaign).update(
+            votes_wanted=F("votes_wanted") + extra_per_item
+        )
+    campaign.refresh_from_db()
+    return campaign
+
+
 def variants_check(
     purpose: str,
     protocol: str,

@@ -27,6 +27,7 @@ from wsgiref.simple_server import WSGIRequestHandler
 from django.core.servers.basehttp import ThreadedWSGIServer
 from django.core.wsgi import get_wsgi_application
 from django.db import connections
+from django.db.models import F, Sum
 
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
@@ -34,7 +35,7 @@ from generation.music.variants import VARIANT_AXES
 from generation.services import campaign_generate_prompt, shipped_version_register
 from ratings.dataset import DataFilters, rows_sha256, vote_rows
 from ratings.models import Campaign
-from ratings.services import campaign_create
+from ratings.services import campaign_create, campaign_votes_extend
 from ratings.simulation import (
     PreferenceFn,
     RaterSwarm,
@@ -81,6 +82,9 @@ class Budget:
     # Share of collect pairs that set a clip against a variant of it changed along one
     # audible axis (tempo, transposition, drums, density): votes that isolate an axis.
     collect_variant_share: float = 0.5
+    # The evaluation votes until this many are decisive (ties excluded), adding a vote per
+    # pair at a time, at most three times.
+    min_decisive_votes: int = 180
 
 
 BUDGETS = {
@@ -97,6 +101,7 @@ BUDGETS = {
         adherence_steps=10,
         rl_train_prompts=32,
         rl_held_out_prompts=6,
+        min_decisive_votes=0,
     ),
     "small": Budget(
         collect_prompts=96,
@@ -186,7 +191,7 @@ def vote(
 ) -> int:
     accounts = simulated_raters_ensure(campaign_id=campaign.pk, count=budget.raters)
     raters = simulated_raters_build(accounts=accounts, noise=1.0, careless_fraction=0.0, seed=seed)
-    wanted = campaign.pairs.count() * campaign.votes_per_item
+    wanted = campaign.pairs.aggregate(left=Sum(F("votes_wanted") - F("vote_count")))["left"] or 0
     report = RaterSwarm(
         config=SimulationConfig(
             campaign_id=campaign.pk,
@@ -466,8 +471,20 @@ def closed_loop_run(
             seed=seed + 1,
             say=say,
         )
-        stage("report")
         report = evaluation_refresh(evaluation)
+        extra_rounds = 0
+        # An evaluation that cannot tell 0.85 from 0.95 proves nothing: more votes on every
+        # pair until enough are decisive (ties do not count), within the budget.
+        while _decisive(report) < budget.min_decisive_votes and extra_rounds < 3:
+            extra_rounds += 1
+            say(f"  {_decisive(report)} decisive votes: one more vote per pair")
+            campaign_votes_extend(campaign=evaluation.campaign, extra_per_item=1)
+            vote(
+                evaluation.campaign, server=server, preference=preference, budget=budget,
+                seed=seed + 1 + extra_rounds, say=say,
+            )  # fmt: skip
+            report = evaluation_refresh(evaluation)
+        stage("report")
     stage("done")
     return result | {
         "seconds": stages["done"],
@@ -516,6 +533,11 @@ def _preference_models(
         say,
     )
     return {"preference": learned, "measured": measured}
+
+
+def _decisive(report: dict[str, Any]) -> int:
+    comparison = report.get("comparison") or {}
+    return int(comparison.get("wins") or 0) + int(comparison.get("losses") or 0)
 
 
 def _reward_model_figures(models: dict[str, RewardModel]) -> dict[str, Any]:

@@ -146,3 +146,25 @@ def test_the_same_vote_sent_twice_at_once_is_stored_once(api_client_for):
     assert Vote.objects.filter(pair=pair).count() == 1
     pair.refresh_from_db()
     assert pair.vote_count == 1
+
+
+@pytest.mark.django_db
+def test_a_campaign_asked_for_more_votes_serves_its_full_pairs_again(make_rater):
+    campaign = CampaignFactory(votes_per_item=1)
+    pair = PairFactory(campaign=campaign, votes_wanted=1)
+    first, second = make_rater(), make_rater()
+    lease = services.assignment_lease_next(rater=first, campaign=campaign)
+    Assignment.objects.filter(pk=lease.assignment_id).update(status=Assignment.Status.VOTED)
+    Pair.objects.filter(pk=pair.pk).update(vote_count=1)
+    assert services.assignment_lease_next(rater=second, campaign=campaign) is None  # full
+
+    services.campaign_votes_extend(campaign=campaign, extra_per_item=2)
+
+    pair.refresh_from_db()
+    assert (campaign.votes_per_item, pair.votes_wanted) == (3, 3)
+    assert services.assignment_lease_next(rater=second, campaign=campaign) is not None
+    for bad in (0, 998):
+        with pytest.raises(services.InvalidVote):
+            services.campaign_votes_extend(campaign=campaign, extra_per_item=bad)
+    pair.refresh_from_db()
+    assert pair.votes_wanted == 3  # a refused request changes nothing
