@@ -31,6 +31,7 @@ from django.db.models import F, Sum
 
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
+from generation.music.evaluation import composer_ceiling
 from generation.music.variants import VARIANT_AXES
 from generation.services import campaign_generate_prompt, shipped_version_register
 from ratings.dataset import DataFilters, rows_sha256, vote_rows
@@ -485,6 +486,11 @@ def closed_loop_run(
             )  # fmt: skip
             report = evaluation_refresh(evaluation)
         stage("report")
+        # The most the adherence measurements can credit on these prompts and clip length.
+        report["adherence_ceiling"] = composer_ceiling(
+            list(evaluation.campaign.prompts.values_list("text", flat=True)),
+            duration_seconds=budget.clip_seconds,
+        )
     stage("done")
     return result | {
         "seconds": stages["done"],

@@ -94,3 +94,18 @@ def adherence_report(pieces: Sequence[GeneratedPiece]) -> dict[str, object]:
             "mean": round(statistics.fmean(body_means), 4)  # over the fields the body decides
         }
     return report
+
+
+def composer_ceiling(
+    prompts: Sequence[str], *, duration_seconds: float, seed: int = 0
+) -> dict[str, float]:
+    """Mean `piece_fit` per attribute of the composer given each prompt's parsed attributes:
+    the most the measurements can credit a generator with on these prompts (the estimators
+    miss some of what the composer plays as asked)."""
+    from generation.music.composer import compose
+
+    rows = [
+        piece_fit(target, compose(target, seed=seed + index, duration_seconds=duration_seconds))
+        for index, target in enumerate(parse_prompt(prompt) for prompt in prompts)
+    ]
+    return {part: round(statistics.fmean(row[part] for row in rows), 4) for part in rows[0]}

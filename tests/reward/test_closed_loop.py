@@ -51,6 +51,9 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects():
     report = result["report"]
     assert report["comparison"]["n"] == votes
     assert report["candidate"] == candidate.name
+    # Adherence per attribute of both versions' clips, and the composer's as the ceiling.
+    assert set(report["adherence"]) == {candidate.name, result["baseline"]}
+    assert report["adherence_ceiling"]["tempo"] == 1.0  # the composer plays the asked tempo
     assert any("report" in line for line in said)
 
 
