@@ -295,7 +295,7 @@ def objective_decide(
         return Decision("optimise", "R", None, "prompt adherence (R), as the admin chose")
     trusted = trusted_preference_model(preference_models)
     if trusted is not None:
-        reason = f"{_heldout_summary(trusted)} held-out accuracy, above chance"
+        reason = f"U on {_heldout_summary(trusted)}: held-out accuracy above chance"
         return Decision("optimise", "U", trusted, reason)
     figures = "; ".join(_heldout_summary(model) for model in preference_models)
     if rounds_done < max_rounds:
