@@ -81,7 +81,8 @@ class Budget:
     # new prompts, up to this many in all, before giving up.
     max_collect_rounds: int = 2
     # Share of collect pairs that set a clip against a variant of it changed along one
-    # audible axis (tempo, transposition, drums, density): votes that isolate an axis.
+    # audible axis (tempo, transposition, drums, instruments, density): votes that isolate
+    # an axis, including how much each of the prompt's attributes matters to the raters.
     collect_variant_share: float = 0.5
     # The evaluation votes until this many are decisive (ties excluded), adding a vote per
     # pair at a time, at most three times.

@@ -7,6 +7,8 @@ Axes, each changing only what its name says:
 - tempo: the same notes 20-25% slower or faster (or about 11%);
 - transpose: pitched parts up or down a fourth or a fifth (drums stay);
 - drums: the drums taken out, or a plain rock beat added where there were none;
+- instruments: one pitched part played on another instrument of a different family (piano
+  for guitar, flute for strings...), its notes unchanged;
 - density: every second onset of each pitched part dropped, or each note of a beat or longer
   played twice (two halves).
 """
@@ -26,10 +28,13 @@ from generation.music.events import (
     quantize_tempo,
 )
 
-VARIANT_AXES = ("tempo", "transpose", "drums", "density")
+VARIANT_AXES = ("tempo", "transpose", "drums", "instruments", "density")
 TEMPO_FACTORS = (0.8, 0.9, 1.11, 1.25)
 TRANSPOSITIONS = (-7, -5, 5, 7)
 KICK, SNARE, CLOSED_HAT = 36, 38, 42
+# One common instrument per General MIDI family (piano, organ, guitar, bass, strings,
+# ensemble, brass, reed, pipe, synth lead, synth pad): a swap always changes the family.
+SWAP_PROGRAMS = (0, 16, 24, 32, 40, 48, 56, 65, 73, 81, 89)
 
 
 def _tempo(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
@@ -71,6 +76,20 @@ def _drums(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
     return dataclasses.replace(piece, notes=notes), {"drums": True}
 
 
+def _instruments(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    programs = sorted({note.program for note in piece.notes if not note.is_drum})
+    if not programs:  # drums alone: the closest change a listener hears is a part added
+        return _drums(piece, rng)
+    old = rng.choice(programs)
+    families = {program // 8 for program in programs}
+    new = rng.choice([p for p in SWAP_PROGRAMS if p // 8 not in families])
+    notes = [
+        dataclasses.replace(note, program=new) if not note.is_drum and note.program == old else note
+        for note in piece.notes
+    ]
+    return dataclasses.replace(piece, notes=notes), {"program_from": old, "program_to": new}
+
+
 def _thinned(notes: list[Note]) -> list[Note]:
     """Every second onset of each part dropped (all the notes of a chord go together)."""
     by_part: dict[int, list[Note]] = defaultdict(list)
@@ -106,7 +125,13 @@ def _density(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
     return dataclasses.replace(piece, notes=notes), {"density": "thinner" if thinner else "busier"}
 
 
-_MAKERS = {"tempo": _tempo, "transpose": _transpose, "drums": _drums, "density": _density}
+_MAKERS = {
+    "tempo": _tempo,
+    "transpose": _transpose,
+    "drums": _drums,
+    "instruments": _instruments,
+    "density": _density,
+}
 
 
 def variant_piece(piece: Piece, axis: str, rng: random.Random) -> tuple[Piece, dict]:

@@ -69,3 +69,18 @@ def test_every_axis_is_known_and_an_unknown_one_is_refused():
         assert variant != piece and change
     with pytest.raises(ValueError, match="unknown variant axis"):
         variant_piece(piece, "timbre", random.Random(0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_an_instrument_swap_changes_one_part_s_family_and_nothing_else(seed):
+    piece = compose(ROCK, seed=seed, duration_seconds=6)
+    variant, change = variant_piece(piece, "instruments", random.Random(seed))
+    before, after = heard(ROCK, piece), heard(ROCK, variant)
+    old, new = change["program_from"], change["program_to"]
+    assert new // 8 not in {n.program // 8 for n in piece.notes if not n.is_drum}
+    assert [(n.start, n.pitch) for n in variant.notes] == [(n.start, n.pitch) for n in piece.notes]
+    assert {n.program for n in variant.notes if not n.is_drum} == (
+        {n.program for n in piece.notes if not n.is_drum} - {old} | {new}
+    )
+    assert after["instruments_fit"] < before["instruments_fit"]  # the prompt's parts changed
+    assert after["melodic_instruments"] == before["melodic_instruments"]
