@@ -75,6 +75,7 @@ class Budget:
     rl_kl_loss: float = 0.25
     rl_prompts_per_step: int = 8
     rl_samples_per_prompt: int = 4
+    rl_num_threads: int = 2  # the loop has the machine to itself (finetune's num_threads)
     rl_train_prompts: int = 2000  # the pools RL samples from and is judged on
     rl_held_out_prompts: int = 64  # also the evaluation campaign's prompts
     # When no preference model beats chance, collect another campaign of collect_prompts
@@ -103,6 +104,7 @@ BUDGETS = {
         adherence_steps=10,
         rl_train_prompts=32,
         rl_held_out_prompts=6,
+        rl_num_threads=1,  # the test suite runs two processes at once
         min_decisive_votes=0,
     ),
     "small": Budget(
@@ -446,6 +448,7 @@ def closed_loop_run(
                 "kl_loss": budget.rl_kl_loss,
                 "prompts_per_step": budget.rl_prompts_per_step,
                 "samples_per_prompt": budget.rl_samples_per_prompt,
+                "num_threads": budget.rl_num_threads,
                 "train_prompts": budget.rl_train_prompts,
                 "held_out_prompts": budget.rl_held_out_prompts,
                 "eval_every": max(1, budget.rl_steps // 2),

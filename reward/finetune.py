@@ -63,6 +63,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "held_out_prompts": 64,
     "dpo_beta": 0.1,
     "dpo_batch_size": 8,
+    # torch threads for sampling and training. One suits a worker that shares the machine;
+    # a run that has the machine to itself (the closed loop) gains from two: an RLOO step of
+    # the planned model took 4.6 s on two threads against 7.0 s on one, on an idle 2-core CPU.
+    "num_threads": 1,
 }
 STRING_SETTINGS = {"guard_action": ("warn", "stop")}
 
@@ -91,6 +95,8 @@ def finetune_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
         raise FineTuneError("test_share must lie strictly between 0 and 1")
     if not 1 <= merged["clip_seconds"] <= 30:
         raise FineTuneError("clip_seconds must lie in [1, 30]")
+    if merged["num_threads"] not in range(1, 65):
+        raise FineTuneError("num_threads must be a whole number from 1 to 64")
     for pool in ("train_prompts", "held_out_prompts"):
         if merged[pool] is None or int(merged[pool]) != merged[pool] or merged[pool] < 1:
             raise FineTuneError(f"{pool} must be a whole number of at least 1")
@@ -364,6 +370,7 @@ def _run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
                 checkpoint_every=int(config["checkpoint_every"]),
                 eval_every=int(config["eval_every"]),
                 seed=int(config["seed"]) + index,
+                num_threads=int(config.get("num_threads", 1)),
             ),
             prompts_per_step=int(config["prompts_per_step"]),
             samples_per_prompt=int(config["samples_per_prompt"]),
@@ -480,6 +487,7 @@ def _run_dpo(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
                 checkpoint_every=int(config["checkpoint_every"]),
                 eval_every=int(config["eval_every"]),
                 seed=int(config["seed"]),
+                num_threads=int(config.get("num_threads", 1)),
             ),
             beta=float(config["dpo_beta"]),
             batch_size=int(config["dpo_batch_size"]),

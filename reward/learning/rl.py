@@ -458,10 +458,14 @@ def sampler_for(
 ) -> SymbolicTransformerBackend:
     """The policy as the run samples it: its own sampling settings, bar the temperature if
     the config sets one (samples at a temperature other than 1 are slightly off-policy: the
-    gradient and the KL use the untempered log-probs)."""
-    if config.temperature is None:
+    gradient and the KL use the untempered log-probs), on the run's threads. The policy
+    itself keeps its settings, so the version saved from it samples as before."""
+    temperature = policy.sampling.temperature if config.temperature is None else config.temperature
+    sampling = replace(
+        policy.sampling, temperature=temperature, num_threads=config.loop.num_threads
+    )
+    if sampling == policy.sampling:
         return policy
-    sampling = replace(policy.sampling, temperature=config.temperature)
     return SymbolicTransformerBackend(
         policy.model, sampling=sampling, text_encoder=policy.text_encoder
     )

@@ -29,6 +29,7 @@ from reward.learning.rl import (
     guard_warnings,
     logprobs_against_reference,
     rloo_advantages,
+    sampler_for,
     train_rloo,
 )
 from tests.reward_learning.synthetic import one_thread  # noqa: F401  (autouse fixture)
@@ -226,6 +227,17 @@ def test_rloo_raises_the_reward_and_keeps_the_kl_finite(trained):
         assert 0 <= metrics[f"heldout_fit_{part}"] <= 1 and f"heldout_fit_{part}" in history[9]
     assert result.stopped_reason is None and result.warnings == []
     assert result.resumed_from == 0 and metrics["steps"] == 40
+
+
+def test_the_run_samples_on_its_own_threads_and_leaves_the_policy_s_settings(encoder):
+    policy, _ = models(encoder)
+    two = config(loop={"num_threads": 2})
+
+    sampler = sampler_for(policy, two)
+
+    assert sampler.sampling.num_threads == 2 and sampler.model is policy.model
+    assert policy.sampling.num_threads == 1  # what a saved candidate will sample with
+    assert sampler_for(policy, config()) is policy  # nothing to change
 
 
 def test_fit_figures_are_the_notes_prompt_adherence_per_attribute():
