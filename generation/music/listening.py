@@ -73,9 +73,9 @@ def _lead_and_bass(pitched: list[Note], lead_hint: int | None) -> tuple[list[Not
     by_program: dict[int, list[Note]] = defaultdict(list)
     for note in pitched:
         by_program[note.program].append(note)
-    if lead_hint not in by_program:
-        lead_hint = max(by_program, key=lambda program: len(by_program[program]))
     lead = lead_hint
+    if lead not in by_program:  # the requested lead is silent: the busiest part leads
+        lead = max(by_program, key=lambda program: len(by_program[program]))
     bass = min(by_program, key=lambda p: float(np.mean([n.pitch for n in by_program[p]])))
     return by_program[lead], by_program[bass]
 
