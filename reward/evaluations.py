@@ -108,7 +108,7 @@ def campaign_adherence(campaign: Campaign) -> dict[str, dict[str, float]]:
     notes to measure. On an evaluation's held-out prompts this shows what the candidate
     gained or gave up on each attribute; clips without notes (audio-only backends) are left
     out."""
-    from generation.music.evaluation import FIT_PARTS, piece_fit
+    from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit
     from generation.music.events import events_to_piece
     from generation.music.prompts import parse_prompt
 
@@ -126,11 +126,7 @@ def campaign_adherence(campaign: Campaign) -> dict[str, dict[str, float]]:
             fit = piece_fit(parse_prompt(track.prompt.text), events_to_piece(track.events))
             fits.setdefault(track.generator_version.name, []).append(fit)
     return {
-        version: {
-            part: round(sum(row[part] for row in rows) / len(rows), 4)
-            for part in (*FIT_PARTS, "score")
-        }
-        | {"clips": len(rows)}
+        version: mean_by_key(rows, (*FIT_PARTS, "score")) | {"clips": len(rows)}
         for version, rows in fits.items()
     }
 

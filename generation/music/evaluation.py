@@ -63,7 +63,8 @@ def piece_fit(target: MusicAttributes, piece: Piece) -> dict[str, float]:
     return fit
 
 
-def _means(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
+def mean_by_key(rows: Sequence[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    """Each key's mean over the rows, to 4 decimals (JSON-ready figures)."""
     return {key: round(statistics.fmean(row[key] for row in rows), 4) for key in keys}
 
 
@@ -84,13 +85,13 @@ def adherence_report(pieces: Sequence[GeneratedPiece]) -> dict[str, object]:
     report: dict[str, object] = {
         "prompts": len(pieces),
         "mean_fit": round(statistics.fmean(fit["score"] for fit in fits), 4),
-        "fit": _means(fits, FIT_PARTS),
+        "fit": mean_by_key(fits, FIT_PARTS),
         "well_formed": round(statistics.fmean(float(item.well_formed) for item in pieces), 4),
     }
     if plan_fits:
-        report["plan_fit"] = _means(plan_fits, FIT_PARTS)
+        report["plan_fit"] = mean_by_key(plan_fits, FIT_PARTS)
         body_means = [statistics.fmean(row[field] for field in BODY_FIELDS) for row in agreements]
-        report["plan_agreement"] = _means(agreements, AGREEMENT_FIELDS) | {
+        report["plan_agreement"] = mean_by_key(agreements, AGREEMENT_FIELDS) | {
             "mean": round(statistics.fmean(body_means), 4)  # over the fields the body decides
         }
     return report
@@ -108,4 +109,4 @@ def composer_ceiling(
         piece_fit(target, compose(target, seed=seed + index, duration_seconds=duration_seconds))
         for index, target in enumerate(parse_prompt(prompt) for prompt in prompts)
     ]
-    return {part: round(statistics.fmean(row[part] for row in rows), 4) for part in rows[0]}
+    return mean_by_key(rows, (*FIT_PARTS, "score"))

@@ -345,11 +345,16 @@ def parse_prompt(text: str) -> MusicAttributes:
 # --- held-out split ---
 
 
+def normalised_prompt(prompt_text: str) -> str:
+    """The text two prompts must share to count as one: case and spacing do not matter."""
+    return " ".join(prompt_text.casefold().split())
+
+
 def prompt_is_held_out(prompt_text: str, *, test_share: float, split_seed: int) -> bool:
     """A prompt's side of a train/held-out split, from a hash of its normalised text: every
     vote on a prompt lands on the same side, the same prompt typed twice is still one
     prompt, and pretraining, reward models and fine-tuning all split the same way."""
-    key = f"{split_seed}:{' '.join(prompt_text.casefold().split())}".encode()
+    key = f"{split_seed}:{normalised_prompt(prompt_text)}".encode()
     fraction = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
     return fraction < test_share
 
@@ -516,7 +521,7 @@ def prompt_pools(
     seen: set[str] = set()
 
     def place(text: str) -> None:
-        key = " ".join(text.casefold().split())  # the split's own normalisation
+        key = normalised_prompt(text)
         if key in seen:
             return
         seen.add(key)

@@ -172,4 +172,5 @@ def test_after_short_training_contrasting_prompts_give_different_music(briefly_t
     assert sum(m.drums for m in fast) - sum(m.drums for m in slow) >= 4
     assert sum(0 in m.programs for m in slow) > sum(0 in m.programs for m in fast)
     report = evaluate(result.backend, config)
+    assert report["well_formed"] > 0.5
     assert 0 <= report["mean_fit"] <= 1 and report["token_loss"] < 3.0
