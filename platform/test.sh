@@ -19,4 +19,5 @@ ruff format --check .
 echo "==> pytest"
 # Two processes on the two cores; whole files stay on one process (module-scoped browser
 # fixtures), and tests/parallel.py gives each its own database, Redis database and data dir.
-python -m pytest -n 2 --dist loadfile "$@"
+# --durations: the 15 slowest tests, so a run that creeps towards the 10-minute budget says why.
+python -m pytest -n 2 --dist loadfile --durations=15 "$@"

@@ -194,6 +194,11 @@ class PlannedMusicGPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def parameter_parts(self) -> dict[str, list[nn.Parameter]]:
+        """The weights of each network, for optimisers that step them at different rates:
+        the planner's reach only plan tokens, the body's only notes."""
+        return {"planner": list(self.planner.parameters()), "body": list(self.body.parameters())}
+
     def forward(self, text_emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Masked logits at each token of idx (BOS first): position i predicts idx[:, i + 1],
         by the planner while the plan is open (no Bar read yet), by the body after."""

@@ -213,8 +213,8 @@ def token_loss(
 def make_optimizer(model: PlannedMusicGPT, config: TrainConfig) -> torch.optim.AdamW:
     """Weight decay on matrices only; the planner's groups take a scaled step."""
     groups = []
-    for part, scale in ((model.body, 1.0), (model.planner, config.planner_lr_scale)):
-        parameters = list(part.parameters())
+    parts = model.parameter_parts()
+    for parameters, scale in ((parts["body"], 1.0), (parts["planner"], config.planner_lr_scale)):
         matrices = [p for p in parameters if p.dim() >= 2]
         vectors = [p for p in parameters if p.dim() < 2]
         groups.append({"params": matrices, "weight_decay": config.weight_decay, "lr_scale": scale})

@@ -19,7 +19,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,10 @@ class LoopConfig:
     # One thread: these small models gain little from a second core, and on a busy 2-core
     # machine two threads were measured 2.5-13x slower per step than one.
     num_threads: int = 1
+    # Step size of a part of the model relative to learning_rate, by the part's name in the
+    # model's `parameter_parts()` (a planned generator's "planner" and "body"); unnamed parts
+    # and models without parts step at 1.
+    part_lr_scales: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,12 +102,19 @@ def learning_rate(config: LoopConfig, step: int) -> float:
 
 
 def make_optimizer(model: nn.Module, config: LoopConfig) -> torch.optim.AdamW:
-    """Weight decay on weight matrices and kernels only, not on biases and norms."""
+    """Weight decay on weight matrices and kernels only, not on biases and norms; each of the
+    model's parts (`parameter_parts()`, if it has them) steps at its own scale of the rate."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    scale_of: dict[int, float] = {}
+    parts = getattr(model, "parameter_parts", None)
+    for name, part in (parts() if parts is not None else {}).items():
+        scale_of |= dict.fromkeys(map(id, part), config.part_lr_scales.get(name, 1.0))
+    groups = []
+    for scale in sorted({scale_of.get(id(p), 1.0) for p in params}):
+        scaled = [p for p in params if scale_of.get(id(p), 1.0) == scale]
+        for matrices, decay in ((True, config.weight_decay), (False, 0.0)):
+            chosen = [p for p in scaled if (p.dim() >= 2) == matrices]
+            groups.append({"params": chosen, "weight_decay": decay, "lr_scale": scale})
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99))
 
 
@@ -212,7 +223,7 @@ def run_loop(
             model.train()
             lr = learning_rate(config, step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # older checkpoints: 1
             optimizer.zero_grad(set_to_none=True)
             try:
                 loss, figures = step_fn(step, random.Random(config.seed * 1_000_003 + step))

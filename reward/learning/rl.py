@@ -172,6 +172,11 @@ class RLOOModule(nn.Module):
         self.statistics = RewardStatistics(names)
         self.guard = GuardState()
 
+    def parameter_parts(self) -> dict[str, list[nn.Parameter]]:
+        """The policy's parts (a planned generator's planner and body), for the optimiser."""
+        parts = getattr(self.policy, "parameter_parts", None)
+        return parts() if parts is not None else {}
+
 
 def rloo_advantages(objective: torch.Tensor, group_size: int) -> torch.Tensor:
     """A_i = R_i - mean of the other group_size - 1 R of its group, for prompt-major R

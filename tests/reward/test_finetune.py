@@ -70,6 +70,8 @@ def test_bad_runs_are_refused_and_store_nothing(learned_base, attribute_match):
          "settings": {"held_out_prompts": 2.5}},
         {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
          "settings": {"num_threads": 0}},
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"planner_lr_scale": -1}},
     ]  # fmt: skip
     for attempt in attempts:
         with pytest.raises(finetune.FineTuneError):
@@ -182,3 +184,13 @@ def test_a_u_run_optimises_a_measured_preference_model_read_from_the_notes(learn
     # The raw reward is (tempo - 100) / 20, so tempos of 40-240 bpm keep it in [-3, 7].
     assert all(-3.0 <= value <= 7.0 for value in rewards)
     assert run.result_version.parent == learned_base
+
+
+def test_the_planner_s_rate_scale_reaches_the_training_loop():
+    # Older runs' stored settings lack it: they step the planner like the body, as they did.
+    settings = finetune.finetune_settings({"planner_lr_scale": 5, "learning_rate": 1e-4})
+    loop = finetune._loop_config(settings, steps=20, seed=3)
+    assert loop.part_lr_scales == {"planner": 5.0}
+    assert (loop.learning_rate, loop.steps, loop.seed) == (1e-4, 20, 3)
+    stored = {k: v for k, v in settings.items() if k != "planner_lr_scale"}
+    assert finetune._loop_config(stored, steps=20, seed=3).part_lr_scales == {"planner": 1.0}

@@ -446,3 +446,19 @@ def test_configs_round_trip_and_bad_settings_are_refused():
         RLOOConfig(guard_action="panic")
     with pytest.raises(ValueError, match="kl_loss"):
         RLOOConfig(kl_loss=-1.0)
+
+
+def test_each_part_of_a_planned_policy_steps_at_its_own_scale_of_the_rate(encoder, tmp_path):
+    # A zero scale freezes the planner exactly while the body learns; the scale reaches the
+    # optimiser's groups (and so the checkpoint) as the loop sets their rates.
+    policy, reference = models(encoder)
+    planner_before = copy.deepcopy(policy.model.planner.state_dict())
+    body_before = copy.deepcopy(policy.model.body.state_dict())
+    frozen = config(loop=dict(steps=3, eval_every=3, part_lr_scales={"planner": 0.0}))
+    train_rloo(frozen, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path)
+    planner_after, body_after = policy.model.planner.state_dict(), policy.model.body.state_dict()
+    assert all(torch.equal(planner_before[k], planner_after[k]) for k in planner_before)
+    assert any(not torch.equal(body_before[k], body_after[k]) for k in body_before)
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    scales = sorted(group["lr_scale"] for group in saved["optimizer"]["param_groups"])
+    assert scales == [0.0, 0.0, 1.0, 1.0]  # planner and body, matrices and vectors each
