@@ -80,11 +80,10 @@ def main() -> int:
     django_setup()
     import torch
 
-    from generation.music.attributes_measure import measure
     from generation.music.backends import SHIPPED_GENERATOR
     from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit
+    from generation.music.events import piece_to_events
     from generation.music.learned import SymbolicTransformerBackend, torch_threads
-    from generation.music.listening import listening_features
     from generation.music.prompts import parse_prompt, prompt_pools
     from ratings import simulation
     from reward.learning.loop import LoopConfig
@@ -102,19 +101,16 @@ def main() -> int:
     reference = SymbolicTransformerBackend.load(checkpoint)
 
     def heard(sample) -> simulation.SimulatedClip:
-        """The sample as the simulated raters hear it (as `heard_attributes` measures)."""
-        measured = measure(sample.piece)
-        attributes = {
-            "tempo_bpm": measured.tempo_bpm,
-            "instruments": list(measured.programs),
-            "drums": measured.drums,
-            "mode": measured.mode,
-            "notes_per_bar": measured.notes_per_bar,
-            "listening": listening_features(parse_prompt(sample.prompt), sample.piece),
-        }
+        """The sample as the simulated raters hear a clip of it."""
+        attributes = simulation.heard_attributes({}, piece_to_events(sample.piece), sample.prompt)
         return simulation.SimulatedClip(b"", sample.prompt, attributes, "sample")
 
-    anchors: dict[str, simulation.SimulatedClip] = {}
+    anchors: dict[str, simulation.SimulatedClip] = {}  # one base sample per prompt
+
+    def anchor_prompts(prompts) -> None:
+        missing = sorted(set(prompts) - set(anchors))
+        for anchor in base.sample(missing, 1, 99) if missing else []:
+            anchors[anchor.prompt] = heard(anchor)
 
     def utility(sample) -> float:
         if not sample.piece.notes:
@@ -122,9 +118,7 @@ def main() -> int:
         return logit(taste(sample.prompt, heard(sample), anchors[sample.prompt]))
 
     def reward_fn(samples):
-        missing = sorted({s.prompt for s in samples} - set(anchors))
-        for anchor in base.sample(missing, 1, 99) if missing else []:
-            anchors[anchor.prompt] = heard(anchor)
+        anchor_prompts(s.prompt for s in samples)
         return {"taste": torch.tensor([utility(s) for s in samples])}
 
     config = RLOOConfig(
@@ -179,11 +173,12 @@ def main() -> int:
                 tuned_fits.append(piece_fit(target, candidate.piece))
                 base_fits.append(piece_fit(target, judge.piece))
         best_probs = []
+        anchor_prompts(held_out)  # the selection's yardstick: any fixed clip per prompt
         pool = base.sample(held_out, args.best_of, 5)
         judges = base.sample(held_out, 1, 500)
         for index, judge in enumerate(judges):
             options = [heard(s) for s in pool[index * args.best_of : (index + 1) * args.best_of]]
-            anchor = anchors.get(judge.prompt) or heard(base.sample([judge.prompt], 1, 99)[0])
+            anchor = anchors[judge.prompt]
             best = max(options, key=lambda clip: taste(judge.prompt, clip, anchor))
             best_probs.append(taste(judge.prompt, best, heard(judge)))
 
