@@ -193,7 +193,7 @@ RATING_LISTEN_SLACK_MS = env_int("RATING_LISTEN_SLACK_MS", 1500, minimum=0)
 RATING_MAX_VOTE_BODY_BYTES = env_int("RATING_MAX_VOTE_BODY_BYTES", 4096, minimum=512)
 
 # --- Recruitment and anti-abuse (ratings.recruitment, ratings.abuse) ----------------------
-# Fixed one-minute windows in the cache (CACHE_URL: shared by all web workers).
+# Sliding one-minute windows in the cache (CACHE_URL: shared by all web workers).
 VOTE_RATE_LIMIT_PER_MINUTE = env_int("VOTE_RATE_LIMIT_PER_MINUTE", 240, minimum=1)
 VOTE_RATE_LIMIT_PER_IP_PER_MINUTE = env_int("VOTE_RATE_LIMIT_PER_IP_PER_MINUTE", 1200, minimum=1)
 # IPs are stored only as HMAC-SHA256 hashes; the key defaults to one derived from SECRET_KEY.

@@ -80,18 +80,29 @@ def _hit(key: str, timeout: int) -> int:
         return cache.incr(key)
 
 
+def sliding_count(key: str, *, window_seconds: int, now: float) -> float:
+    """Count one request under `key` and return the requests of the last `window_seconds`,
+    estimated as this fixed window's count plus the previous window's count weighted by the
+    share of it still inside the last `window_seconds` (the sliding-window counter of
+    Cloudflare's and nginx's limiters). Fixed windows alone let a client send twice the
+    limit across a boundary, and whether one more request passes depends on where the
+    boundary happens to fall."""
+    window, into_window = divmod(now, window_seconds)
+    current = _hit(f"{key}:{int(window)}", timeout=2 * window_seconds)
+    previous = cache.get(f"{key}:{int(window) - 1}", 0)
+    return current + previous * (1 - into_window / window_seconds)
+
+
 def vote_rate_check(*, rater_id: int, ip_hash: str, now: float | None = None) -> str:
-    """Count this vote request against the rater's and the IP hash's one-minute windows and
-    raise Throttled (429) over either limit. Returns the vote's verification: "unverified"
-    when the cache is unavailable, in which case the vote goes ahead."""
+    """Count this vote request against the rater's and the IP hash's sliding one-minute
+    windows and raise Throttled (429) over either limit. Returns the vote's verification:
+    "unverified" when the cache is unavailable, in which case the vote goes ahead."""
     now = time.time() if now is None else now
-    window = int(now // 60)
-    limits = [(f"vote-rate:rater:{rater_id}:{window}", settings.VOTE_RATE_LIMIT_PER_MINUTE)]
+    limits = [(f"vote-rate:rater:{rater_id}", settings.VOTE_RATE_LIMIT_PER_MINUTE)]
     if ip_hash:
-        ip_limit = settings.VOTE_RATE_LIMIT_PER_IP_PER_MINUTE
-        limits.append((f"vote-rate:ip:{ip_hash}:{window}", ip_limit))
+        limits.append((f"vote-rate:ip:{ip_hash}", settings.VOTE_RATE_LIMIT_PER_IP_PER_MINUTE))
     try:
-        counts = [_hit(key, timeout=120) for key, _ in limits]
+        counts = [sliding_count(key, window_seconds=60, now=now) for key, _ in limits]
     except Exception:  # any cache outage (connection, timeout, protocol): see the module doc
         logger.warning("Vote rate limiter unavailable; the vote is kept unverified.", exc_info=True)
         return Vote.Verification.UNVERIFIED
@@ -106,11 +117,10 @@ def vote_rate_check(*, rater_id: int, ip_hash: str, now: float | None = None) ->
 
 
 def hourly_limit_check(*, keys: list[str], limit: int, now: float, what: str) -> None:
-    """Count one request against each key's one-hour window and raise Throttled (429) over
-    the limit. A cache outage lets the request through (logged), as for votes."""
-    window = int(now // 3600)
+    """Count one request against each key's sliding one-hour window and raise Throttled (429)
+    over the limit. A cache outage lets the request through (logged), as for votes."""
     try:
-        counts = [_hit(f"{key}:{window}", timeout=7200) for key in keys]
+        counts = [sliding_count(key, window_seconds=3600, now=now) for key in keys]
     except Exception:  # any cache outage: see the module doc
         logger.warning("Rate limiter unavailable; %s go unlimited.", what, exc_info=True)
         return

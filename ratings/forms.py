@@ -10,7 +10,10 @@ MAX_PROMPTS = 500
 
 
 class CampaignForm(forms.Form):
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(max_length=200, help_text="For admins; raters never see it.")
+    rater_title = forms.CharField(
+        max_length=200, required=False, help_text=Campaign._meta.get_field("rater_title").help_text
+    )
     purpose = forms.ChoiceField(choices=Campaign.Purpose.choices)
     protocol = forms.ChoiceField(choices=Campaign.Protocol.choices)
     version_a = forms.ModelChoiceField(
@@ -87,8 +90,8 @@ class CampaignForm(forms.Form):
     )
 
     SETTING_FIELDS = (
-        "qualification_required", "qualification_valid_hours", "check_rate", "quality_policy",
-        "pair_selection", "consent_text", "completion_code", "completion_url",
+        "rater_title", "qualification_required", "qualification_valid_hours", "check_rate",
+        "quality_policy", "pair_selection", "consent_text", "completion_code", "completion_url",
         "votes_per_session", "max_votes_per_rater", "variant_axes", "variant_share",
     )  # fmt: skip
 

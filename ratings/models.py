@@ -90,6 +90,12 @@ class Campaign(models.Model):
         FAILED = "failed"
 
     name = models.CharField(max_length=200)
+    rater_title = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The title raters see. Empty: one that names the task only. The name is for"
+        " admins, and may name the versions, so raters never see it.",
+    )
     purpose = models.CharField(max_length=16, choices=Purpose.choices)
     protocol = models.CharField(max_length=16, choices=Protocol.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.GENERATING)
@@ -188,6 +194,18 @@ class Campaign(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    TASK_TITLES = {
+        Protocol.PREFERENCE: "Which clip do you prefer?",
+        Protocol.SIDE_BY_SIDE: "Rate two clips side by side",
+        Protocol.MOS: "Rate the sound of each clip",
+    }
+
+    @property
+    def title_for_raters(self) -> str:
+        """What rater-facing pages call the campaign: never its name, which an admin or the
+        closed loop may have written with the versions in it ("Evaluation: v2 vs v1")."""
+        return self.rater_title or self.TASK_TITLES.get(self.protocol, "Listening task")
 
     def required_listen_ms(self, clip_duration_seconds: float) -> int:
         """How long each clip must have been heard before a vote counts."""

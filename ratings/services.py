@@ -628,6 +628,7 @@ def campaign_create(
     max_votes_per_rater: int | None = None,
     variant_axes: list[str] | tuple[str, ...] = (),
     variant_share: float = 0.5,
+    rater_title: str = "",
 ) -> Campaign:
     """Create a campaign and queue the generation of its tracks and pairs (queue=False: the
     caller runs generation.services.campaign_generate_prompt for each prompt itself).
@@ -644,6 +645,7 @@ def campaign_create(
     with transaction.atomic():
         campaign = Campaign.objects.create(
             name=name,
+            rater_title=rater_title,
             purpose=purpose,
             protocol=protocol,
             version_a=version_a,

@@ -1,3 +1,6 @@
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -8,6 +11,14 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     """Domain errors become a 4xx with a machine-readable code and a readable message."""
     if isinstance(exc, RatingError):
         return Response({"error": exc.code, "detail": exc.message}, status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        # Django would answer with its HTML 400 page; API clients get JSON, and the status
+        # that says the body, not its content, was refused.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {"error": "too_large", "detail": f"The request body is over {limit} bytes."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "error" not in response.data:
         response.data = {"error": getattr(exc, "default_code", "invalid"), **response.data}

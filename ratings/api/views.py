@@ -85,6 +85,9 @@ class NextAssignmentView(APIView):
     """GET ?campaign=<id>: lease the calling rater's next pair (roles: rater and above)."""
 
     permission_classes = [IsRater]
+    # Django answers HEAD with GET unless told otherwise, and a GET here takes a lease: a link
+    # checker or a prefetching proxy would hold pairs that no rater is listening to.
+    http_method_names = ["get", "options"]
 
     @extend_schema(
         summary="Lease the next pair to rate",

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.db import DatabaseError
 from django.utils import timezone
+from rest_framework.exceptions import Throttled
 
 from ratings import abuse, quality, selectors
 from ratings.dataset import DataFilters, filtered_votes
@@ -109,11 +110,33 @@ def test_over_the_per_ip_limit_votes_of_other_raters_get_429_and_store_nothing(
     assert Vote.objects.count() == 2
 
 
+def test_the_limit_holds_across_a_minute_boundary(settings):
+    """A fixed window would let the second vote through a tenth of a second after the first,
+    because it falls in the next minute; the sliding window still counts the first."""
+    settings.VOTE_RATE_LIMIT_PER_MINUTE = 1
+    minute = 60 * 29_000_000  # a window no other test uses
+    assert abuse.vote_rate_check(rater_id=7, ip_hash="", now=minute - 0.1) == "verified"
+
+    with pytest.raises(Throttled):
+        abuse.vote_rate_check(rater_id=7, ip_hash="", now=minute + 0.1)
+    # Once a full minute has passed since both, the rater may vote again.
+    assert abuse.vote_rate_check(rater_id=7, ip_hash="", now=minute + 120.2) == "verified"
+
+
+def test_the_sliding_count_weighs_the_previous_window_by_its_overlap():
+    hour = 3600 * 7_000_000
+    for _ in range(4):
+        abuse.sliding_count("test-sliding", window_seconds=3600, now=hour - 10)
+    # Three quarters into the next window a quarter of the previous one still overlaps.
+    count = abuse.sliding_count("test-sliding", window_seconds=3600, now=hour + 2700)
+    assert count == pytest.approx(1 + 4 * 0.25)
+
+
 class BrokenCache:
     def incr(self, *args, **kwargs):
         raise ConnectionError("cache is down")
 
-    add = incr
+    add = get = incr
 
 
 def test_with_the_rate_limiter_down_the_vote_is_kept_unverified_not_failed(

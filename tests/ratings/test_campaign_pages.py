@@ -136,3 +136,38 @@ def test_the_campaign_page_shows_generation_and_vote_progress(admin_client):
         {"votes": 2, "items": 0},
     ]
     assert b"3 / 4" in response.content
+
+
+def test_raters_see_the_task_not_a_campaign_name_that_names_the_versions(client, make_rater):
+    """An evaluation's name says which versions it compares ("Evaluation: v2 vs v1"); the
+    pages raters see must not, or the comparison is not blind."""
+    candidate = GeneratorVersionFactory(name="candidate-rloo7")
+    parent = GeneratorVersionFactory(name="planned-parent")
+    campaign = CampaignFactory(
+        name=f"Evaluation: {candidate.name} vs {parent.name}",
+        purpose=Campaign.Purpose.EVALUATE,
+        version_a=candidate,
+        version_b=parent,
+        status=Campaign.Status.ACTIVE,
+    )
+    PairFactory(campaign=campaign)
+    client.force_login(make_rater().user)
+
+    pages = [client.get(url) for url in ("/", f"/rate/{campaign.pk}/", f"/join/{campaign.pk}/")]
+
+    for page in pages:
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert campaign.title_for_raters in html
+        assert candidate.name not in html and parent.name not in html and "Evaluation" not in html
+
+
+def test_an_admin_s_rater_title_is_what_raters_see(admin_client):
+    response = admin_client.post(
+        "/manage/campaigns/new/", form_data(name="v2 vs v1, pilot", rater_title="Film music")
+    )
+
+    assert response.status_code == 302
+    campaign = Campaign.objects.get()
+    assert (campaign.name, campaign.title_for_raters) == ("v2 vs v1, pilot", "Film music")
+    assert CampaignFactory(protocol="mos").title_for_raters == "Rate the sound of each clip"

@@ -119,6 +119,24 @@ def test_a_malformed_filter_is_refused_with_400(researcher_client):
     assert researcher_client.get(VOTES, {"created_at_after": "yesterday"}).status_code == 400
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"score": "99999999999999999999"},  # past PostgreSQL's smallint: was a 500
+        {"score": "6"},
+        {"score": "2.5"},
+        {"vote": str(2**63)},  # past bigint
+        {"campaign": "1,-3"},
+        {"campaign": "1e30"},
+    ],
+)
+def test_a_number_outside_its_column_s_range_is_a_400_not_a_server_error(researcher_client, query):
+    response = researcher_client.get(RATINGS, query)
+
+    assert response.status_code == 400, response.content
+    assert set(query) <= set(response.json())  # the error names the filter
+
+
 def test_pages_follow_the_cursor_in_id_order_and_cap_the_page_size(
     researcher_client, make_rater, settings
 ):

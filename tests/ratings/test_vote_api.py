@@ -205,6 +205,30 @@ def test_an_oversized_body_is_refused(make_rater, api_client_for, pair):
     assert nothing_stored()
 
 
+def test_a_body_over_django_s_upload_limit_gets_a_json_413_and_stores_nothing(
+    make_rater, api_client_for, pair
+):
+    client = api_client_for(make_rater())
+    payload = lease(client, pair.campaign)
+    body = vote_body(payload, padding="x" * 2_000_000)
+
+    response = client.post(VOTES, body, format="json")
+
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "too_large"
+    assert nothing_stored()
+
+
+def test_head_on_the_next_pair_takes_no_lease(make_rater, api_client_for, pair):
+    client = api_client_for(make_rater())
+
+    response = client.head(NEXT, {"campaign": pair.campaign.pk})
+
+    assert response.status_code == 405
+    assert not Assignment.objects.exists()
+
+
 def test_a_preference_vote_with_scores_is_refused(make_rater, api_client_for, pair):
     client = api_client_for(make_rater())
     payload = lease(client, pair.campaign)
