@@ -93,7 +93,7 @@ def django_setup(database_url: str, data_dir: Path) -> None:
 def render_campaign(prompt_count: int) -> tuple[int, float]:
     """(campaign id, seconds spent rendering); an existing campaign is reused."""
     from generation.models import GeneratorVersion
-    from generation.services import campaign_generate_prompt
+    from ratings.campaigns import campaign_generate_prompt
     from ratings.models import Campaign
     from ratings.services import prompt_get_or_create
 

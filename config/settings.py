@@ -260,6 +260,10 @@ TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 5.0)
 # ...and a job whose heartbeat is older than this lost its worker: it is queued again and
 # resumes from its last checkpoint.
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 120, minimum=1)
+# A generating campaign none of whose prompts finished (and that was not queued) for this long
+# lost its worker or its messages: what it lacks is queued again (ratings.campaigns). Above a
+# prompt task's time limit (330 s), so a prompt that is still running is not sent twice.
+GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 360, minimum=1)
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = DATA_DIR / "broker"
@@ -286,6 +290,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "generation.tasks.pretrain_generator": {"queue": "train"},
     "generation.tasks.*": {"queue": "generate"},
+    "ratings.tasks.generate_campaign_prompt": {"queue": "generate"},
     # Bookkeeping must not wait behind a long training job.
     "reward.tasks.requeue_stalled_jobs": {"queue": "default"},
     "reward.tasks.*": {"queue": "train"},
@@ -298,6 +303,10 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-leaderboards": {"task": "ratings.tasks.refresh_leaderboards", "schedule": 300.0},
     "refresh-reliability": {"task": "ratings.tasks.refresh_reliability", "schedule": 600.0},
     "requeue-stalled-training": {"task": "reward.tasks.requeue_stalled_jobs", "schedule": 60.0},
+    "requeue-stalled-generation": {
+        "task": "ratings.tasks.requeue_stalled_generation",
+        "schedule": 60.0,
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 

@@ -1,4 +1,5 @@
-"""Writes of the generation app: rendering tracks and forming a campaign's pairs."""
+"""Writes of the generation app: rendering tracks (a campaign's pairs are formed by
+ratings.campaigns) and registering the shipped generators."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import F
 
 from generation.models import GeneratorVersion, Track
 from generation.music.backends import (
@@ -20,7 +20,7 @@ from generation.music.backends import (
     GeneratedClip,
     get_backend,
 )
-from ratings.models import Campaign, Pair, Prompt
+from ratings.models import Prompt
 
 logger = logging.getLogger(__name__)
 
@@ -134,84 +134,3 @@ def _track_store(
         track.audio.delete(save=False)
         return Track.objects.get(prompt=prompt, generator_version=version, seed=seed), False
     return track, True
-
-
-def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
-    """Make the clips of one prompt and form its rating items. Safe to run twice."""
-    campaign = Campaign.objects.select_related("version_a", "version_b").get(pk=campaign_id)
-    prompt = Prompt.objects.get(pk=prompt_id)
-    tracks = []
-    made = 0
-    axis = variant_axis_for(campaign, prompt)
-    for side, version in _versions_per_side(campaign):
-        seed = derive_seed(campaign.pk, prompt.pk, side)
-        if side == "b" and axis is not None:
-            track, created = track_variant(
-                track=tracks[0], axis=axis, seed=derive_seed(seed, "variant", axis),
-                duration_seconds=campaign.clip_seconds,
-            )  # fmt: skip
-        else:
-            track, created = track_generate(
-                prompt=prompt, version=version, seed=seed, duration_seconds=campaign.clip_seconds
-            )
-        tracks.append(track)
-        made += int(created)
-    with transaction.atomic():
-        _form_items(campaign, prompt, tracks)
-        if made:
-            Campaign.objects.filter(pk=campaign.pk).update(
-                generation_done=F("generation_done") + made
-            )
-        _activate_when_complete(campaign)
-
-
-def variant_axis_for(campaign: Campaign, prompt: Prompt) -> str | None:
-    """The axis along which this prompt's second clip varies the first, or None for two
-    samples: a variant_share of a collect campaign's prompts, fixed per (campaign, prompt)."""
-    if not campaign.variant_axes or campaign.purpose != Campaign.Purpose.COLLECT:
-        return None
-    rng = random.Random(derive_seed(campaign.pk, prompt.pk, "variant"))
-    if rng.random() >= campaign.variant_share:
-        return None
-    return rng.choice(campaign.variant_axes)
-
-
-def _versions_per_side(campaign: Campaign) -> list[tuple[str, GeneratorVersion]]:
-    if campaign.purpose == Campaign.Purpose.EVALUATE:
-        return [("a", campaign.version_a), ("b", campaign.version_b)]
-    # collect: two different samples (different seeds) of the same version
-    return [("a", campaign.version_a), ("b", campaign.version_a)]
-
-
-def _form_items(campaign: Campaign, prompt: Prompt, tracks: list[Track]) -> None:
-    if campaign.protocol == Campaign.Protocol.MOS:
-        items = [(track, None) for track in tracks]
-    else:
-        items = [(tracks[0], tracks[1])]
-    for track_a, track_b in items:
-        Pair.objects.get_or_create(
-            campaign=campaign,
-            track_a=track_a,
-            defaults={
-                "prompt": prompt,
-                "track_b": track_b,
-                "votes_wanted": campaign.votes_per_item,
-            },
-        )
-
-
-def _activate_when_complete(campaign: Campaign) -> None:
-    expected_items = campaign.prompts.count() * (
-        2 if campaign.protocol == Campaign.Protocol.MOS else 1
-    )
-    if Pair.objects.filter(campaign=campaign).count() >= expected_items:
-        # Conditional: a paused or finished campaign is not reopened by a late retry.
-        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.GENERATING).update(
-            status=Campaign.Status.ACTIVE
-        )
-
-
-def campaign_record_generation_failure(*, campaign_id: int, error: str) -> None:
-    Campaign.objects.filter(pk=campaign_id).update(
-        status=Campaign.Status.FAILED, generation_error=error[:2000]
-    )

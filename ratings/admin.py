@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from ratings import quality
+from ratings import campaigns, quality
 from ratings.models import (
     Assignment,
     Campaign,
@@ -46,7 +46,20 @@ class CampaignAdmin(admin.ModelAdmin):
     )  # fmt: skip
     list_filter = ("purpose", "protocol", "status", "quality_policy", "pair_selection")
     filter_horizontal = ("prompts",)
-    readonly_fields = ("generation_done", "generation_total", "generation_error", "created_at")
+    readonly_fields = (
+        "generation_done", "generation_total", "generation_error", "generation_heartbeat_at",
+        "created_at",
+    )  # fmt: skip
+    actions = ["requeue_generation"]
+
+    @admin.action(description="Re-queue the generation of what the selected campaigns lack")
+    def requeue_generation(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        queued = campaigns.campaigns_requeue(queryset)
+        self.message_user(
+            request,
+            f"{queued} generating or failed campaign(s) queued again; others left as they are.",
+            messages.SUCCESS,
+        )
 
 
 def _mark_action(kind: str, expected: str, description: str):

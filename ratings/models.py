@@ -157,6 +157,8 @@ class Campaign(models.Model):
     generation_total = models.PositiveIntegerField(default=0)
     generation_done = models.PositiveIntegerField(default=0)
     generation_error = models.TextField(blank=True)
+    # When a prompt last finished or the campaign was last queued (ratings.campaigns).
+    generation_heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

@@ -631,10 +631,10 @@ def campaign_create(
     rater_title: str = "",
 ) -> Campaign:
     """Create a campaign and queue the generation of its tracks and pairs (queue=False: the
-    caller runs generation.services.campaign_generate_prompt for each prompt itself).
+    caller runs ratings.campaigns.campaign_generate_prompt for each prompt itself).
     The quality and recruitment settings are the ones CampaignForm.campaign_settings()
     returns."""
-    from generation import tasks  # the task module imports this one
+    from ratings.campaigns import campaign_generation_queue
 
     texts = [text.strip() for text in prompt_texts if text.strip()]
     if not texts:
@@ -673,8 +673,7 @@ def campaign_create(
         prompts = [prompt_get_or_create(text=text) for text in texts]
         campaign.prompts.set(prompts)
         if queue:
-            for prompt in prompts:
-                tasks.generate_campaign_prompt.delay_on_commit(campaign.pk, prompt.pk)
+            campaign_generation_queue(campaign)
     return campaign
 
 

@@ -1,6 +1,40 @@
 from celery import shared_task
+from celery.signals import worker_ready
 
-from ratings import services
+from ratings import campaigns, services
+
+
+@shared_task(
+    acks_late=True,  # idempotent: tracks are keyed by (prompt, version, seed), pairs by track
+    reject_on_worker_lost=True,
+    soft_time_limit=300,
+    time_limit=330,
+)
+def generate_campaign_prompt(campaign_id: int, prompt_id: int) -> None:
+    try:
+        campaigns.campaign_generate_prompt(campaign_id=campaign_id, prompt_id=prompt_id)
+    except Exception as exc:
+        # The admin's campaign page shows this; re-queueing the campaign resumes it.
+        campaigns.campaign_record_generation_failure(
+            campaign_id=campaign_id, error=f"prompt {prompt_id}: {exc!r}"
+        )
+        raise
+
+
+@shared_task(ignore_result=True, soft_time_limit=60)
+def requeue_stalled_generation(stale_seconds: float | None = None) -> dict[int, list[int]]:
+    """Beat, every minute: generating campaigns whose worker died are queued again."""
+    return campaigns.campaigns_requeue_stalled(stale_seconds=stale_seconds)
+
+
+@worker_ready.connect
+def _requeue_generation_on_worker_start(sender=None, **kwargs) -> None:
+    # A worker that starts after a crash queues every unfinished campaign's missing prompts
+    # at once, stale or not: the dead worker's prompt would otherwise wait for the stale
+    # interval after the rest of the queue, whose prompts keep the heartbeat fresh. Prompts
+    # still queued or running elsewhere are sent twice, which costs a lookup: each is
+    # idempotent.
+    requeue_stalled_generation.delay(stale_seconds=0)
 
 
 @shared_task(ignore_result=True, soft_time_limit=60)

@@ -2,15 +2,19 @@
 and pairs formed per protocol. Rendering is real (FluidSynth); short clips keep it quick."""
 
 from collections import Counter
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from django.utils import timezone
 
 from generation.models import Track
 from generation.music.events import events_to_piece
-from generation.services import campaign_generate_prompt, track_generate, variant_axis_for
+from generation.services import derive_seed, track_generate
+from ratings import tasks
+from ratings.campaigns import campaign_generate_prompt, campaigns_requeue_stalled, variant_axis_for
 from ratings.errors import InvalidVote
-from ratings.models import Campaign, Pair
+from ratings.models import Campaign, Pair, Role
 from ratings.services import campaign_create
 from tests.factories import CampaignFactory, GeneratorVersionFactory, PromptFactory
 
@@ -171,3 +175,94 @@ def test_variants_that_cannot_be_made_are_refused_and_nothing_is_stored(asked):
         campaign_create(**arguments)
 
     assert not Campaign.objects.exists()
+
+
+@pytest.fixture
+def queued(monkeypatch) -> list[tuple[int, int]]:
+    """The (campaign, prompt) generation tasks sent, in order (a worker test runs them)."""
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        tasks.generate_campaign_prompt, "delay_on_commit", lambda *args: sent.append(args)
+    )
+    return sent
+
+
+def test_progress_counts_the_clips_that_exist_after_a_retry():
+    """A worker died after the prompt's first clip; the retry makes only the second, and the
+    campaign still counts both."""
+    campaign, prompt = campaign_with_prompt()
+    seed_a = derive_seed(campaign.pk, prompt.pk, "a")
+    track_generate(prompt=prompt, version=campaign.version_a, seed=seed_a, duration_seconds=3.0)
+
+    campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)
+
+    campaign.refresh_from_db()
+    assert Track.objects.count() == 2
+    assert (campaign.status, campaign.generation_done) == (Campaign.Status.ACTIVE, 2)
+
+
+def test_a_stalled_campaign_is_queued_again_for_the_prompts_it_lacks(queued, settings):
+    settings.GENERATION_STALE_SECONDS = 60
+    version = GeneratorVersionFactory()
+    texts = ["fast techno with drums", "calm ambient pad", "sad piano"]
+    campaign = campaign_create(
+        name="c", purpose="collect", protocol="preference", prompt_texts=texts,
+        version_a=version, clip_seconds=2.0,
+    )  # fmt: skip
+    first = campaign.prompts.get(text=texts[0])
+    campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=first.pk)
+    queued.clear()  # what campaign_create sent was lost with the worker
+
+    assert campaigns_requeue_stalled() == {}  # the heartbeat is fresh: prompts may be running
+    assert queued == []
+
+    Campaign.objects.filter(pk=campaign.pk).update(
+        generation_heartbeat_at=timezone.now() - timedelta(seconds=61)
+    )
+    lacking = sorted(campaign.prompts.exclude(pk=first.pk).values_list("pk", flat=True))
+    assert campaigns_requeue_stalled() == {campaign.pk: lacking}
+    assert queued == [(campaign.pk, pk) for pk in lacking]
+    assert campaigns_requeue_stalled() == {}  # re-sent at most once per stale interval
+
+    for _, prompt_id in queued:
+        campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt_id)
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.generation_done) == (Campaign.Status.ACTIVE, 6)
+
+
+def test_a_campaign_whose_items_all_exist_but_stayed_generating_is_activated(queued, settings):
+    settings.GENERATION_STALE_SECONDS = 60
+    campaign, prompt = campaign_with_prompt()
+    campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        status=Campaign.Status.GENERATING,
+        generation_heartbeat_at=timezone.now() - timedelta(hours=1),
+    )
+
+    assert campaigns_requeue_stalled() == {campaign.pk: []}
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.ACTIVE and queued == []
+
+
+def test_an_admin_re_queues_a_failed_campaign_and_leaves_an_active_one(queued, client, make_rater):
+    failed, lacking = campaign_with_prompt()
+    Campaign.objects.filter(pk=failed.pk).update(
+        status=Campaign.Status.FAILED, generation_error="prompt 3: OSError()"
+    )
+    active = CampaignFactory(status=Campaign.Status.ACTIVE)
+    admin = make_rater(role=Role.ADMIN).user
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    client.force_login(admin)
+
+    response = client.post(
+        "/admin/ratings/campaign/",
+        {"action": "requeue_generation", "_selected_action": [failed.pk, active.pk]},
+    )
+
+    assert response.status_code == 302
+    failed.refresh_from_db()
+    assert (failed.status, failed.generation_error) == (Campaign.Status.GENERATING, "")
+    assert queued == [(failed.pk, lacking.pk)]
+    assert Campaign.objects.get(pk=active.pk).status == Campaign.Status.ACTIVE

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from generation.music.prompts import prompt_is_held_out
-from generation.services import campaign_generate_prompt
+from ratings.campaigns import campaign_generate_prompt
 from ratings.models import Campaign
 from ratings.services import prompt_get_or_create
 from tests.factories import CampaignFactory, GeneratorVersionFactory, vote_on

@@ -1,0 +1,175 @@
+"""A campaign's generation: making each prompt's clips, forming its rating items, counting
+progress from what exists, activating the campaign when every item is there, and re-queueing
+what a dead worker left undone.
+
+Generation runs one task per prompt (`ratings.tasks.generate_campaign_prompt`, on the
+generate queue). Every step is idempotent (tracks are keyed by prompt, version and seed,
+items by their first track), so a prompt may be run any number of times; that is what makes
+re-queueing safe. A campaign's heartbeat (`generation_heartbeat_at`) moves whenever a prompt
+finishes or the campaign is queued; a generating campaign whose heartbeat is older than
+GENERATION_STALE_SECONDS has lost its messages or its worker and is queued again.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from generation.models import GeneratorVersion, Track
+from generation.services import derive_seed, track_generate, track_variant
+from ratings.models import Campaign, Pair, Prompt
+
+
+def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
+    """Make the clips of one prompt and form its rating items. Safe to run twice."""
+    campaign = Campaign.objects.select_related("version_a", "version_b").get(pk=campaign_id)
+    prompt = Prompt.objects.get(pk=prompt_id)
+    tracks: list[Track] = []
+    axis = variant_axis_for(campaign, prompt)
+    for side, version in _versions_per_side(campaign):
+        seed = derive_seed(campaign.pk, prompt.pk, side)
+        if side == "b" and axis is not None:
+            track, _ = track_variant(
+                track=tracks[0], axis=axis, seed=derive_seed(seed, "variant", axis),
+                duration_seconds=campaign.clip_seconds,
+            )  # fmt: skip
+        else:
+            track, _ = track_generate(
+                prompt=prompt, version=version, seed=seed, duration_seconds=campaign.clip_seconds
+            )
+        tracks.append(track)
+    with transaction.atomic():
+        # The campaign's row lock orders the prompts that finish at the same moment: each
+        # counts the items of all that finished before it. Without it two last prompts could
+        # each miss the other's uncommitted items, and the campaign would never activate.
+        Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+        _form_items(campaign, prompt, tracks)
+        _progress_store(campaign)
+
+
+def variant_axis_for(campaign: Campaign, prompt: Prompt) -> str | None:
+    """The axis along which this prompt's second clip varies the first, or None for two
+    samples: a variant_share of a collect campaign's prompts, fixed per (campaign, prompt)."""
+    if not campaign.variant_axes or campaign.purpose != Campaign.Purpose.COLLECT:
+        return None
+    rng = random.Random(derive_seed(campaign.pk, prompt.pk, "variant"))
+    if rng.random() >= campaign.variant_share:
+        return None
+    return rng.choice(campaign.variant_axes)
+
+
+def _versions_per_side(campaign: Campaign) -> list[tuple[str, GeneratorVersion]]:
+    if campaign.purpose == Campaign.Purpose.EVALUATE:
+        return [("a", campaign.version_a), ("b", campaign.version_b)]
+    # collect: two different samples (different seeds) of the same version
+    return [("a", campaign.version_a), ("b", campaign.version_a)]
+
+
+def _items_per_prompt(campaign: Campaign) -> int:
+    return 2 if campaign.protocol == Campaign.Protocol.MOS else 1
+
+
+def _form_items(campaign: Campaign, prompt: Prompt, tracks: list[Track]) -> None:
+    if campaign.protocol == Campaign.Protocol.MOS:
+        items = [(track, None) for track in tracks]
+    else:
+        items = [(tracks[0], tracks[1])]
+    for track_a, track_b in items:
+        Pair.objects.get_or_create(
+            campaign=campaign,
+            track_a=track_a,
+            defaults={
+                "prompt": prompt,
+                "track_b": track_b,
+                "votes_wanted": campaign.votes_per_item,
+            },
+        )
+
+
+def _progress_store(campaign: Campaign) -> None:
+    """Count the clips that exist in the campaign's items (not what one attempt made: a
+    retried prompt whose first clip a dead worker had made would count one short), move the
+    heartbeat, and activate the campaign once every item is there."""
+    counts = Pair.objects.filter(campaign=campaign).aggregate(
+        items=Count("pk"), clips=Count("track_a") + Count("track_b")
+    )
+    Campaign.objects.filter(pk=campaign.pk).update(
+        generation_done=counts["clips"], generation_heartbeat_at=timezone.now()
+    )
+    if counts["items"] >= campaign.prompts.count() * _items_per_prompt(campaign):
+        # Conditional: a paused or finished campaign is not reopened by a late retry.
+        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.GENERATING).update(
+            status=Campaign.Status.ACTIVE
+        )
+
+
+def campaign_record_generation_failure(*, campaign_id: int, error: str) -> None:
+    Campaign.objects.filter(pk=campaign_id).update(
+        status=Campaign.Status.FAILED, generation_error=error[:2000]
+    )
+
+
+def prompts_without_items(campaign: Campaign) -> list[int]:
+    """Ids of the campaign's prompts whose rating items are not all formed yet."""
+    complete = (
+        Pair.objects.filter(campaign=campaign)
+        .values("prompt_id")
+        .annotate(items=Count("pk"))
+        .filter(items__gte=_items_per_prompt(campaign))
+        .values_list("prompt_id", flat=True)
+    )
+    return sorted(campaign.prompts.exclude(pk__in=complete).values_list("pk", flat=True))
+
+
+def campaign_generation_queue(campaign: Campaign) -> list[int]:
+    """Queue (once the caller's transaction commits) a generation task for each prompt that
+    has no complete items yet, and move the heartbeat. Returns the prompts queued."""
+    from ratings import tasks  # the task module imports this one
+
+    prompt_ids = prompts_without_items(campaign)
+    Campaign.objects.filter(pk=campaign.pk).update(generation_heartbeat_at=timezone.now())
+    if not prompt_ids:  # every item exists; only the activation was lost
+        _progress_store(campaign)
+    for prompt_id in prompt_ids:
+        tasks.generate_campaign_prompt.delay_on_commit(campaign.pk, prompt_id)
+    return prompt_ids
+
+
+def campaigns_requeue_stalled(*, stale_seconds: float | None = None) -> dict[int, list[int]]:
+    """Queue again what generating campaigns with a heartbeat older than `stale_seconds`
+    (default GENERATION_STALE_SECONDS) still lack: their tasks were lost with a killed worker
+    (a redelivery of an unacknowledged message waits for the broker's visibility timeout, an
+    hour on Redis, and never comes on the filesystem broker). A campaign waiting behind a
+    long queue is re-sent at most once per stale interval, and the duplicates cost nothing:
+    a prompt that is done is done. Returns {campaign: prompts queued}."""
+    if stale_seconds is None:
+        stale_seconds = settings.GENERATION_STALE_SECONDS
+    stale_before = timezone.now() - timedelta(seconds=stale_seconds)
+    queued: dict[int, list[int]] = {}
+    with transaction.atomic():
+        stalled = Campaign.objects.select_for_update(skip_locked=True).filter(
+            status=Campaign.Status.GENERATING, generation_heartbeat_at__lt=stale_before
+        )
+        for campaign in stalled:
+            queued[campaign.pk] = campaign_generation_queue(campaign)
+    return queued
+
+
+def campaigns_requeue(campaigns) -> int:
+    """An admin's re-queue: generating or failed campaigns are set generating again, their
+    error cleared, and what they lack is queued. Returns how many campaigns were queued."""
+    with transaction.atomic():
+        chosen = campaigns.select_for_update().filter(
+            status__in=[Campaign.Status.GENERATING, Campaign.Status.FAILED]
+        )
+        for campaign in chosen:
+            Campaign.objects.filter(pk=campaign.pk).update(
+                status=Campaign.Status.GENERATING, generation_error=""
+            )
+            campaign_generation_queue(campaign)
+        return len(chosen)
