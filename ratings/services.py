@@ -92,6 +92,20 @@ def assignment_lease_next(
     """The rater's current item in this campaign, or a newly leased one; None when nothing
     is left for this rater. A reload returns the same lease instead of taking another slot."""
     now = now or timezone.now()
+    lease = _lease_current_or_new(rater=rater, campaign=campaign, now=now)
+    # Only when nothing is free is it worth sweeping this campaign's overdue leases.
+    if lease is None and assignments_expire(now=now, campaign_id=campaign.pk):
+        lease = _lease_current_or_new(rater=rater, campaign=campaign, now=now)
+    return lease
+
+
+@transaction.atomic
+def _lease_current_or_new(*, rater: Rater, campaign: Campaign, now: datetime) -> Lease | None:
+    # One rater's requests lease one at a time (the rater's row lock): a burst of them (a
+    # double click, a reload storm) would otherwise each lease a pair of its own, and one
+    # waiting on another's pair would break the unique (pair, rater) rule. After the lock,
+    # each finds the lease the one before it took, and returns it.
+    Rater.objects.select_for_update().filter(pk=rater.pk).values_list("pk").first()
     current = (
         Assignment.objects.live(now)
         .filter(rater=rater, campaign=campaign)
@@ -102,11 +116,7 @@ def assignment_lease_next(
         return _lease_from_row(current)
     if campaign.status != Campaign.Status.ACTIVE:
         return None
-    lease = _lease_new_pair(rater=rater, campaign=campaign, now=now)
-    # Only when nothing is free is it worth sweeping this campaign's overdue leases.
-    if lease is None and assignments_expire(now=now, campaign_id=campaign.pk):
-        lease = _lease_new_pair(rater=rater, campaign=campaign, now=now)
-    return lease
+    return _lease_new_pair(rater=rater, campaign=campaign, now=now)
 
 
 def _lease_from_row(row: tuple) -> Lease:

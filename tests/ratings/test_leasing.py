@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from ratings import services
-from ratings.models import Assignment, Pair, Vote
+from ratings.models import Assignment, Pair, Rater, RaterSession, Vote
 from tests.factories import CampaignFactory, PairFactory, RaterFactory
 
 
@@ -168,3 +168,30 @@ def test_a_campaign_asked_for_more_votes_serves_its_full_pairs_again(make_rater)
             services.campaign_votes_extend(campaign=campaign, extra_per_item=bad)
     pair.refresh_from_db()
     assert pair.votes_wanted == 3  # a refused request changes nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_crowd_rater_s_burst_of_lease_requests_gets_one_lease_and_keeps_the_session(
+    api_client_for,
+):
+    """A double-click, a reload storm or a script: ten requests of one session at once. Each
+    used to race for a pair of its own: one hit the unique (pair, rater) rule (a 500), others
+    found "nothing left" and ended a Prolific session that had not cast a vote."""
+    campaign = CampaignFactory(votes_per_item=3, min_listen_seconds=0)
+    PairFactory.create_batch(3, campaign=campaign)
+    rater = RaterFactory(source=Rater.Source.PROLIFIC, external_id="pid-burst")
+    session = RaterSession.objects.create(
+        rater=rater, campaign=campaign, source=rater.source, consented_at=timezone.now()
+    )
+    clients = [api_client_for(rater) for _ in range(10)]
+
+    responses = run_at_once(
+        lambda client: client.get("/api/v1/assignments/next/", {"campaign": campaign.pk}),
+        clients,
+    )
+
+    assert sorted(response.status_code for response in responses) == [200] * 10
+    assert len({response.json()["assignment"] for response in responses}) == 1
+    assert Assignment.objects.filter(rater=rater).count() == 1
+    session.refresh_from_db()
+    assert session.status == RaterSession.Status.ACTIVE
