@@ -158,3 +158,22 @@ def test_the_embedded_sqlite_default_runs_the_rating_loop(tmp_path):
     result = run_python(SQLITE_RATING_LOOP, env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["voted,voted,none", "2", "2", "2"]
+
+
+def test_without_cache_url_every_process_of_the_machine_counts_against_one_rate_limit(tmp_path):
+    """gunicorn's workers are separate processes: a per-process cache would multiply every
+    rate limit by their number."""
+    code = (
+        "import django; django.setup(); from ratings import abuse; "
+        "print(abuse.sliding_count('shared', window_seconds=60, now=6000.0))"
+    )
+    env = {"DATA_DIR": str(tmp_path), "CACHE_URL": None, "SECRET_KEY": "x"}
+
+    counts = [run_python(code, env).stdout.strip() for _ in range(3)]
+
+    assert counts == ["1.0", "2.0", "3.0"]
+
+
+def test_an_unknown_cache_url_fails_loudly(tmp_path):
+    result = run_python("import django; django.setup()", {"CACHE_URL": "memcached://x"})
+    assert result.returncode != 0 and "CACHE_URL" in result.stderr

@@ -61,6 +61,15 @@ def page(browser: Browser) -> Iterator[Page]:
     script_errors: list[str] = []
     failed_responses: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
+    # A script or style the Content-Security-Policy blocks is reported on the console only.
+    page.on(
+        "console",
+        lambda message: (
+            script_errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
     page.on(
         "response",
         lambda response: (
