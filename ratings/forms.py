@@ -89,10 +89,18 @@ class CampaignForm(forms.Form):
         min_value=1, max_value=100_000, required=False, help_text="Cap per rater in this campaign."
     )
 
+    crowd_study_ids = forms.CharField(
+        required=False,
+        label="Crowd study ids",
+        help_text="Prolific STUDY_IDs or MTurk hitIds, comma-separated, whose links may enter;"
+        " empty: any study's.",
+    )
+
     SETTING_FIELDS = (
         "rater_title", "qualification_required", "qualification_valid_hours", "check_rate",
         "quality_policy", "pair_selection", "consent_text", "completion_code", "completion_url",
         "votes_per_session", "max_votes_per_rater", "variant_axes", "variant_share",
+        "crowd_study_ids",
     )  # fmt: skip
 
     def __init__(self, *args, **kwargs) -> None:
@@ -114,6 +122,13 @@ class CampaignForm(forms.Form):
             empty = value is None or value == ""
             settings[name] = Campaign._meta.get_field(name).get_default() if empty else value
         return settings
+
+    def clean_crowd_study_ids(self) -> list[str]:
+        raw = self.cleaned_data.get("crowd_study_ids") or ""
+        ids = list(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+        if any(len(study_id) > 128 for study_id in ids):
+            raise forms.ValidationError("A study id is at most 128 characters long.")
+        return ids
 
     def clean_prompts(self) -> list[str]:
         lines = [line.strip() for line in self.cleaned_data["prompts"].splitlines()]

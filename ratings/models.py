@@ -130,6 +130,12 @@ class Campaign(models.Model):
 
     # Recruitment (Prolific, MTurk, self-registration).
     consent_text = models.TextField(blank=True)
+    crowd_study_ids = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The Prolific study ids (STUDY_ID) or MTurk HIT ids (hitId) whose links may"
+        " enter; empty: any study's.",
+    )
     completion_code = models.CharField(max_length=64, blank=True)
     completion_url = models.URLField(
         blank=True, help_text="Where a finished crowd session is sent; {code} is replaced."

@@ -100,6 +100,18 @@ def entry_from_params(params: Mapping[str, str]) -> Entry:
     return Entry(Rater.Source.LOCAL)
 
 
+def entry_check_study(*, campaign: Campaign, entry: Entry) -> None:
+    """A campaign that names its studies (crowd_study_ids) takes links of those only: without
+    it, a participant id from any study, or made up, opens a session of this campaign."""
+    allowed = campaign.crowd_study_ids
+    crowd_link = entry.source in CROWD_SOURCES and not entry.preview
+    if allowed and crowd_link and entry.study_id not in allowed:
+        raise EntryRefused(
+            "This link belongs to another study. Open the study from the link its own"
+            " Prolific or MTurk page gives you."
+        )
+
+
 # --- Accounts and sessions ------------------------------------------------------------------
 
 

@@ -639,6 +639,7 @@ def campaign_create(
     variant_axes: list[str] | tuple[str, ...] = (),
     variant_share: float = 0.5,
     rater_title: str = "",
+    crowd_study_ids: list[str] | tuple[str, ...] = (),
 ) -> Campaign:
     """Create a campaign and queue the generation of its tracks and pairs (queue=False: the
     caller runs ratings.campaigns.campaign_generate_prompt for each prompt itself).
@@ -656,6 +657,7 @@ def campaign_create(
         campaign = Campaign.objects.create(
             name=name,
             rater_title=rater_title,
+            crowd_study_ids=list(crowd_study_ids),
             purpose=purpose,
             protocol=protocol,
             version_a=version_a,

@@ -56,6 +56,7 @@ def _check_open(request: HttpRequest, campaign: Campaign, entry: Entry) -> None:
         raise EntryRefused("This study is not open right now.")
     if entry.preview and request.method == "POST":
         raise InvalidEntry("Accept the HIT on MTurk before starting.")
+    recruitment.entry_check_study(campaign=campaign, entry=entry)
     local = entry.source == Rater.Source.LOCAL
     if local and not request.user.is_authenticated and not settings.SELF_REGISTRATION:
         raise InvalidEntry(

@@ -318,3 +318,32 @@ def test_crowd_pages_may_be_framed_by_mturk_only_and_other_pages_not_at_all(clie
         "frame-ancestors 'self' https://www.mturk.com https://workersandbox.mturk.com"
     )
     assert login["X-Frame-Options"] == "DENY"
+
+
+def test_a_campaign_that_names_its_studies_refuses_other_studies_links(client, campaign):
+    Campaign.objects.filter(pk=campaign.pk).update(crowd_study_ids=["study1", "3HIT7ABC"])
+    other_study = {**PROLIFIC, "STUDY_ID": "someone-elses-study"}
+    other_hit = {**MTURK, "hitId": "3HITOTHER"}
+
+    assert consent(client, campaign, other_study).status_code == 409
+    assert consent(client, campaign, other_hit).status_code == 409
+    assert client.get(join_url(campaign), other_study).status_code == 409
+    assert nothing_created()
+
+    assert consent(client, campaign, PROLIFIC).status_code == 302
+    assert RaterSession.objects.get().external_study_id == "study1"
+
+
+def test_the_campaign_form_stores_the_study_ids(client, make_rater):
+    from generation.models import GeneratorVersion
+
+    client.force_login(make_rater(role=Role.ADMIN).user)
+    version = GeneratorVersion.objects.create(name="v", backend="procedural")
+    form = {
+        "name": "Pilot", "purpose": "collect", "protocol": "preference", "version_a": version.pk,
+        "prompts": "calm piano", "votes_per_item": 3, "min_listen_seconds": 5,
+        "clip_seconds": 10, "crowd_study_ids": " studyA, 3HITB ,studyA,",
+    }  # fmt: skip
+
+    assert client.post("/manage/campaigns/new/", form).status_code == 302
+    assert Campaign.objects.get(name="Pilot").crowd_study_ids == ["studyA", "3HITB"]
