@@ -225,6 +225,10 @@ SPECTACULAR_SETTINGS = {
     # The schema lists the researcher endpoints and what they reveal, so it is not public.
     "SERVE_PERMISSIONS": ["ratings.permissions.IsResearcher"],
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "ratings.api.schema.add_error_responses",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI's files come from the installed sidecar package: the docs page loads nothing
     # from a CDN.

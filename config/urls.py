@@ -14,3 +14,6 @@ urlpatterns = [
     path("", include("reward.urls")),
     path("", include("reward.urls_evaluation")),
 ]
+
+handler404 = "ratings.views.not_found"
+handler500 = "ratings.views.server_error"

@@ -9,6 +9,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
+from django.views.defaults import page_not_found
+from django.views.defaults import server_error as default_server_error
 
 from ratings import recruitment, selectors, services
 from ratings.forms import CampaignForm
@@ -35,6 +37,25 @@ def role_required(minimum: str) -> Callable:
 def healthz(request: HttpRequest) -> JsonResponse:
     """Anyone: liveness for the process manager."""
     return JsonResponse({"ok": True})
+
+
+# Paths whose clients are programs: their errors are JSON in the API's one error shape
+# (ratings.api.errors), also when Django itself answers, before any view runs.
+API_PATH_PREFIXES = ("/api/", "/clips/")
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404: a URL that matches no route (`/api/v1/research/votes/abc/`)."""
+    if request.path.startswith(API_PATH_PREFIXES):
+        return JsonResponse({"error": "not_found", "detail": "No such URL."}, status=404)
+    return page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500."""
+    if request.path.startswith(API_PATH_PREFIXES):
+        return JsonResponse({"error": "server_error", "detail": "Server error."}, status=500)
+    return default_server_error(request)
 
 
 @require_GET

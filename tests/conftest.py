@@ -5,6 +5,7 @@ from rest_framework.test import APIClient
 
 from ratings.models import Role
 from tests.factories import RaterFactory
+from tests.ratings.api_fuzzing import in_process_app  # noqa: F401 - a shared fixture
 
 
 @pytest.fixture(autouse=True)
@@ -12,6 +13,16 @@ def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.GENERATOR_DIR = tmp_path / "generators"
     settings.REWARD_DIR = tmp_path / "rewards"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's million rounds cost half a second per account on this machine, and the
+    # factories make an account per rater. Hashes made under the default hashers still check.
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        *settings.PASSWORD_HASHERS,
+    ]
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,7 @@ from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
     extend_schema_view,
-    inline_serializer,
 )
-from rest_framework import fields as drf_fields
 from rest_framework import mixins, status, viewsets
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import CursorPagination
@@ -24,10 +22,6 @@ from ratings.api import research_filters as filters
 from ratings.api import research_serializers as serializers
 from ratings.models import DatasetSnapshot
 from ratings.permissions import IsResearcher
-
-_ERROR = inline_serializer(
-    "Error", {"error": drf_fields.CharField(), "detail": drf_fields.CharField()}
-)
 
 
 class IdCursorPagination(CursorPagination):
@@ -111,7 +105,7 @@ class CampaignViewSet(ResearchViewSet):
         summary="Request a dataset snapshot",
         tags=["research"],
         request=serializers.SnapshotCreateSerializer,
-        responses={201: serializers.SnapshotDetailSerializer, 400: _ERROR},
+        responses={201: serializers.SnapshotDetailSerializer},
         description="A worker builds it; poll the snapshot until its status is finished.",
     ),
 )

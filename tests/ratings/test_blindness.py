@@ -69,7 +69,9 @@ def test_nothing_a_rater_receives_tells_the_versions_apart(campaign, api_client_
         assert not [secret for secret in secrets_of(campaign) if secret.lower() in text]
     for lease in leases:
         clips = lease.json()["clips"]
-        assert [set(clip) for clip in clips] == [{"slot", "url", "duration_ms", "required_listen_ms"}] * 2
+        assert [set(clip) for clip in clips] == [
+            {"slot", "url", "duration_ms", "required_listen_ms"}
+        ] * 2
         assert clips[0]["duration_ms"] == clips[1]["duration_ms"]
         assert clips[0]["required_listen_ms"] == clips[1]["required_listen_ms"]
 
