@@ -3,6 +3,7 @@ ratings.campaigns) and registering the shipped generators."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -125,7 +126,7 @@ def _track_store(
         attributes=attributes,
         events=clip.events,
     )
-    track.audio.save(f"clip.{clip.file_extension}", ContentFile(clip.audio_bytes), save=False)
+    _audio_save(track, f"clip.{clip.file_extension}", clip.audio_bytes)
     try:
         with transaction.atomic():
             track.save()
@@ -134,3 +135,15 @@ def _track_store(
         track.audio.delete(save=False)
         return Track.objects.get(prompt=prompt, generator_version=version, seed=seed), False
     return track, True
+
+
+def _audio_save(track: Track, filename: str, audio: bytes) -> None:
+    """Write the clip's file; if the write fails (a full disk, a storage outage), remove what
+    was written before raising, so no truncated file is left under the clip's name."""
+    name = track.audio.field.generate_filename(track, filename)
+    try:
+        track.audio.save(filename, ContentFile(audio), save=False)
+    except Exception:
+        with contextlib.suppress(Exception):  # the storage may be down altogether
+            track.audio.storage.delete(name)
+        raise
