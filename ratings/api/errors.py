@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -18,6 +19,15 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(
             {"error": "too_large", "detail": f"The request body is over {limit} bytes."},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or restarting (or a deadlock was broken): the request may be
+        # sent again as it was. A vote that was stored before the failure is answered with
+        # the original on the resend, through its idempotency key.
+        return Response(
+            {"error": "unavailable", "detail": "The database is unavailable; try again."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "2"},
         )
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "error" not in response.data:

@@ -23,6 +23,7 @@ COMMON_ERRORS = {
     "404": "No such object, or none the caller may see.",
     "413": "The request body is over the upload limit.",
     "429": "Rate limited: the Retry-After header says when to try again.",
+    "503": "The database is unavailable for a moment: send the same request again.",
 }
 
 
