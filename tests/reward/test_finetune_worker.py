@@ -51,11 +51,12 @@ def test_a_killed_worker_s_run_resumes_from_its_checkpoint(tmp_path, run_setup):
     flush_broker()
     worker = WorkerProcess(tmp_path, **WORKER_ENV).start()
     try:
-        run = start_run("crash", *run_setup, steps=24)
-        wait_until(lambda: step_of(run) >= 8, timeout=300, worker=worker, what="progress")
+        # Killed after its first checkpoint (step 4), with steps left to resume.
+        run = start_run("crash", *run_setup, steps=12)
+        wait_until(lambda: step_of(run) >= 5, timeout=300, worker=worker, what="progress")
         worker.kill()
         killed_at = step_of(run)
-        assert killed_at < 24, "the run finished before the worker could be killed"
+        assert killed_at < 12, "the run finished before the worker could be killed"
         time.sleep(5)  # the heartbeat goes stale
         worker = WorkerProcess(tmp_path, **WORKER_ENV).start()
         wait_until(
@@ -71,7 +72,7 @@ def test_a_killed_worker_s_run_resumes_from_its_checkpoint(tmp_path, run_setup):
     [resumed_from] = run.resumed_from_steps
     assert 0 < resumed_from <= killed_at and resumed_from % 4 == 0
     steps = [point["step"] for point in run.curve]
-    assert steps == list(range(1, 25))
+    assert steps == list(range(1, 13))
     assert run.result_version.parent == run.base_version
 
 
