@@ -44,3 +44,86 @@ def test_the_web_process_never_imports_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+# design.md §1: ratings -> generation -> generation.music; reward -> ratings, generation,
+# reward.learning; reward.learning -> generation.music; the pure layers know no Django.
+LAYERS = [  # (module prefix, layer), most specific first
+    ("generation.music", "music"), ("reward.learning", "learning"),
+    ("generation", "generation"), ("ratings", "ratings"), ("reward", "reward"),
+    ("config", "config"), ("django", "django"),
+]  # fmt: skip
+MAY_IMPORT = {
+    "music": {"music"},
+    "learning": {"learning", "music"},
+    "generation": {"generation", "music", "django"},
+    "ratings": {"ratings", "generation", "music", "django"},
+    "reward": {"reward", "ratings", "generation", "music", "learning", "django"},
+    "config": {"config", "ratings", "generation", "reward", "music", "learning", "django"},
+}
+# Imports that still run uphill, each to be removed by issue 17 (and then from this list):
+# Prompt is owned by ratings; reward's admin pieces and the reward gap of active selection
+# are not yet behind their own homes.
+KNOWN_UPHILL = {
+    ("generation/admin.py", "reward.models"),
+    ("generation/admin.py", "reward.tasks"),
+    ("generation/services.py", "ratings.models"),
+    ("generation/tasks.py", "ratings"),
+    ("ratings/selection.py", "reward.models"),
+}
+
+
+def layer_of(module: str) -> str | None:
+    for prefix, layer in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return None
+
+
+def uphill_imports(root: Path = ROOT) -> set[tuple[str, str]]:
+    """(file, imported module) for every import, at any depth of a file, that its layer may
+    not make."""
+    import ast
+
+    found = set()
+    for app in ("ratings", "generation", "reward", "config"):
+        for path in sorted((root / app).rglob("*.py")):
+            relative = path.relative_to(root)
+            if "migrations" in relative.parts:
+                continue
+            layer = layer_of(".".join(relative.with_suffix("").parts))
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    target = layer_of(module)
+                    if target is not None and target not in MAY_IMPORT[layer]:
+                        found.add((relative.as_posix(), module))
+    return found
+
+
+def test_imports_run_downhill():
+    found = uphill_imports()
+
+    assert found - KNOWN_UPHILL == set(), "new imports against design.md §1's directions"
+    assert KNOWN_UPHILL - found == set(), "paid off: remove these from KNOWN_UPHILL"
+
+
+def test_the_layout_check_finds_an_uphill_import(tmp_path):
+    planted = {
+        "generation/music/model.py": "def load():\n    from django.conf import settings\n",
+        "ratings/selection.py": "from reward.models import RewardModel\n",
+        "reward/learning/loop.py": "import generation.music.model\n",  # allowed
+    }
+    for name, code in planted.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(code)
+
+    assert uphill_imports(tmp_path) == {
+        ("generation/music/model.py", "django.conf"),
+        ("ratings/selection.py", "reward.models"),
+    }
