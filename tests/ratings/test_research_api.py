@@ -405,3 +405,17 @@ def test_api_pseudonyms_match_the_stable_ids_of_snapshots(
     exported = json.loads((snapshot.directory / "votes.jsonl").read_text().splitlines()[0])
 
     assert row["rater"] == exported["rater"] == Pseudonyms(stable_salt()).of(rater.pk)
+
+
+def test_an_api_url_that_matches_no_route_is_a_json_404_and_a_page_url_an_html_one(
+    researcher_client,
+):
+    unrouted = researcher_client.get("/api/v1/no-such-endpoint/")
+    no_such_vote = researcher_client.get("/api/v1/research/votes/not-a-number/")
+    page = researcher_client.get("/no-such-page/")
+
+    assert unrouted.status_code == no_such_vote.status_code == page.status_code == 404
+    for response in (unrouted, no_such_vote):
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"] == "not_found"
+    assert page["Content-Type"].startswith("text/html")
