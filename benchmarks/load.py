@@ -142,6 +142,9 @@ def main() -> int:
         locust_run(args, base_url, locust_env, work)
         elapsed = time.perf_counter() - started
         cores = cpu_cores_used(cpu_before, cpu_snapshot(server.pid))
+        # Locust runs in its own process, so it is in "other", not in this process's share.
+        for key in ("loadgen", "loadgen_share_of_machine"):
+            cores.pop(key, None)
         process_stop(server)
         server = None
         result = json.loads(result_path.read_text())

@@ -5,7 +5,6 @@ from rest_framework.test import APIClient
 
 from ratings.models import Role
 from tests.factories import RaterFactory
-from tests.ratings.api_fuzzing import in_process_app  # noqa: F401 - a shared fixture
 
 
 @pytest.fixture(autouse=True)

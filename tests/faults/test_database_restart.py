@@ -13,15 +13,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from rest_framework.authtoken.models import Token
 
-from tests.factories import CampaignFactory, PairFactory, RaterFactory
 from tests.faults.web import (
     FAILED_TRIES,
     free_port,
     gunicorn_start,
     gunicorn_stop,
     rate_in_threads,
+    voting_campaign,
 )
 from tests.workers import database_url_of_test_db
 
@@ -93,9 +92,7 @@ def copy_test_database(cluster: PrivateCluster) -> str:
 
 
 def test_votes_survive_a_database_crash_and_restart(tmp_path, cluster):
-    campaign = CampaignFactory(votes_per_item=RATERS, min_listen_seconds=0)
-    PairFactory.create_batch(VOTES_EACH, campaign=campaign)
-    tokens = [Token.objects.create(user=RaterFactory().user).key for _ in range(RATERS)]
+    campaign, tokens = voting_campaign(RATERS, VOTES_EACH)
     database_url = copy_test_database(cluster)
     port = free_port()
     server = gunicorn_start(tmp_path, port, database_url)

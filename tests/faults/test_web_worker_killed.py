@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 from django.db.models import Count
-from rest_framework.authtoken.models import Token
 
 from ratings.models import Campaign, Vote
-from tests.factories import CampaignFactory, PairFactory, RaterFactory
 from tests.faults.web import (
     FAILED_TRIES,
     free_port,
     gunicorn_start,
     gunicorn_stop,
     rate_in_threads,
+    voting_campaign,
 )
 from tests.workers import database_url_of_test_db
 
@@ -42,9 +41,7 @@ def workers_of(master: int) -> list[int]:
 
 
 def test_votes_survive_killed_web_workers(tmp_path):
-    campaign = CampaignFactory(votes_per_item=RATERS, min_listen_seconds=0)
-    PairFactory.create_batch(VOTES_EACH, campaign=campaign)
-    tokens = [Token.objects.create(user=RaterFactory().user).key for _ in range(RATERS)]
+    campaign, tokens = voting_campaign(RATERS, VOTES_EACH)
     port = free_port()
     server = gunicorn_start(tmp_path, port, database_url_of_test_db())
     kills = 0

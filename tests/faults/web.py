@@ -18,7 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from rest_framework.authtoken.models import Token
 
+from ratings.models import Campaign
+from tests.factories import CampaignFactory, PairFactory, RaterFactory
 from tests.workers import ROOT
 
 
@@ -26,6 +29,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def voting_campaign(raters: int, votes_each: int) -> tuple[Campaign, list[str]]:
+    """A campaign with no listening gate, `votes_each` pairs that every rater may vote on,
+    and the API tokens of `raters` raters."""
+    campaign = CampaignFactory(votes_per_item=raters, min_listen_seconds=0)
+    PairFactory.create_batch(votes_each, campaign=campaign)
+    tokens = [Token.objects.create(user=RaterFactory().user).key for _ in range(raters)]
+    return campaign, tokens
 
 
 def gunicorn_start(log_dir: Path, port: int, database_url: str) -> subprocess.Popen:

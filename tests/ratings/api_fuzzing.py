@@ -1,6 +1,6 @@
 """Schemathesis over the project's own OpenAPI schema, in-process through the WSGI app and the
-test database, shared by the researcher and the admin fuzzing tests (one file per role, so
-the suite's two processes take one each).
+test database: `role_fuzzing(role)` makes a module's fuzzing tests for one role (one file per
+role, so the suite's two processes take one each).
 
 What is checked: no server error, and every response is what the schema says (its status
 code, content type, headers and body). What is not: that the server refuses every request
@@ -100,3 +100,27 @@ class CallCounter:
         print(f"fuzzing: {self.calls} requests over {len(self.seen)} operations")
         if self.seen == self.operations:
             assert self.calls >= self.minimum, f"only {self.calls} fuzzed requests"
+
+
+def role_fuzzing(role: str, minimum_requests: int = 1000):
+    """The fixtures and the test of one role's fuzzing module, to be bound to module names
+    (`enough_requests, headers, test_... = role_fuzzing(Role.ADMIN)`) where pytest finds
+    them. The module-scoped check runs after every operation's test in the module."""
+    schema = load_schema()
+    counter = CallCounter(schema, minimum=minimum_requests)
+
+    @pytest.fixture(scope="module", autouse=True)
+    def enough_requests():
+        yield
+        counter.check()
+
+    @pytest.fixture
+    def headers() -> dict[str, str]:
+        return headers_for(role)
+
+    @schema.parametrize()
+    @FUZZ_SETTINGS
+    def test_no_server_error_and_every_response_as_documented(case, headers, in_process_app):
+        counter.call(case, headers)
+
+    return enough_requests, headers, test_no_server_error_and_every_response_as_documented
