@@ -166,10 +166,24 @@ def _melody_pitches(plan: _Plan) -> tuple[list[int], int]:
     return pitches, len(pitches) // 2
 
 
+def tempo_factor(tempo_bpm: float) -> float:
+    """How a tempo scales the lead's onsets per bar: slow pieces fit more into a bar."""
+    return min(1.2, max(0.6, 120 / tempo_bpm))
+
+
+def lead_onsets_per_bar(density: float, tempo_bpm: float) -> int:
+    """The lead's onsets in a bar that is not a phrase ending (`attributes_measure`
+    inverts this to estimate the density the notes play)."""
+    return round(1 + density * 7 * tempo_factor(tempo_bpm))
+
+
+def is_phrase_ending(bar: int, bars: int) -> bool:
+    return bar % 4 == 3 or bar == bars - 1
+
+
 def _notes_per_bar(plan: _Plan, bar: int) -> int:
-    tempo_factor = min(1.2, max(0.6, 120 / plan.attrs.tempo_bpm))
-    count = round(1 + plan.density * 7 * tempo_factor)
-    if bar % 4 == 3 or bar == plan.bars - 1:
+    count = lead_onsets_per_bar(plan.density, plan.attrs.tempo_bpm)
+    if is_phrase_ending(bar, plan.bars):
         count = max(1, count // 2)  # phrase endings breathe
     return count
 

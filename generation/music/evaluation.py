@@ -24,6 +24,7 @@ from generation.music.attributes_measure import (
     adherence,
     attribute_fit,
     estimate_key,
+    playable_density,
 )
 from generation.music.events import Piece
 from generation.music.plan import AGREEMENT_FIELDS, BODY_FIELDS, Plan, plan_agreement
@@ -41,14 +42,15 @@ class GeneratedPiece:
 
 
 def plan_adherence(target: MusicAttributes, plan: Plan) -> Adherence:
-    """Prompt adherence of a declared plan, scored as `adherence` scores notes."""
+    """Prompt adherence of a declared plan, scored as `adherence` scores notes (its density
+    as the onsets it means at its tempo, as the target's is)."""
     return attribute_fit(
         target,
         tempo_bpm=plan.tempo_bpm,
         programs=set(plan.instruments),
         drums=plan.drums,
         mode=plan.mode,
-        density=plan.density,
+        density=playable_density(plan.density, plan.tempo_bpm),
     )
 
 

@@ -25,9 +25,10 @@ import statistics
 from dataclasses import asdict, dataclass
 
 from generation.music.attributes_measure import (
-    DENSITY_TOLERANCE,
+    density_fit,
     estimate_density,
     estimate_key,
+    playable_density,
 )
 from generation.music.events import TEMPO_BUCKETS, Note, Piece
 from generation.music.prompts import DENSITY_LEVELS, GENRES, MODES, MOODS, MusicAttributes
@@ -183,20 +184,21 @@ BODY_FIELDS = AGREEMENT_FIELDS[1:]
 
 def plan_agreement(plan: Plan, piece: Piece) -> dict[str, float]:
     """How well the notes keep to a declared plan, per field in [0, 1]: tempo, instruments
-    (the played set is the declared one), drums, key and mode (the Krumhansl estimate of the
-    notes), density (the composer's scale, scored as prompt adherence scores it) and register
+    (the played set is the declared one), drums, key and mode (`estimate_key` of the
+    notes), density (the lead's onsets per bar against those the declared density means at
+    the plan's tempo, scored as prompt adherence scores it) and register
     (the lead's median pitch lies in the declared band). An empty piece agrees with nothing."""
     if not piece.notes:
         return dict.fromkeys(AGREEMENT_FIELDS, 0.0)
     key_root, mode = estimate_key(piece.notes)
     played = {note.program for note in piece.notes if not note.is_drum}
-    density_error = abs(estimate_density(piece, plan.lead) - plan.density)
+    played_density = estimate_density(piece, plan.lead)
     return {
         "tempo": float(piece.tempo_bpm == plan.tempo_bpm),
         "instruments": float(played == set(plan.instruments)),
         "drums": float(any(note.is_drum for note in piece.notes) == plan.drums),
         "key": float(key_root == plan.key_root),
         "mode": float(mode == plan.mode),
-        "density": max(0.0, 1.0 - density_error / DENSITY_TOLERANCE),
+        "density": density_fit(played_density, playable_density(plan.density, plan.tempo_bpm)),
         "register": float(lead_register(piece, plan.lead, plan.key_root) == plan.register),
     }
