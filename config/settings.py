@@ -299,6 +299,12 @@ if PLAYGROUND_MAX_PROMPT_CHARS > 500:  # Prompt.text holds 500 characters
 # Words refused in prompts (comma-separated, case-insensitive, whole words).
 PLAYGROUND_BLOCKLIST = env_list("PLAYGROUND_BLOCKLIST", [])
 # Dotted path of a callable(text) -> reason or None, asked after the checks above; "" = none.
+# Active pair selection ranks pairs by their clips' reward gap; the rewards come from this
+# hook (ratings knows no reward models): campaign -> (track field -> reward expression) or
+# None. Empty: active selection serves pairs as uniform selection does.
+ACTIVE_SELECTION_REWARD_HOOK = env_str(
+    "ACTIVE_SELECTION_REWARD_HOOK", "reward.selectors.campaign_clip_reward"
+)
 PLAYGROUND_MODERATION_HOOK = env_str("PLAYGROUND_MODERATION_HOOK", "")
 PLAYGROUND_CLIP_SECONDS = env_float("PLAYGROUND_CLIP_SECONDS", 10.0)
 # A request not ready after this long fails (the worker's soft time limit) and may be retried.
@@ -353,6 +359,7 @@ CELERY_TASK_ROUTES = {
     "generation.tasks.pretrain_generator": {"queue": "train"},
     "generation.tasks.*": {"queue": "generate"},
     "ratings.tasks.generate_campaign_prompt": {"queue": "generate"},
+    "ratings.tasks.generate_playground_request": {"queue": "generate"},
     # Bookkeeping must not wait behind a long training job.
     "reward.tasks.requeue_stalled_jobs": {"queue": "default"},
     "reward.tasks.*": {"queue": "train"},

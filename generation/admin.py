@@ -2,7 +2,6 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from generation.models import GeneratorVersion, PretrainingRun, Track
-from reward.models import RewardModel, TrackReward
 
 
 class ChildVersionInline(admin.TabularInline):
@@ -56,18 +55,6 @@ class PretrainingRunAdmin(admin.ModelAdmin):
     readonly_fields = ("step", "loss_curve", "metrics", "error", "created_at", "finished_at")
 
 
-class TrackRewardInline(admin.TabularInline):
-    model = TrackReward
-    fields = ("reward_model", "value", "created_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    verbose_name_plural = "Reward values"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-
 @admin.register(Track)
 class TrackAdmin(admin.ModelAdmin):
     list_display = ("public_id", "prompt", "generator_version", "seed", "duration_seconds")
@@ -75,17 +62,4 @@ class TrackAdmin(admin.ModelAdmin):
     search_fields = ("caption", "prompt__text")
     raw_id_fields = ("prompt",)
     readonly_fields = ("public_id", "events", "attributes")
-    inlines = [TrackRewardInline]
-    actions = ["score_with_reward_models"]
-
-    @admin.action(description="Score with every usable reward model (on the train queue)")
-    def score_with_reward_models(self, request, queryset) -> None:
-        from reward.tasks import score_tracks
-
-        track_ids = list(queryset.values_list("pk", flat=True))
-        usable = [model for model in RewardModel.objects.all() if model.usable]
-        for reward_model in usable:
-            score_tracks.delay(reward_model.pk, track_ids)
-        self.message_user(
-            request, f"Queued scoring of {len(track_ids)} tracks by {len(usable)} reward models."
-        )
+    # reward/admin.py adds the clip's reward values and the action that scores clips

@@ -250,7 +250,7 @@ def playground_request_create(
     (a curated prompt). Returns (request, created): an identical pending request of this rater
     is returned instead of a second one. More than PLAYGROUND_MAX_PENDING pending requests:
     TooManyPending (429), with nothing stored."""
-    from generation import tasks  # the task module imports this one
+    from ratings import tasks  # the task module imports this one
 
     if example_id is None:
         text = prompt_moderate(text=text or "", rater=rater, ip_hash=ip_hash)
@@ -288,7 +288,7 @@ def _prompt_for(*, text: str | None, example_id: int | None) -> Prompt:
 def playground_request_retry(*, rater: Rater, request_id: int) -> PlaygroundRequest:
     """Queue a failed request again (same prompt, same versions): a new attempt that reuses
     any clip the failed one finished. The pending bound applies as to a new request."""
-    from generation import tasks
+    from ratings import tasks
 
     with transaction.atomic():
         Rater.objects.select_for_update().filter(pk=rater.pk).values_list("pk").first()

@@ -2,8 +2,9 @@
 
 - uniform: fewest slots taken first (the lease path's single statement on PostgreSQL);
 - active: the pair whose outcome is most uncertain first, i.e. the smallest gap between the two
-  clips' rewards under the newest usable preference reward model that scored them; uniform
-  while no such model exists (and for pairs it did not score);
+  clips' rewards, which the hook in settings.ACTIVE_SELECTION_REWARD_HOOK supplies (by
+  default `reward.selectors.campaign_clip_reward`: the newest usable preference reward model
+  that scored them); uniform while there is none (and for pairs it did not score);
 - undersampled: a version pair (the versions of the two clips) drawn with weight
   1 / (its counted votes in the campaign + UNDERSAMPLED_C), so the comparisons with the fewest
   votes are filled first without starving the others; then fewest slots first within it.
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import random
 
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.conf import settings
+from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import Abs
+from django.utils.module_loading import import_string
 
 from ratings.models import Campaign, Pair, Rater, Vote
 
@@ -65,40 +68,20 @@ def preferred_items(rater: Rater, campaign: Campaign) -> QuerySet[Pair] | None:
 
 
 def active_items(rater: Rater, campaign: Campaign) -> QuerySet[Pair] | None:
-    reward_model_id = reward_model_for(campaign)
-    if reward_model_id is None:
+    """Open items by the gap between their two clips' rewards, smallest first. The rewards
+    come from the hook named by settings.ACTIVE_SELECTION_REWARD_HOOK (reward models live
+    downstream of ratings): given the campaign it returns a function from a pair's track
+    field to that clip's reward expression, or None while no model can rank the pairs."""
+    if not settings.ACTIVE_SELECTION_REWARD_HOOK:
         return None
-
-    def reward(side: str) -> Subquery:
-        from reward.models import TrackReward
-
-        scores = TrackReward.objects.filter(
-            track=OuterRef(f"track_{side}"), reward_model_id=reward_model_id
-        )
-        return Subquery(scores.values("value")[:1])
-
+    clip_reward = import_string(settings.ACTIVE_SELECTION_REWARD_HOOK)(campaign)
+    if clip_reward is None:
+        return None
     return (
         open_items(rater, campaign)
-        .annotate(reward_gap=Abs(reward("a") - reward("b")))
+        .annotate(reward_gap=Abs(clip_reward("track_a") - clip_reward("track_b")))
         .order_by(F("reward_gap").asc(nulls_last=True), "slots_taken", "id")
     )
-
-
-def reward_model_for(campaign: Campaign) -> int | None:
-    """The newest usable preference reward model that scored this campaign's clips."""
-    from reward.models import RewardModel
-
-    scored = Pair.objects.filter(campaign=campaign, kind=Pair.Kind.REGULAR).values("track_a_id")
-    models = (
-        RewardModel.objects.filter(
-            kind=RewardModel.Kind.PREFERENCE,
-            status=RewardModel.Status.FINISHED,
-            scores__track__in=scored,
-        )
-        .distinct()
-        .order_by("-finished_at", "-pk")
-    )
-    return next((model.pk for model in models[:5] if model.usable), None)
 
 
 def undersampled_items(rater: Rater, campaign: Campaign) -> QuerySet[Pair] | None:

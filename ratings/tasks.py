@@ -1,5 +1,6 @@
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
 from ratings import campaigns, services
 
@@ -19,6 +20,18 @@ def generate_campaign_prompt(campaign_id: int, prompt_id: int) -> None:
             campaign_id=campaign_id, error=f"prompt {prompt_id}: {exc!r}"
         )
         raise
+
+
+@shared_task(
+    # Not acks_late: a request whose worker died is failed by the stale check on the next
+    # status read and the visitor retries, rather than a redelivery hours later.
+    soft_time_limit=settings.PLAYGROUND_TIMEOUT_SECONDS,
+    time_limit=settings.PLAYGROUND_TIMEOUT_SECONDS + 30,
+)
+def generate_playground_request(request_id: int) -> str:
+    from ratings import playground  # it queues this task: imported when run
+
+    return playground.playground_request_generate(request_id=request_id)
 
 
 @shared_task(ignore_result=True, soft_time_limit=60)

@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from generation.admin import TrackAdmin
+from generation.models import Track
 from reward.models import Evaluation, FineTuneRun, RewardModel, TrackReward
 
 
@@ -38,3 +40,38 @@ class FineTuneRunAdmin(admin.ModelAdmin):
 class EvaluationAdmin(admin.ModelAdmin):
     list_display = ("__str__", "campaign", "fine_tune_run", "computed_at")
     readonly_fields = ("report", "computed_at")
+
+
+class TrackRewardInline(admin.TabularInline):
+    model = TrackReward
+    fields = ("reward_model", "value", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Reward values"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# A clip's rewards belong to reward, which knows clips; generation's admin knows no rewards,
+# so the clip's page is extended here (this app comes after generation in INSTALLED_APPS).
+admin.site.unregister(Track)
+
+
+@admin.register(Track)
+class TrackWithRewardsAdmin(TrackAdmin):
+    inlines = [*TrackAdmin.inlines, TrackRewardInline]
+    actions = [*TrackAdmin.actions, "score_with_reward_models"]
+
+    @admin.action(description="Score with every usable reward model (on the train queue)")
+    def score_with_reward_models(self, request, queryset) -> None:
+        from reward.tasks import score_tracks
+
+        track_ids = list(queryset.values_list("pk", flat=True))
+        usable = [model for model in RewardModel.objects.all() if model.usable]
+        for reward_model in usable:
+            score_tracks.delay(reward_model.pk, track_ids)
+        self.message_user(
+            request, f"Queued scoring of {len(track_ids)} tracks by {len(usable)} reward models."
+        )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from django.db.models import OuterRef, Subquery
+
 from generation.music.evaluation import FIT_PARTS
-from reward.models import FineTuneRun, RewardModel
+from ratings.models import Campaign, Pair
+from reward.models import FineTuneRun, RewardModel, TrackReward
 
 # The figure a model is judged by, per kind, as a path into its metrics.
 HEADLINE_METRICS = {
@@ -138,3 +142,35 @@ def finetune_report(run: FineTuneRun) -> dict[str, Any]:
             for part in (*FIT_PARTS, "score")
         ],
     }
+
+
+def reward_model_for(campaign: Campaign) -> int | None:
+    """The newest usable preference reward model that scored this campaign's clips."""
+    scored = Pair.objects.filter(campaign=campaign, kind=Pair.Kind.REGULAR).values("track_a_id")
+    models = (
+        RewardModel.objects.filter(
+            kind=RewardModel.Kind.PREFERENCE,
+            status=RewardModel.Status.FINISHED,
+            scores__track__in=scored,
+        )
+        .distinct()
+        .order_by("-finished_at", "-pk")
+    )
+    return next((model.pk for model in models[:5] if model.usable), None)
+
+
+def campaign_clip_reward(campaign: Campaign) -> Callable[[str], Subquery] | None:
+    """Active pair selection's reward hook (settings.ACTIVE_SELECTION_REWARD_HOOK): a function
+    from a pair's track field ("track_a", "track_b") to that clip's reward under
+    `reward_model_for(campaign)`, as a subquery; None while no such model exists."""
+    reward_model_id = reward_model_for(campaign)
+    if reward_model_id is None:
+        return None
+
+    def clip_reward(track_field: str) -> Subquery:
+        scores = TrackReward.objects.filter(
+            track=OuterRef(track_field), reward_model_id=reward_model_id
+        )
+        return Subquery(scores.values("value")[:1])
+
+    return clip_reward

@@ -12,9 +12,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from rest_framework.test import APIClient
 
 from generation import services as generation_services
-from generation import tasks
 from generation.music.backends import get_backend
-from ratings import playground, selectors, services
+from ratings import playground, selectors, services, tasks
 from ratings.dataset import DataFilters, filtered_votes
 from ratings.models import (
     Assignment,

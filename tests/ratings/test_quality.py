@@ -371,6 +371,31 @@ def test_active_selection_serves_the_most_uncertain_pair_first(make_rater, api_c
     assert Assignment.objects.get(pk=payload["assignment"]).pair == uncertain
 
 
+def test_active_selection_without_a_reward_hook_serves_as_uniform_does(
+    make_rater, api_client_for, settings
+):
+    """Ratings knows no reward models: with the hook unset, active campaigns lease the
+    least-served pair first, as uniform selection does, even where a reward model would
+    rank another pair first."""
+    from reward.models import RewardModel, TrackReward
+
+    settings.ACTIVE_SELECTION_REWARD_HOOK = ""
+    campaign = CampaignFactory(pair_selection=Campaign.PairSelection.ACTIVE, votes_per_item=3)
+    served, fresh = PairFactory(campaign=campaign), PairFactory(campaign=campaign)
+    Pair.objects.filter(pk=served.pk).update(slots_taken=1, votes_wanted=3)
+    model = RewardModel.objects.create(
+        name="prefs", kind=RewardModel.Kind.PREFERENCE, steps=1, checkpoint="scorer.pt",
+        status=RewardModel.Status.FINISHED, metrics={"heldout": {"accuracy": 0.7}},
+    )  # fmt: skip
+    for pair, gap in ((served, 0.1), (fresh, 3.0)):  # the hook would serve `served` first
+        TrackReward.objects.create(reward_model=model, track=pair.track_a, value=gap)
+        TrackReward.objects.create(reward_model=model, track=pair.track_b, value=0.0)
+
+    payload = lease(api_client_for(make_rater()), campaign)
+
+    assert Assignment.objects.get(pk=payload["assignment"]).pair == fresh
+
+
 def test_admins_mark_gold_items_and_bad_marks_are_refused():
     pair = PairFactory()
 
