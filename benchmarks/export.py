@@ -45,8 +45,8 @@ def seed_votes(*, pairs: int, raters: int) -> int:
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
-    from generation.models import GeneratorVersion, Track
-    from ratings.models import Campaign, Pair, Prompt, Rater
+    from generation.models import GeneratorVersion, Prompt, Track
+    from ratings.models import Campaign, Pair, Rater
 
     with transaction.atomic():
         users = get_user_model().objects.bulk_create(

@@ -93,9 +93,9 @@ def django_setup(database_url: str, data_dir: Path) -> None:
 def render_campaign(prompt_count: int) -> tuple[int, float]:
     """(campaign id, seconds spent rendering); an existing campaign is reused."""
     from generation.models import GeneratorVersion
+    from generation.services import prompt_get_or_create
     from ratings.campaigns import campaign_generate_prompt
     from ratings.models import Campaign
-    from ratings.services import prompt_get_or_create
 
     existing = Campaign.objects.filter(name="reward benchmark", status="active").first()
     if existing and existing.pairs.count() == prompt_count:

@@ -204,8 +204,8 @@ def seed_scenario(
 ) -> Scenario:
     """A campaign with no listening gate, `pairs` placeholder pairs that each take up to
     `clients` votes (slots never run out), and one rater with a token per client."""
-    from generation.models import GeneratorVersion
-    from ratings.models import Campaign, Pair, Prompt
+    from generation.models import GeneratorVersion, Prompt
+    from ratings.models import Campaign, Pair
 
     version, _ = GeneratorVersion.objects.get_or_create(
         name="bench", defaults={"backend": "procedural", "status": "active"}

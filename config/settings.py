@@ -241,7 +241,7 @@ SPECTACULAR_SETTINGS = {
         "ProtocolEnum": "ratings.models.Campaign.Protocol",
         "TrainingJobStatusEnum": "reward.models.TrainingJob.Status",
         "SnapshotStatusEnum": "ratings.models.DatasetSnapshot.Status",
-        "PromptSourceEnum": "ratings.models.Prompt.Source",
+        "PromptSourceEnum": "generation.models.Prompt.Source",
         "PlaygroundRequestStatusEnum": "ratings.models.PlaygroundRequest.Status",
         # A choice in screen terms (slot A is the left clip), as votes are sent.
         "SlotChoiceEnum": ["A", "B", "tie", "both_bad"],

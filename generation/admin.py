@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
-from generation.models import GeneratorVersion, PretrainingRun, Track
+from generation.models import GeneratorVersion, PretrainingRun, Prompt, Track
 
 
 class ChildVersionInline(admin.TabularInline):
@@ -53,6 +53,13 @@ class PretrainingRunAdmin(admin.ModelAdmin):
     list_display = ("id", "size", "status", "step", "steps", "created_at", "finished_at")
     list_filter = ("status", "size")
     readonly_fields = ("step", "loss_curve", "metrics", "error", "created_at", "finished_at")
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ("text", "source", "created_at")
+    list_filter = ("source",)
+    search_fields = ("text",)
 
 
 @admin.register(Track)

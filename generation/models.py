@@ -96,9 +96,33 @@ def opaque_audio_path(track: "Track", filename: str) -> str:
     return f"audio/{track.public_id.hex}{extension}"
 
 
+class Prompt(models.Model):
+    """A text that clips are generated for: curated, typed by a user, or from the playground."""
+
+    class Source(models.TextChoices):
+        CURATED = "curated"
+        USER = "user"
+        PLAYGROUND = "playground"
+
+    text = models.CharField(max_length=500)
+    attributes = models.JSONField(default=dict, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.CURATED)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "ratings_prompt"  # its table from when ratings owned prompts (migration 0006)
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(text=""), name="prompt_text_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class Track(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    prompt = models.ForeignKey("ratings.Prompt", on_delete=models.PROTECT, related_name="tracks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="tracks")
     generator_version = models.ForeignKey(
         GeneratorVersion, on_delete=models.PROTECT, related_name="tracks"
     )

@@ -1,9 +1,10 @@
-"""Writes of the generation app: rendering tracks (a campaign's pairs are formed by
+"""Writes of the generation app: prompts, rendering tracks (a campaign's pairs are formed by
 ratings.campaigns) and registering the shipped generators."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,14 +15,14 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, Prompt, Track
 from generation.music.backends import (
     PARENT_GENERATOR,
     SHIPPED_GENERATOR,
     GeneratedClip,
     get_backend,
 )
-from ratings.models import Prompt
+from generation.music.prompts import parse_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +148,11 @@ def _audio_save(track: Track, filename: str, audio: bytes) -> None:
         with contextlib.suppress(Exception):  # the storage may be down altogether
             track.audio.storage.delete(name)
         raise
+
+
+def prompt_get_or_create(*, text: str, source: str = Prompt.Source.CURATED) -> Prompt:
+    prompt = Prompt.objects.filter(text=text, source=source).order_by("id").first()
+    if prompt is None:
+        attributes = dataclasses.asdict(parse_prompt(text))
+        prompt = Prompt.objects.create(text=text, source=source, attributes=attributes)
+    return prompt

@@ -9,7 +9,6 @@ from ratings.models import (
     MosRating,
     Pair,
     PlaygroundRequest,
-    Prompt,
     PromptRejection,
     Qualification,
     Rater,
@@ -29,13 +28,6 @@ class RaterAdmin(admin.ModelAdmin):
     readonly_fields = (
         "gold_accuracy", "majority_agreement", "score_correlation", "reliability_updated_at",
     )  # fmt: skip
-
-
-@admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
-    list_display = ("text", "source", "created_at")
-    list_filter = ("source",)
-    search_fields = ("text",)
 
 
 @admin.register(Campaign)

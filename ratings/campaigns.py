@@ -20,9 +20,9 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, Prompt, Track
 from generation.services import derive_seed, track_generate, track_variant
-from ratings.models import Campaign, Pair, Prompt
+from ratings.models import Campaign, Pair
 
 
 def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:

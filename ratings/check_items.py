@@ -20,11 +20,10 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from generation.models import Track
-from generation.services import derive_seed, track_generate
-from ratings.models import Campaign, Pair, Prompt
+from generation.models import Prompt, Track
+from generation.services import derive_seed, prompt_get_or_create, track_generate
+from ratings.models import Campaign, Pair
 from ratings.quality import CHECK_VOTES_WANTED
-from ratings.services import prompt_get_or_create
 
 LOUDNESS_QUESTION = "Which clip is louder?"
 LOUDNESS_QUESTION_SCORED = "Give the louder clip the higher score."

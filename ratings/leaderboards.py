@@ -27,9 +27,9 @@ from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from generation.models import GeneratorVersion
+from generation.models import GeneratorVersion, Prompt
 from ratings import bradley_terry
-from ratings.models import Campaign, Leaderboard, MosRating, Prompt, Vote
+from ratings.models import Campaign, Leaderboard, MosRating, Vote
 
 logger = logging.getLogger(__name__)
 

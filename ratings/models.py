@@ -48,27 +48,6 @@ class Rater(models.Model):
         return f"{self.user.get_username()} ({self.role})"
 
 
-class Prompt(models.Model):
-    class Source(models.TextChoices):
-        CURATED = "curated"
-        USER = "user"
-        PLAYGROUND = "playground"
-
-    text = models.CharField(max_length=500)
-    attributes = models.JSONField(default=dict, blank=True)
-    tags = models.JSONField(default=list, blank=True)
-    source = models.CharField(max_length=16, choices=Source.choices, default=Source.CURATED)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(condition=~Q(text=""), name="prompt_text_not_empty"),
-        ]
-
-    def __str__(self) -> str:
-        return self.text
-
-
 class Campaign(models.Model):
     class Purpose(models.TextChoices):
         COLLECT = "collect", "Collect (two samples of one version)"
@@ -111,7 +90,7 @@ class Campaign(models.Model):
         blank=True,
         help_text="The challenger in an evaluate campaign; empty for collect.",
     )
-    prompts = models.ManyToManyField(Prompt, related_name="campaigns")
+    prompts = models.ManyToManyField("generation.Prompt", related_name="campaigns")
     votes_per_item = models.PositiveSmallIntegerField(default=3)
     min_listen_seconds = models.FloatField(default=5.0)
     listen_to_end = models.BooleanField(
@@ -239,7 +218,7 @@ class Pair(models.Model):
     """One rating item: two clips of one prompt, or a single clip for the MOS protocol."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="pairs")
-    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+")
+    prompt = models.ForeignKey("generation.Prompt", on_delete=models.PROTECT, related_name="+")
     track_a = models.ForeignKey("generation.Track", on_delete=models.PROTECT, related_name="+")
     track_b = models.ForeignKey(
         "generation.Track", on_delete=models.PROTECT, related_name="+", null=True, blank=True
@@ -569,7 +548,7 @@ class PlaygroundRequest(models.Model):
         FAILED = "failed"
 
     rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="playground_requests")
-    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+")
+    prompt = models.ForeignKey("generation.Prompt", on_delete=models.PROTECT, related_name="+")
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.SAMPLES)
     version_a = models.ForeignKey(
         "generation.GeneratorVersion", on_delete=models.PROTECT, related_name="+"

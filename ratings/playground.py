@@ -31,7 +31,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, Prompt, Track
+from generation.services import prompt_get_or_create
 from ratings import abuse, services
 from ratings.errors import RatingError
 from ratings.models import (
@@ -39,7 +40,6 @@ from ratings.models import (
     Campaign,
     Pair,
     PlaygroundRequest,
-    Prompt,
     PromptRejection,
     Rater,
     Role,
@@ -282,7 +282,7 @@ def _prompt_for(*, text: str | None, example_id: int | None) -> Prompt:
         if prompt is None:
             raise UnknownExample("No such example prompt.")
         return prompt
-    return services.prompt_get_or_create(text=text, source=Prompt.Source.PLAYGROUND)
+    return prompt_get_or_create(text=text, source=Prompt.Source.PLAYGROUND)
 
 
 def playground_request_retry(*, rater: Rater, request_id: int) -> PlaygroundRequest:

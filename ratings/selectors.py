@@ -19,14 +19,13 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from generation.models import Track
+from generation.models import Prompt, Track
 from ratings.models import (
     Assignment,
     Campaign,
     DatasetSnapshot,
     MosRating,
     Pair,
-    Prompt,
     Qualification,
     Rater,
     RaterSession,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import secrets
 import uuid
 from collections import Counter
@@ -17,6 +16,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from generation.models import GeneratorVersion
+from generation.services import prompt_get_or_create
 from ratings import quality, selection
 from ratings.errors import (
     AlreadyVoted,
@@ -25,17 +25,7 @@ from ratings.errors import (
     LeaseExpired,
     ListeningTooShort,
 )
-from ratings.models import (
-    Assignment,
-    Campaign,
-    MosRating,
-    Pair,
-    Prompt,
-    Rater,
-    RaterSession,
-    Role,
-    Vote,
-)
+from ratings.models import Assignment, Campaign, MosRating, Pair, Rater, RaterSession, Role, Vote
 
 SLOTS = ("A", "B")  # what the rater sees: A is the left clip, B the right one
 VARIANT_BACKENDS = ("procedural", "symbolic")  # the backends whose clips carry their notes
@@ -730,13 +720,3 @@ def variants_check(
         )
     if not 0 < share <= 1:
         raise InvalidVote("The share of variant pairs must lie in (0, 1].")
-
-
-def prompt_get_or_create(*, text: str, source: str = Prompt.Source.CURATED) -> Prompt:
-    from generation.music.prompts import parse_prompt
-
-    prompt = Prompt.objects.filter(text=text, source=source).order_by("id").first()
-    if prompt is None:
-        attributes = dataclasses.asdict(parse_prompt(text))
-        prompt = Prompt.objects.create(text=text, source=source, attributes=attributes)
-    return prompt

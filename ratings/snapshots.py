@@ -57,9 +57,9 @@ from django.db.models import F, FilteredRelation, Q, QuerySet
 from django.utils import timezone
 from psycopg import pq
 
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, Prompt, Track
 from ratings.dataset import DataFilters, filtered_votes
-from ratings.models import Campaign, DatasetSnapshot, MosRating, Pair, Prompt, Rater, Vote
+from ratings.models import Campaign, DatasetSnapshot, MosRating, Pair, Rater, Vote
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, Prompt, Track
 from generation.music.prompts import prompt_is_held_out, prompt_pools
 from ratings.dataset import DataFilters, preference_target, vote_rows
-from ratings.models import Prompt
 from reward import jobs
 from reward.models import FineTuneRun, RewardModel, TrainingJob
 from reward.training import resume_step

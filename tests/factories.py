@@ -6,8 +6,8 @@ from django.core.files.base import ContentFile
 from django.db import models
 from django.utils import timezone
 
-from generation.models import GeneratorVersion, Track
-from ratings.models import Assignment, Campaign, MosRating, Pair, Prompt, Rater, Role, Vote
+from generation.models import GeneratorVersion, Prompt, Track
+from ratings.models import Assignment, Campaign, MosRating, Pair, Rater, Role, Vote
 
 PASSWORD = "correct horse battery staple"
 

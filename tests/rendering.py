@@ -8,9 +8,9 @@ bytes, MIME type, duration and file name are exactly what raters get in producti
 
 from __future__ import annotations
 
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, Prompt, Track
 from generation.services import track_generate
-from ratings.models import Campaign, Pair, Prompt
+from ratings.models import Campaign, Pair
 from tests.factories import GeneratorVersionFactory, PromptFactory
 
 SHORT_CLIP_SECONDS = 4.0

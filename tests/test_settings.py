@@ -67,7 +67,7 @@ WRITER = """
 import sys, django
 django.setup()
 from django.db import transaction
-from ratings.models import Prompt
+from generation.models import Prompt
 for i in range(150):
     with transaction.atomic():
         Prompt.objects.create(text=f"{sys.argv[1]} {i}")
@@ -103,7 +103,7 @@ def test_two_processes_writing_to_the_default_sqlite_never_hit_database_is_locke
         assert "database is locked" not in stderr
         assert stdout.strip() == "ok"
     count = run_python(
-        "import django; django.setup(); from ratings.models import Prompt;"
+        "import django; django.setup(); from generation.models import Prompt;"
         "print(Prompt.objects.filter(tags=['written']).count())",
         env,
     )
@@ -115,9 +115,9 @@ import uuid, django
 django.setup()
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, Prompt, Track
 from ratings import services
-from ratings.models import Campaign, Pair, Prompt, Rater, Vote
+from ratings.models import Campaign, Pair, Rater, Vote
 version = GeneratorVersion.objects.create(name="v", backend="procedural")
 prompt = Prompt.objects.create(text="calm piano")
 campaign = Campaign.objects.create(name="c", purpose="collect", protocol="preference",

@@ -6,8 +6,8 @@ import django_filters
 from django import forms
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from generation.models import Track
-from ratings.models import Campaign, MosRating, Pair, Prompt, Vote
+from generation.models import Prompt, Track
+from ratings.models import Campaign, MosRating, Pair, Vote
 from ratings.selectors import rater_ids_with_pseudonym
 
 # The largest value of PostgreSQL's bigint, the type of every id: a larger number in a query

@@ -6,9 +6,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
-from generation.models import GeneratorVersion, Track
+from generation.models import GeneratorVersion, Prompt, Track
 from ratings.dataset import DataFilters
-from ratings.models import Campaign, DatasetSnapshot, MosRating, Prompt, Vote
+from ratings.models import Campaign, DatasetSnapshot, MosRating, Vote
 from ratings.selectors import rater_pseudonym, snapshot_data_files, snapshot_file_url
 from ratings.snapshots import FORMATS
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from ratings.models import Campaign, PlaygroundRequest, Prompt, Rater, Vote
+from generation.models import Prompt
+from ratings.models import Campaign, PlaygroundRequest, Rater, Vote
 from tests.factories import (
     CampaignFactory,
     GeneratorVersionFactory,

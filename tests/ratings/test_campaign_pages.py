@@ -2,7 +2,8 @@
 
 import pytest
 
-from ratings.models import Campaign, Prompt, Role
+from generation.models import Prompt
+from ratings.models import Campaign, Role
 from tests.factories import CampaignFactory, GeneratorVersionFactory, PairFactory
 
 pytestmark = pytest.mark.django_db

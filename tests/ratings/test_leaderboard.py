@@ -3,9 +3,10 @@ served as stored by the API (researchers and admins) and the page."""
 
 import pytest
 
+from generation.models import Prompt
 from ratings import bradley_terry, tasks
 from ratings.leaderboards import campaign_outcome_counts, leaderboard_refresh
-from ratings.models import Campaign, Leaderboard, Pair, Prompt, Role, Vote
+from ratings.models import Campaign, Leaderboard, Pair, Role, Vote
 from tests.factories import (
     CampaignFactory,
     GeneratorVersionFactory,

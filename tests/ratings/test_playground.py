@@ -12,6 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from rest_framework.test import APIClient
 
 from generation import services as generation_services
+from generation.models import Prompt
 from generation.music.backends import get_backend
 from ratings import playground, selectors, services, tasks
 from ratings.dataset import DataFilters, filtered_votes
@@ -20,7 +21,6 @@ from ratings.models import (
     Campaign,
     Pair,
     PlaygroundRequest,
-    Prompt,
     PromptRejection,
     Rater,
     Vote,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from generation.music.prompts import prompt_is_held_out
+from generation.services import prompt_get_or_create
 from ratings.campaigns import campaign_generate_prompt
 from ratings.models import Campaign
-from ratings.services import prompt_get_or_create
 from tests.factories import CampaignFactory, GeneratorVersionFactory, vote_on
 
 MOODS = ("calm", "sad", "happy", "dark", "energetic", "dreamy", "tense", "playful")
