@@ -331,11 +331,20 @@ class Assignment(models.Model):
         return f"assignment {self.pk} ({self.status})"
 
 
+def counted_votes(vote_path: str = "") -> Q:
+    """The condition of a counted vote (`VoteQuerySet.counted`), for a query that reaches the
+    vote through `vote_path` (e.g. "vote__" from a rating): a join, where a subquery over
+    every vote would cost a pass of its own."""
+    return Q(
+        **{f"{vote_path}status": Vote.Status.COUNTED, f"{vote_path}pair__kind": Pair.Kind.REGULAR}
+    )
+
+
 class VoteQuerySet(models.QuerySet):
     def counted(self) -> VoteQuerySet:
         """The votes statistics, leaderboards, exports and training count by default: on real
         rating items (not gold, trap or qualification checks), neither flagged nor rejected."""
-        return self.filter(status=Vote.Status.COUNTED, pair__kind=Pair.Kind.REGULAR)
+        return self.filter(counted_votes())
 
 
 class Vote(models.Model):

@@ -30,6 +30,7 @@ from ratings.models import (
     Rater,
     RaterSession,
     Vote,
+    counted_votes,
 )
 
 COUNTED_VOTES = Q(votes__status=Vote.Status.COUNTED, votes__pair__kind=Pair.Kind.REGULAR)
@@ -264,7 +265,9 @@ def choice_agreement(campaign_ids: list[int]) -> dict[int, float | None]:
         .annotate(n=Count("id"))
         .order_by()
     )
-    for campaign_id, pair_id, choice, n in rows.iterator():
+    # Fetched whole (there are pairs x 4 rows at most), not through a server-side cursor:
+    # PostgreSQL plans no parallel scan for a cursor, and the grouping reads every vote.
+    for campaign_id, pair_id, choice, n in rows:
         unit = counts[campaign_id].setdefault(pair_id, [0] * len(categories))
         unit[categories.index(choice)] += n
     return {
@@ -277,12 +280,12 @@ def score_agreement(campaign_ids: list[int]) -> dict[int, float | None]:
     as a unit; built from counts per (clip, score) like choice_agreement."""
     counts: dict[int, dict[int, list[int]]] = defaultdict(dict)
     rows = (
-        MosRating.objects.filter(vote__in=Vote.objects.counted(), campaign_id__in=campaign_ids)
+        MosRating.objects.filter(counted_votes("vote__"), campaign_id__in=campaign_ids)
         .values_list("campaign_id", "track_id", "score")
         .annotate(n=Count("id"))
         .order_by()
     )
-    for campaign_id, track_id, score, n in rows.iterator():
+    for campaign_id, track_id, score, n in rows:  # whole, as in choice_agreement
         counts[campaign_id].setdefault(track_id, [0] * 5)[score - 1] += n
     return {
         campaign_id: _alpha(list(units.values()), "ordinal")
