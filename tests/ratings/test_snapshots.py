@@ -19,7 +19,15 @@ from django.utils import timezone
 from ratings import snapshots, tasks
 from ratings.dataset import DataFilters, vote_rows
 from ratings.models import Campaign, DatasetSnapshot, MosRating, Vote
-from ratings.snapshots import Pseudonyms, SnapshotError, snapshot_build, snapshot_create
+from ratings.snapshots import (
+    Pseudonyms,
+    SnapshotError,
+    parquet_copy,
+    snapshot_build,
+    snapshot_create,
+    writing,
+)
+from ratings.snapshots.schema import Table
 from tests.factories import CampaignFactory, PairFactory, PromptFactory, RaterFactory, vote_on
 
 pytestmark = pytest.mark.django_db
@@ -344,7 +352,7 @@ def test_a_failed_build_is_marked_and_leaves_no_files(votes: list[Vote], monkeyp
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(snapshots, "_write_parquet", explode)
+    monkeypatch.setattr(writing, "_write_parquet", explode)
 
     snapshot = build(formats=["jsonl", "parquet"])
 
@@ -356,19 +364,19 @@ def test_a_failed_build_is_marked_and_leaves_no_files(votes: list[Vote], monkeyp
 def test_a_build_failing_mid_stream_cancels_the_copy_and_can_be_retried(
     votes: list[Vote], monkeypatch
 ) -> None:
-    monkeypatch.setattr(snapshots, "ROWS_PER_GROUP", 2)  # so the COPY is still open
-    assemble = snapshots._assemble
+    monkeypatch.setattr(parquet_copy, "ROWS_PER_GROUP", 2)  # so the COPY is still open
+    assemble = parquet_copy._assemble
 
-    def fail_on_votes(table: snapshots.Table, *args: Any) -> Any:
+    def fail_on_votes(table: Table, *args: Any) -> Any:
         if table.name == "votes":
             raise RuntimeError("worker lost")
         return assemble(table, *args)
 
-    monkeypatch.setattr(snapshots, "_assemble", fail_on_votes)
+    monkeypatch.setattr(parquet_copy, "_assemble", fail_on_votes)
     snapshot = build(formats=["parquet"])
     assert snapshot.status == DatasetSnapshot.Status.FAILED
     assert "worker lost" in snapshot.error
-    monkeypatch.setattr(snapshots, "_assemble", assemble)
+    monkeypatch.setattr(parquet_copy, "_assemble", assemble)
 
     retried = snapshot_build(snapshot_id=snapshot.pk)
 

@@ -25,7 +25,14 @@ import pytest
 from ratings import snapshots
 from ratings.dataset import DataFilters
 from ratings.models import Campaign, Vote
-from ratings.snapshots import snapshot_build, snapshot_create
+from ratings.snapshots import (
+    parquet_copy,
+    portable,
+    schema,
+    snapshot_build,
+    snapshot_create,
+    writing,
+)
 from tests.factories import CampaignFactory, PairFactory, PromptFactory, RaterFactory, vote_on
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,8 +97,8 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _postgres_schema(name: str) -> pa.Schema:
     """The Arrow schema the PostgreSQL path writes for a table (it is the same in both)."""
-    tables = {t.name: t for t in snapshots._tables(DataFilters(), in_snapshot=False)}
-    return snapshots._arrow_schema(tables[name])
+    tables = {t.name: t for t in schema._tables(DataFilters(), in_snapshot=False)}
+    return parquet_copy._arrow_schema(tables[name])
 
 
 def test_sqlite_export_writes_every_format(sqlite_env: dict[str, Any], tmp_path: Path) -> None:
@@ -193,8 +200,9 @@ def test_portable_path_matches_postgres(
     COPY path writes, byte for byte (also with Parquet row groups across fetched chunks)."""
     settings.SNAPSHOT_DIR = tmp_path / "snapshots"
     if chunk_rows:
-        monkeypatch.setattr(snapshots, "CHUNK_ROWS", chunk_rows)
-        monkeypatch.setattr(snapshots, "ROWS_PER_GROUP", group_rows)
+        monkeypatch.setattr(portable, "CHUNK_ROWS", chunk_rows)
+        for path in (portable, parquet_copy):  # both paths cut the same row groups
+            monkeypatch.setattr(path, "ROWS_PER_GROUP", group_rows)
     raters = [RaterFactory() for _ in range(3)]
     preference = PairFactory(prompt=PromptFactory(text='calm "piano", with\na new line, é'))
     side = PairFactory(campaign=CampaignFactory(protocol=Campaign.Protocol.SIDE_BY_SIDE))
@@ -216,10 +224,10 @@ def test_portable_path_matches_postgres(
 
     copy_files = build()
     read = []
-    python_rows = snapshots._python_rows
-    monkeypatch.setattr(snapshots, "_backend", snapshots._portable_backend)
+    python_rows = portable._python_rows
+    monkeypatch.setattr(writing, "_backend", writing._portable_backend)
     monkeypatch.setattr(
-        snapshots, "_python_rows", lambda *args: read.append(args[0].name) or python_rows(*args)
+        portable, "_python_rows", lambda *args: read.append(args[0].name) or python_rows(*args)
     )
     portable_files = build()
     # Every table in CSV, JSONL and Parquet, and the two passes of metadata.jsonl.

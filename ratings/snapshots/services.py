@@ -1,0 +1,176 @@
+"""Creating, building and reading snapshots: the entry points of the app."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from generation.models import GeneratorVersion, Prompt
+from ratings.dataset import DataFilters
+from ratings.models import Campaign, DatasetSnapshot, Vote
+from ratings.snapshots.manifest import _manifest
+from ratings.snapshots.schema import FORMATS, MANIFEST_NAME, ProgressFn, SnapshotError
+from ratings.snapshots.writing import _consistent_write
+
+logger = logging.getLogger(__name__)
+
+
+def _validate(filters: DataFilters, formats: Sequence[str], name: str) -> list[str]:
+    if isinstance(formats, str) or not formats:
+        raise SnapshotError("choose at least one format")
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise SnapshotError(f"unknown formats {', '.join(unknown)}; use {', '.join(FORMATS)}")
+    if len(name) > 200:
+        raise SnapshotError("the name is longer than 200 characters")
+    if filters.since and filters.until and filters.since >= filters.until:
+        raise SnapshotError("since must be before until")
+    if any(moment and timezone.is_naive(moment) for moment in (filters.since, filters.until)):
+        raise SnapshotError("since and until need a time zone")
+    bad_protocols = sorted(set(filters.protocols) - set(Campaign.Protocol.values))
+    if bad_protocols:
+        raise SnapshotError(f"unknown protocols: {', '.join(bad_protocols)}")
+    bad_sources = sorted(set(filters.prompt_sources) - set(Prompt.Source.values))
+    if bad_sources:
+        raise SnapshotError(f"unknown prompt sources: {', '.join(bad_sources)}")
+    _require_existing(Campaign, filters.campaign_ids, "campaigns")
+    _require_existing(GeneratorVersion, filters.version_ids, "generator versions")
+    for name in ("min_rater_reliability", "min_gold_accuracy"):
+        threshold = getattr(filters, name)
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise SnapshotError(f"{name} must lie between 0 and 1")
+    statuses = filters.vote_statuses
+    if isinstance(statuses, str) or not statuses or set(statuses) - set(Vote.Status.values):
+        raise SnapshotError(f"vote_statuses must be a non-empty list of {', '.join(Vote.Status)}")
+    return [fmt for fmt in FORMATS if fmt in formats]  # one order, whatever the caller's
+
+
+def _require_existing(model: type, ids: Sequence[int], label: str) -> None:
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise SnapshotError(f"{label} are given by integer id")
+    missing = sorted(set(ids) - set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+    if missing:
+        raise SnapshotError(f"unknown {label}: {', '.join(map(str, missing))}")
+
+
+def stable_salt() -> str:
+    """The same salt for every stable-id snapshot of this installation, derived from the
+    SECRET_KEY so that it cannot be recomputed without it."""
+    key = settings.SECRET_KEY.encode()
+    return hmac.new(key, b"musicpref dataset snapshot rater ids", hashlib.sha256).hexdigest()
+
+
+def snapshot_create(
+    *,
+    filters: DataFilters,
+    formats: Sequence[str],
+    include_audio: bool = False,
+    stable_rater_ids: bool = False,
+    name: str = "",
+    created_by: Any = None,
+    queue: bool = True,
+) -> DatasetSnapshot:
+    """Record a snapshot to build; with queue=True a worker builds it once this commits."""
+    from ratings import tasks
+
+    formats = _validate(filters, formats, name)
+    with transaction.atomic():
+        snapshot = DatasetSnapshot.objects.create(
+            name=name, filters=filters.to_json(), formats=formats, include_audio=include_audio,
+            stable_rater_ids=stable_rater_ids,
+            pseudonym_salt=stable_salt() if stable_rater_ids else secrets.token_hex(32),
+            created_by=created_by,
+        )  # fmt: skip
+        if queue:
+            tasks.build_snapshot.delay_on_commit(snapshot.pk)
+    return snapshot
+
+
+def snapshot_build(*, snapshot_id: int, progress: ProgressFn | None = None) -> DatasetSnapshot:
+    """Write the snapshot's files into a hidden folder and move it into place when complete,
+    so a half-built snapshot is never visible; a failure leaves no files and records why."""
+    DatasetSnapshot.objects.filter(pk=snapshot_id).update(
+        status=DatasetSnapshot.Status.RUNNING, started_at=timezone.now(), error=""
+    )
+    snapshot = DatasetSnapshot.objects.get(pk=snapshot_id)
+    root = Path(settings.SNAPSHOT_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    partial = root / f".{snapshot.directory.name}.partial-{secrets.token_hex(4)}"
+    try:
+        partial.mkdir()
+        counts = _consistent_write(snapshot, partial, progress or (lambda step, rows: None))
+        manifest = _manifest(snapshot, partial, counts)
+        (partial / MANIFEST_NAME).write_text(_json_text(manifest))
+        _replace_directory(partial, snapshot.directory)
+    except Exception as exc:
+        logger.exception("dataset snapshot %s failed", snapshot_id)
+        shutil.rmtree(partial, ignore_errors=True)
+        DatasetSnapshot.objects.filter(pk=snapshot_id).update(
+            status=DatasetSnapshot.Status.FAILED, error=repr(exc), finished_at=timezone.now()
+        )
+        snapshot.refresh_from_db()
+        return snapshot
+    DatasetSnapshot.objects.filter(pk=snapshot_id).update(
+        status=DatasetSnapshot.Status.FINISHED, row_counts=counts, manifest=manifest,
+        finished_at=timezone.now(),
+    )  # fmt: skip
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+def _json_text(data: dict) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _replace_directory(partial: Path, final: Path) -> None:
+    if final.exists():  # a rebuild: the old files go only once the new ones are complete
+        old = final.with_name(f".{final.name}.old-{secrets.token_hex(4)}")
+        final.rename(old)
+        partial.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(final)
+
+
+def snapshot_file(snapshot: DatasetSnapshot, relative_path: str) -> Path:
+    """The file of a finished snapshot at `relative_path`; anything its manifest does not list
+    (other files, `..`, absolute paths) is refused."""
+    if snapshot.status != DatasetSnapshot.Status.FINISHED:
+        raise SnapshotError("the snapshot is not finished")
+    if relative_path not in snapshot.files():
+        raise SnapshotError(f"{relative_path!r} is not a file of this snapshot")
+    directory = snapshot.directory.resolve()
+    path = (directory / relative_path).resolve()
+    if not path.is_relative_to(directory) or not path.is_file():
+        raise SnapshotError(f"{relative_path!r} is not a file of this snapshot")
+    return path
+
+
+def snapshot_copy(snapshot: DatasetSnapshot, destination: Path) -> Path:
+    """Copy a finished snapshot's files to `destination` (hard links where possible) and
+    return the copied manifest's path."""
+    if snapshot.status != DatasetSnapshot.Status.FINISHED:
+        raise SnapshotError("the snapshot is not finished")
+    shutil.copytree(
+        snapshot.directory, destination, copy_function=_link_or_copy, dirs_exist_ok=True
+    )
+    return destination / MANIFEST_NAME
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
