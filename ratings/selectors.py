@@ -1,7 +1,5 @@
 """Reads of the rating loop."""
 
-import hashlib
-import hmac
 import math
 from collections import defaultdict
 
@@ -139,37 +137,6 @@ def campaign_quality(*, campaign: Campaign) -> dict:
 
 # --- the researcher side ---------------------------------------------------------------------
 # Everything below reveals generator versions: researcher views only, never a rater's page.
-
-PSEUDONYM_HEX_CHARS = 16
-
-
-def pseudonym_key() -> bytes:
-    """The HMAC key of API pseudonyms: the one stable-id snapshots use, so a researcher can
-    join API rows to such a snapshot. It is derived from SECRET_KEY and never shown."""
-    # Imported here: the snapshot writer pulls in pyarrow, which workers and commands that
-    # only need other selectors should not have to load.
-    from ratings.snapshots import stable_salt
-
-    return bytes.fromhex(stable_salt())
-
-
-def rater_pseudonym(rater_id: int, *, key: bytes | None = None) -> str:
-    """A stable stand-in for a rater id: researchers can group votes by rater without learning
-    who the rater is, and nobody without SECRET_KEY can rebuild the table from the ids."""
-    message = str(rater_id).encode()
-    digest = hmac.new(key or pseudonym_key(), message, hashlib.sha256).hexdigest()
-    return digest[:PSEUDONYM_HEX_CHARS]
-
-
-def rater_ids_with_pseudonym(pseudonym: str) -> list[int]:
-    """The rater ids behind a pseudonym (one, or none). A keyed hash cannot be inverted, so
-    this hashes every rater id: microseconds each, fine for the platform's rater counts."""
-    pseudonym, key = pseudonym.strip().lower(), pseudonym_key()
-    return [
-        rater_id
-        for rater_id in Rater.objects.values_list("id", flat=True).iterator()
-        if rater_pseudonym(rater_id, key=key) == pseudonym
-    ]
 
 
 def research_votes() -> QuerySet[Vote]:

@@ -99,6 +99,9 @@ class Sample:
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
+    """Run torch ops on `count` threads, then restore the previous setting. More threads
+    than free cores makes torch's thread pool spin and wait: on two busy cores, one thread
+    scored clips several times faster than two."""
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:

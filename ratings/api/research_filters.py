@@ -8,7 +8,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from generation.models import Prompt, Track
 from ratings.models import Campaign, MosRating, Pair, Vote
-from ratings.selectors import rater_ids_with_pseudonym
+from ratings.pseudonyms import rater_ids_with_pseudonym
 
 # The largest value of PostgreSQL's bigint, the type of every id: a larger number in a query
 # string would reach the database and fail there (a 500) instead of failing the form (a 400).

@@ -9,7 +9,8 @@ from rest_framework import serializers
 from generation.models import GeneratorVersion, Prompt, Track
 from ratings.dataset import DataFilters
 from ratings.models import Campaign, DatasetSnapshot, MosRating, Vote
-from ratings.selectors import rater_pseudonym, snapshot_data_files, snapshot_file_url
+from ratings.pseudonyms import rater_pseudonym
+from ratings.selectors import snapshot_data_files, snapshot_file_url
 from ratings.snapshots import FORMATS
 
 

@@ -23,19 +23,17 @@ Other databases (SQLite, the embedded default of platform/run.sh) have none of t
 the same rows are read through the ORM in id order, CHUNK_ROWS at a time, and the same files are
 written from Python (`portable.py`); `writing._backend()` is the one place that chooses.
 
-The package, one module per job: `schema` (formats, tables, columns, pseudonyms), `sql` (the
-SELECT and COPY statements), `postgres` (the COPY driver, the text writers and the read
-transaction), `parquet_copy` (Parquet from binary COPY), `portable` (the same files from
-Python), `writing` (the path switch and the audio folder), `manifest` and `services` (the
-entry points, re-exported here).
+The package, one module per job: `schema` (formats, tables, columns), `sql` (the SELECT and
+COPY statements), `postgres` (the COPY driver, the text writers and the read transaction),
+`parquet_copy` (Parquet from binary COPY), `portable` (the same files from Python), `writing`
+(the path switch and the audio folder), `manifest` and `services` (the entry points,
+re-exported here). The raters' pseudonyms are `ratings.pseudonyms`.
 """
 
 from ratings.snapshots.manifest import combined_sha256, file_sha256
 from ratings.snapshots.schema import (
     FORMATS,
-    PSEUDONYM_HEX,
     SCHEMA_VERSION,
-    Pseudonyms,
     SnapshotError,
 )
 from ratings.snapshots.services import (
@@ -43,14 +41,11 @@ from ratings.snapshots.services import (
     snapshot_copy,
     snapshot_create,
     snapshot_file,
-    stable_salt,
 )
 
 __all__ = [
     "FORMATS",
-    "PSEUDONYM_HEX",
     "SCHEMA_VERSION",
-    "Pseudonyms",
     "SnapshotError",
     "combined_sha256",
     "file_sha256",
@@ -58,5 +53,4 @@ __all__ = [
     "snapshot_copy",
     "snapshot_create",
     "snapshot_file",
-    "stable_salt",
 ]

@@ -11,13 +11,8 @@ from django.conf import settings
 
 from ratings.dataset import DataFilters, filtered_votes
 from ratings.models import DatasetSnapshot
-from ratings.snapshots.schema import (
-    PSEUDONYM_HEX,
-    SCHEMA_VERSION,
-    _rating_columns,
-    _track_columns,
-    _vote_columns,
-)
+from ratings.pseudonyms import PSEUDONYM_HEX
+from ratings.snapshots.schema import SCHEMA_VERSION, _rating_columns, _track_columns, _vote_columns
 
 
 def file_sha256(path: Path) -> str:

@@ -15,6 +15,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as parquet
 from django.db.models import QuerySet
 
+from ratings.pseudonyms import Pseudonyms
 from ratings.snapshots.postgres import _copy_rows
 from ratings.snapshots.schema import (
     INT64,
@@ -23,7 +24,6 @@ from ratings.snapshots.schema import (
     TIMESTAMP,
     Column,
     ProgressFn,
-    Pseudonyms,
     Table,
 )
 from ratings.snapshots.sql import _parquet_sql

@@ -16,6 +16,7 @@ import pyarrow.parquet as parquet
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
+from ratings.pseudonyms import Pseudonyms
 from ratings.snapshots.parquet_copy import _arrow_schema
 from ratings.snapshots.schema import (
     CHUNK_ROWS,
@@ -24,7 +25,6 @@ from ratings.snapshots.schema import (
     ROWS_PER_GROUP,
     Column,
     ProgressFn,
-    Pseudonyms,
     Table,
     _audiofolder_columns,
 )

@@ -12,13 +12,8 @@ import psycopg
 from django.db import connection, transaction
 from psycopg import pq
 
-from ratings.snapshots.schema import (
-    PROGRESS_EVERY,
-    ProgressFn,
-    Pseudonyms,
-    Table,
-    _audiofolder_columns,
-)
+from ratings.pseudonyms import Pseudonyms
+from ratings.snapshots.schema import PROGRESS_EVERY, ProgressFn, Table, _audiofolder_columns
 from ratings.snapshots.sql import csv_sql, jsonl_sql
 
 

@@ -4,8 +4,6 @@ raters' pseudonyms."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +19,6 @@ from ratings.models import Campaign, MosRating, Pair, Rater, Vote
 FORMATS = ("jsonl", "csv", "parquet", "audiofolder")
 TABLES = ("votes", "ratings", "tracks")
 SCHEMA_VERSION = 1
-PSEUDONYM_HEX = 16
 MANIFEST_NAME = "manifest.json"
 # Rows per Parquet row group: the unit that is parsed and held in memory at once (~30 MB).
 ROWS_PER_GROUP = 100_000
@@ -340,35 +337,6 @@ def _rater_dimension() -> Table:
     # Every rater: a hash each, and far fewer raters than votes.
     return Table("rater_id", _values(Rater.objects.all(), {"rater_id": "id"}), "rater_id",
                  [Column("rater_id", INT64), RATER])  # fmt: skip
-
-
-# The raters' pseudonyms, which the SQL of every output joins (sql.py).
-
-
-@dataclass(frozen=True)
-class Pseudonyms:
-    """HMAC-SHA256(salt, str(rater id)) in SQL. PostgreSQL has sha256() but no hmac() without
-    pgcrypto, so the HMAC is spelled out: H((K ^ opad) || H((K ^ ipad) || message))."""
-
-    salt: str
-
-    def params(self) -> tuple[bytes, bytes]:
-        key = bytes.fromhex(self.salt).ljust(64, b"\0")  # keys up to the block size are padded
-        return bytes(b ^ 0x5C for b in key), bytes(b ^ 0x36 for b in key)
-
-    def sql(self) -> str:
-        inner = "sha256(%s || convert_to(r.id::text, 'UTF8'))"
-        return (
-            f"SELECT r.id, left(encode(sha256(%s || {inner}), 'hex'), {PSEUDONYM_HEX}) "
-            # OFFSET 0 keeps the subquery whole: flattened, the hash would run once per row
-            # instead of once per rater.
-            f'AS pseudonym FROM "{Rater._meta.db_table}" r OFFSET 0'
-        )
-
-    def of(self, rater_id: int) -> str:
-        """The same pseudonym computed in Python (for tests and for checking a claim)."""
-        digest = hmac.new(bytes.fromhex(self.salt), str(rater_id).encode(), hashlib.sha256)
-        return digest.hexdigest()[:PSEUDONYM_HEX]
 
 
 def _audiofolder_columns(votes: Table) -> list[Column]:

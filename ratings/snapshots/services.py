@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -20,6 +18,7 @@ from django.utils import timezone
 from generation.models import GeneratorVersion, Prompt
 from ratings.dataset import DataFilters
 from ratings.models import Campaign, DatasetSnapshot, Vote
+from ratings.pseudonyms import stable_salt
 from ratings.snapshots.manifest import _manifest
 from ratings.snapshots.schema import FORMATS, MANIFEST_NAME, ProgressFn, SnapshotError
 from ratings.snapshots.writing import _consistent_write
@@ -63,13 +62,6 @@ def _require_existing(model: type, ids: Sequence[int], label: str) -> None:
     missing = sorted(set(ids) - set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)))
     if missing:
         raise SnapshotError(f"unknown {label}: {', '.join(map(str, missing))}")
-
-
-def stable_salt() -> str:
-    """The same salt for every stable-id snapshot of this installation, derived from the
-    SECRET_KEY so that it cannot be recomputed without it."""
-    key = settings.SECRET_KEY.encode()
-    return hmac.new(key, b"musicpref dataset snapshot rater ids", hashlib.sha256).hexdigest()
 
 
 def snapshot_create(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ratings.snapshots.schema import TIMESTAMP, Column, Pseudonyms, Table
+from ratings.pseudonyms import Pseudonyms
+from ratings.snapshots.schema import TIMESTAMP, Column, Table
 
 
 def _select(

@@ -16,6 +16,7 @@ from django.db import connection
 
 from ratings.dataset import DataFilters
 from ratings.models import DatasetSnapshot
+from ratings.pseudonyms import Pseudonyms
 from ratings.snapshots.parquet_copy import _write_parquet
 from ratings.snapshots.portable import (
     _portable_csv,
@@ -30,7 +31,7 @@ from ratings.snapshots.postgres import (
     _postgres_metadata,
     _postgres_view,
 )
-from ratings.snapshots.schema import AUDIO_EXTENSION, ProgressFn, Pseudonyms, Table, _tables
+from ratings.snapshots.schema import AUDIO_EXTENSION, ProgressFn, Table, _tables
 
 
 def _write_audio(directory: Path, table: Table, progress: ProgressFn) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from generation.music.learned import torch_threads
 from reward.learning.data import ClipTable, PreferenceSet, random_crops
 from reward.learning.features import DEFAULT_MEL
 from reward.learning.loop import LoopConfig, ProgressFn, module_digest, run_loop
@@ -26,7 +27,6 @@ from reward.learning.scoring import (
     DEFAULT_SCORE_BATCH,
     TrainedReward,
     score_clips,
-    torch_threads,
 )
 
 KIND = "preference"

@@ -11,8 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,19 +45,6 @@ def load_reward_net(payload: dict[str, Any]) -> RewardNet:
 
 register_scorer_loader("preference", load_reward_net)
 register_scorer_loader("quality", load_reward_net)
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run torch ops on `count` threads, then restore the previous setting. More threads
-    than free cores makes torch's thread pool spin and wait: on two busy cores, one thread
-    scored clips several times faster than two."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @torch.no_grad()

@@ -13,8 +13,8 @@ from drf_spectacular.validation import validate_schema
 
 from ratings.dataset import DataFilters
 from ratings.models import Campaign, DatasetSnapshot, Role, Vote
-from ratings.selectors import rater_pseudonym
-from ratings.snapshots import Pseudonyms, snapshot_build, snapshot_create, stable_salt
+from ratings.pseudonyms import Pseudonyms, rater_pseudonym, stable_salt
+from ratings.snapshots import snapshot_build, snapshot_create
 from tests.factories import CampaignFactory, GeneratorVersionFactory, PairFactory, vote_on
 
 VOTES = "/api/v1/research/votes/"

@@ -19,14 +19,8 @@ from django.utils import timezone
 from ratings import snapshots, tasks
 from ratings.dataset import DataFilters, vote_rows
 from ratings.models import Campaign, DatasetSnapshot, MosRating, Vote
-from ratings.snapshots import (
-    Pseudonyms,
-    SnapshotError,
-    parquet_copy,
-    snapshot_build,
-    snapshot_create,
-    writing,
-)
+from ratings.pseudonyms import PSEUDONYM_HEX, Pseudonyms, stable_salt
+from ratings.snapshots import SnapshotError, parquet_copy, snapshot_build, snapshot_create, writing
 from ratings.snapshots.schema import Table
 from tests.factories import CampaignFactory, PairFactory, PromptFactory, RaterFactory, vote_on
 
@@ -277,7 +271,7 @@ def test_stable_rater_ids_give_identical_snapshots_of_the_same_data(votes: list[
     assert first.manifest["files"] == second.manifest["files"]
     assert first.manifest["sha256"] == second.manifest["sha256"]
     # The API's pseudonyms use the same key, so its rows join to these snapshots.
-    assert first.pseudonym_salt == snapshots.stable_salt()
+    assert first.pseudonym_salt == stable_salt()
 
 
 def test_default_pseudonyms_differ_between_snapshots(votes: list[Vote]) -> None:
@@ -295,7 +289,7 @@ def test_no_rater_id_appears_in_any_file(votes: list[Vote]) -> None:
     snapshot = build(formats=["parquet"])
 
     raters = pq.read_table(snapshot.directory / "votes.parquet").column("rater").to_pylist()
-    assert all(len(r) == snapshots.PSEUDONYM_HEX for r in raters)
+    assert all(len(r) == PSEUDONYM_HEX for r in raters)
     assert raters == [Pseudonyms(snapshot.pseudonym_salt).of(v.rater_id) for v in votes]
     assert not {str(v.rater_id) for v in votes} & set(raters)
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ratings import snapshots
 from ratings.dataset import DataFilters
 from ratings.models import Campaign, Vote
+from ratings.pseudonyms import Pseudonyms
 from ratings.snapshots import (
     parquet_copy,
     portable,
@@ -172,7 +172,7 @@ def test_sqlite_stable_ids_rebuild_identically(sqlite_env: dict[str, Any], tmp_p
     salt = hmac.new(
         b"sqlite-snapshot-test", b"musicpref dataset snapshot rater ids", hashlib.sha256
     ).hexdigest()
-    pseudonyms = snapshots.Pseudonyms(salt)
+    pseudonyms = Pseudonyms(salt)
     votes = _jsonl(tmp_path / "first" / "votes.jsonl")
     rater_ids = _manage(
         sqlite_env["env"], "shell", "-c",
