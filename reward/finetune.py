@@ -25,7 +25,6 @@ from generation.music.prompts import prompt_is_held_out, prompt_pools
 from ratings.dataset import DataFilters, preference_target, vote_rows
 from reward import jobs
 from reward.models import FineTuneRun, RewardModel, TrainingJob
-from reward.training import resume_step
 
 if TYPE_CHECKING:
     from reward.learning.loop import LoopConfig
@@ -394,7 +393,7 @@ def _run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             diversity_floor=config["diversity_floor"],
             guard_action=config["guard_action"],
         )
-        if resumed := resume_step(stage_dir):
+        if resumed := jobs.resume_step(stage_dir):
             jobs.job_note_resume(FineTuneRun, run.pk, offset + resumed)
         heartbeat.phase(f"stage {index + 1}/{len(run.stages)}: RLOO")
         result = train_rloo(
@@ -486,7 +485,7 @@ def _run_dpo(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
     if not train:
         raise FineTuneError("no decisive votes on two clips of the base version match the filters")
     FineTuneRun.objects.filter(pk=run.pk).update(data_summary=summary)
-    jobs.job_note_resume(FineTuneRun, run.pk, resume_step(run.directory / "stage-0"))
+    jobs.job_note_resume(FineTuneRun, run.pk, jobs.resume_step(run.directory / "stage-0"))
     heartbeat.phase("DPO")
     result = train_dpo(
         DPOConfig(

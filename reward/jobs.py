@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -184,3 +185,11 @@ def jobs_requeue_stalled(model: type[TrainingJob]) -> list[int]:
             status=TrainingJob.Status.QUEUED, heartbeat_at=timezone.now()
         )
     return ids
+
+
+def resume_step(directory: Path) -> int:
+    """The step of the checkpoint a job in `directory` will resume from (0 for a fresh
+    start). Workers only: it reads the checkpoint with torch."""
+    from reward.learning.loop import checkpoint_step
+
+    return checkpoint_step(directory)

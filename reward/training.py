@@ -326,18 +326,6 @@ def _note_resume(reward_model: RewardModel, resumed_from: int) -> None:
     jobs.job_note_resume(RewardModel, reward_model.pk, resumed_from)
 
 
-def resume_step(directory: Path) -> int:
-    """The step of the checkpoint a run will resume from (0 for a fresh start)."""
-    from reward.learning.loop import CHECKPOINT_NAME
-
-    path = directory / CHECKPOINT_NAME
-    if not path.exists():
-        return 0
-    import torch
-
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-
-
 def initial_audio_encoder(config: dict[str, Any]) -> dict | None:
     """The music tower of the adherence model named by `encoder_from`, as the starting audio
     encoder of a preference or quality model (None: start from scratch)."""
@@ -375,7 +363,7 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
     _require(data.summary["test_pairs"] > 0, "no held-out pairs: add prompts or raise test_share")
     _record_start(reward_model, data.summary, rows)
     clips = _clip_table(data.track_ids, data.prompt_texts, heartbeat)
-    _note_resume(reward_model, resume_step(reward_model.directory))
+    _note_resume(reward_model, jobs.resume_step(reward_model.directory))
     heartbeat.phase("training")
     train, test = PreferenceSet(**data.train), PreferenceSet(**data.test)
     trained = train_preference(
@@ -411,7 +399,7 @@ def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None
     _require(data.summary["test_ratings"] > 0, "no held-out ratings: add prompts or test_share")
     _record_start(reward_model, data.summary, rows)
     clips = _clip_table(data.track_ids, data.prompt_texts, heartbeat)
-    _note_resume(reward_model, resume_step(reward_model.directory))
+    _note_resume(reward_model, jobs.resume_step(reward_model.directory))
     heartbeat.phase("training")
     trained = train_quality(
         QualityConfig(
@@ -468,7 +456,7 @@ def _train_adherence(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> No
     rows = _frozen_rows(reward_model, heartbeat, vote_rows)
     _record_start(reward_model, {"corpus": config.corpus_size, "held_out": config.held_out_size,
                                  "scored_votes": len(rows)}, rows)  # fmt: skip
-    _note_resume(reward_model, resume_step(reward_model.directory))
+    _note_resume(reward_model, jobs.resume_step(reward_model.directory))
     heartbeat.phase("training")
     trained = train_adherence(config, train, test, reward_model.directory, on_progress=heartbeat)
     metrics = sectioned_metrics(trained.metrics, retrieval=True)

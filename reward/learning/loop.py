@@ -265,3 +265,11 @@ def _evaluated(model: nn.Module, evaluate: EvalFn) -> dict[str, float]:
         figures = evaluate()
     model.train()
     return figures
+
+
+def checkpoint_step(directory: Path) -> int:
+    """The step of the loop checkpoint in `directory`, which a run resumes from (0 if none)."""
+    path = directory / CHECKPOINT_NAME
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
