@@ -66,7 +66,7 @@ class PretrainingRun(models.Model):
 
     size = models.CharField(max_length=16, default="small")
     steps = models.PositiveIntegerField()
-    # TrainConfig fields the run sets beyond its size (generation.training.RUN_SETTINGS).
+    # TrainConfig fields the run sets beyond its size (generation.pretraining.RUN_SETTINGS).
     settings = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     step = models.PositiveIntegerField(default=0)

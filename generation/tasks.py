@@ -8,6 +8,6 @@ from celery import shared_task
     time_limit=6 * 3600 + 60,
 )
 def pretrain_generator(run_id: int) -> None:
-    from generation import training
+    from generation import pretraining
 
-    training.pretraining_run_execute(run_id=run_id)
+    pretraining.pretraining_run_execute(run_id=run_id)

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from generation.models import GeneratorVersion
 from generation.services import prompt_get_or_create
-from ratings import quality, selection
+from ratings import pair_selection, quality
 from ratings.errors import (
     AlreadyVoted,
     AssignmentNotFound,
@@ -132,18 +132,18 @@ def _lease_new_pair(*, rater: Rater, campaign: Campaign, now: datetime) -> Lease
             return _lease_from_candidates(gate.qualification_items, *lease_args)
         if not gate.open:
             return None
-    if campaign.check_rate and selection.serve_check(campaign):
-        lease = _lease_from_candidates(selection.check_items(rater, campaign), *lease_args)
+    if campaign.check_rate and pair_selection.serve_check(campaign):
+        lease = _lease_from_candidates(pair_selection.check_items(rater, campaign), *lease_args)
         if lease is not None:
             return lease
-    preferred = selection.preferred_items(rater, campaign)
+    preferred = pair_selection.preferred_items(rater, campaign)
     if preferred is not None:
         lease = _lease_from_candidates(preferred, *lease_args)
         if lease is not None:
             return lease
     if connection.vendor == "postgresql":
         return _lease_new_pair_postgresql(*lease_args)
-    return _lease_from_candidates(selection.uniform_items(rater, campaign), *lease_args)
+    return _lease_from_candidates(pair_selection.uniform_items(rater, campaign), *lease_args)
 
 
 # One statement, one round trip: pick the pair, take a slot, record the lease, and return

@@ -109,7 +109,7 @@ def test_imports_run_downhill():
 def test_the_layout_check_finds_an_uphill_import(tmp_path):
     planted = {
         "generation/music/model.py": "def load():\n    from django.conf import settings\n",
-        "ratings/selection.py": "from reward.models import RewardModel\n",
+        "ratings/pair_selection.py": "from reward.models import RewardModel\n",
         "reward/learning/loop.py": "import generation.music.model\n",  # allowed
     }
     for name, code in planted.items():
@@ -118,5 +118,5 @@ def test_the_layout_check_finds_an_uphill_import(tmp_path):
 
     assert uphill_imports(tmp_path) == {
         ("generation/music/model.py", "django.conf"),
-        ("ratings/selection.py", "reward.models"),
+        ("ratings/pair_selection.py", "reward.models"),
     }

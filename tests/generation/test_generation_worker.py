@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from generation import training
+from generation import pretraining
 from generation.models import GeneratorVersion, PretrainingRun
 from ratings.models import Campaign, Pair
 from ratings.services import campaign_create
@@ -61,7 +61,7 @@ def test_the_generation_job_produces_playable_audio_for_every_pair(celery_worker
 
 
 def test_a_pretraining_run_on_the_train_queue_registers_a_learned_version(celery_worker):
-    run = training.pretraining_run_create(size="tiny", steps=3, queue=True)
+    run = pretraining.pretraining_run_create(size="tiny", steps=3, queue=True)
 
     status = wait_for_status(run, {"queued", "running"}, celery_worker, timeout=300)
 

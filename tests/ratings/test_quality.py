@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
-from ratings import quality, selection, selectors, services
+from ratings import pair_selection, quality, selectors, services
 from ratings.dataset import DataFilters, vote_rows
 from ratings.models import Assignment, Campaign, Pair, Qualification, RaterSession, Vote
 from ratings.simulation import SimulatedRater
@@ -85,7 +85,7 @@ def test_a_careless_rater_is_rejected_and_excluded_and_a_careful_one_is_not(
     make_rater, api_client_for, p808_campaign, monkeypatch
 ):
     # Seeded: which items are checks and which side each clip is shown on.
-    monkeypatch.setattr(selection, "_rng", random.Random(3))
+    monkeypatch.setattr(pair_selection, "_rng", random.Random(3))
     monkeypatch.setattr(services, "secrets", SimpleNamespace(randbelow=random.Random(4).randrange))
     PairFactory.create_batch(12, campaign=p808_campaign)
     for expected in "ababab":
@@ -137,9 +137,9 @@ def test_one_failed_check_flags_the_session_and_the_second_rejects_it(
     rater = make_rater()
     client = api_client_for(rater)
 
-    monkeypatch.setattr(selection, "serve_check", lambda campaign: True)
+    monkeypatch.setattr(pair_selection, "serve_check", lambda campaign: True)
     first_check = vote(client, lease(client, p808_campaign), choice="tie")
-    monkeypatch.setattr(selection, "serve_check", lambda campaign: False)
+    monkeypatch.setattr(pair_selection, "serve_check", lambda campaign: False)
     regular = vote(client, (payload := lease(client, p808_campaign)), choice="A")
 
     session = RaterSession.objects.get(rater=rater)
@@ -150,7 +150,7 @@ def test_one_failed_check_flags_the_session_and_the_second_rejects_it(
     assert regular.status == Vote.Status.COUNTED
     assert regular.session_id == session.pk
 
-    monkeypatch.setattr(selection, "serve_check", lambda campaign: True)
+    monkeypatch.setattr(pair_selection, "serve_check", lambda campaign: True)
     payload = lease(client, p808_campaign)
     vote(client, payload, choice=wrong_answer(payload))
 
@@ -205,7 +205,7 @@ def test_under_policy_none_failed_checks_are_recorded_and_nothing_is_rejected(
         check_pair(campaign, kind=Pair.Kind.TRAP, expected=expected)
     rater = make_rater()
     client = api_client_for(rater)
-    monkeypatch.setattr(selection, "serve_check", lambda campaign: True)
+    monkeypatch.setattr(pair_selection, "serve_check", lambda campaign: True)
 
     for _ in range(2):
         payload = lease(client, campaign)
@@ -223,7 +223,7 @@ def test_check_items_look_exactly_like_rating_items(make_rater, api_client_for, 
     PairFactory(campaign=campaign)
     client = api_client_for(make_rater())
 
-    monkeypatch.setattr(selection, "serve_check", lambda campaign: True)
+    monkeypatch.setattr(pair_selection, "serve_check", lambda campaign: True)
     check = lease(client, campaign)
     vote(client, check, choice="A")
     regular = lease(client, campaign)
@@ -343,13 +343,13 @@ def test_undersampled_selection_weighs_version_pairs_by_their_votes(make_rater):
         campaign=campaign, track_b=None, track_a__generator_version=campaign.version_b
     )
 
-    weights = selection.version_pair_weights(make_rater(), campaign)
+    weights = pair_selection.version_pair_weights(make_rater(), campaign)
 
     assert weights == {
         (None, campaign.version_a_id): pytest.approx(1 / 4),
         (None, campaign.version_b_id): pytest.approx(1.0),
     }
-    picks = {selection.undersampled_items(make_rater(), campaign).first() for _ in range(40)}
+    picks = {pair_selection.undersampled_items(make_rater(), campaign).first() for _ in range(40)}
     assert fresh in picks and len(picks) == 2
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from generation import training
+from generation import pretraining
 from generation.models import PretrainingRun
 
 SIZES = ("tiny", "small", "base")  # generation.music.planned.SIZES (torch-free here)
@@ -48,16 +48,16 @@ class Command(BaseCommand):
                 raise CommandError(f"No pretraining run {resume}.")
             if steps is not None and steps != run.steps:
                 try:
-                    run = training.pretraining_run_extend(run=run, steps=steps)
-                except training.PretrainingSettingsError as error:
+                    run = pretraining.pretraining_run_extend(run=run, steps=steps)
+                except pretraining.PretrainingSettingsError as error:
                     raise CommandError(str(error)) from None
         else:
             steps = 600 if steps is None else steps
             try:
-                run = training.pretraining_run_create(
+                run = pretraining.pretraining_run_create(
                     size=size, steps=steps, queue=queue, settings=self._settings(run_settings)
                 )
-            except training.PretrainingSettingsError as error:
+            except pretraining.PretrainingSettingsError as error:
                 raise CommandError(str(error)) from None
         if queue:
             self.stdout.write(f"Queued pretraining run {run.pk} on the train queue.")
@@ -65,7 +65,7 @@ class Command(BaseCommand):
         version = self._train_with_progress(run)
         self._report(version)
         if export:
-            training.generator_export(version=version, destination=export)
+            pretraining.generator_export(version=version, destination=export)
             self.stdout.write(f"Exported the generator to {export}")
 
     @staticmethod
@@ -91,7 +91,7 @@ class Command(BaseCommand):
             bar.set_postfix(loss=f"{entry['loss']:.3f}", plan=f"{entry['plan_loss']:.3f}")
 
         try:
-            return training.pretraining_run_execute(run_id=run.pk, on_progress=on_progress)
+            return pretraining.pretraining_run_execute(run_id=run.pk, on_progress=on_progress)
         finally:
             bar.close()
 
