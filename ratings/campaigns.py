@@ -1,4 +1,5 @@
-"""A campaign's generation: making each prompt's clips, forming its rating items, counting
+"""Campaigns: creating them (`campaign_create`, `campaign_votes_extend`), and their
+generation: making each prompt's clips, forming its rating items, counting
 progress from what exists, activating the campaign when every item is there, and re-queueing
 what a dead worker left undone.
 
@@ -16,13 +17,17 @@ import random
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from generation.models import GeneratorVersion, Prompt, Track
-from generation.services import derive_seed, track_generate, track_variant
+from generation.services import derive_seed, prompt_get_or_create, track_generate, track_variant
+from ratings.errors import InvalidVote
 from ratings.models import Campaign, Pair
+
+VARIANT_BACKENDS = ("procedural", "symbolic")  # the backends whose clips carry their notes
 
 
 def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
@@ -173,3 +178,124 @@ def campaigns_requeue(campaigns) -> int:
             )
             campaign_generation_queue(campaign)
         return len(chosen)
+
+
+def campaign_create(
+    *,
+    name: str,
+    purpose: str,
+    protocol: str,
+    prompt_texts: list[str],
+    version_a: GeneratorVersion,
+    version_b: GeneratorVersion | None = None,
+    votes_per_item: int = 3,
+    min_listen_seconds: float = 5.0,
+    listen_to_end: bool = False,
+    clip_seconds: float | None = None,
+    instructions: str = "",
+    created_by: AbstractBaseUser | None = None,
+    queue: bool = True,
+    qualification_required: bool = False,
+    qualification_valid_hours: float = 24.0,
+    check_rate: float = 0.0,
+    quality_policy: str = Campaign.QualityPolicy.NONE,
+    pair_selection: str = Campaign.PairSelection.UNIFORM,
+    consent_text: str = "",
+    completion_code: str = "",
+    completion_url: str = "",
+    votes_per_session: int | None = None,
+    max_votes_per_rater: int | None = None,
+    variant_axes: list[str] | tuple[str, ...] = (),
+    variant_share: float = 0.5,
+    rater_title: str = "",
+    crowd_study_ids: list[str] | tuple[str, ...] = (),
+) -> Campaign:
+    """Create a campaign and queue the generation of its tracks and pairs (queue=False: the
+    caller runs ratings.campaigns.campaign_generate_prompt for each prompt itself).
+    The quality and recruitment settings are the ones CampaignForm.campaign_settings()
+    returns."""
+    from ratings.campaigns import campaign_generation_queue
+
+    texts = [text.strip() for text in prompt_texts if text.strip()]
+    if not texts:
+        raise InvalidVote("A campaign needs at least one prompt.")
+    variant_axes = list(dict.fromkeys(variant_axes))
+    if variant_axes:
+        variants_check(purpose, protocol, version_a, variant_axes, variant_share)
+    with transaction.atomic():
+        campaign = Campaign.objects.create(
+            name=name,
+            rater_title=rater_title,
+            crowd_study_ids=list(crowd_study_ids),
+            purpose=purpose,
+            protocol=protocol,
+            version_a=version_a,
+            version_b=version_b,
+            votes_per_item=votes_per_item,
+            min_listen_seconds=min_listen_seconds,
+            listen_to_end=listen_to_end,
+            clip_seconds=clip_seconds or settings.GENERATION_DEFAULT_CLIP_SECONDS,
+            instructions=instructions,
+            created_by=created_by,
+            generation_total=2 * len(texts),
+            qualification_required=qualification_required,
+            qualification_valid_hours=qualification_valid_hours,
+            check_rate=check_rate,
+            quality_policy=quality_policy,
+            pair_selection=pair_selection,
+            consent_text=consent_text,
+            completion_code=completion_code,
+            completion_url=completion_url,
+            votes_per_session=votes_per_session,
+            max_votes_per_rater=max_votes_per_rater,
+            variant_axes=variant_axes,
+            variant_share=variant_share,
+        )
+        prompts = [prompt_get_or_create(text=text) for text in texts]
+        campaign.prompts.set(prompts)
+        if queue:
+            campaign_generation_queue(campaign)
+    return campaign
+
+
+def campaign_votes_extend(*, campaign: Campaign, extra_per_item: int) -> Campaign:
+    """Ask for `extra_per_item` more votes on every item of the campaign: for a listening
+    test that has not yet gathered enough decisive votes to tell its versions apart."""
+    if extra_per_item < 1:
+        raise InvalidVote("Ask for at least one more vote per item.")
+    if campaign.votes_per_item + extra_per_item > 1000:
+        raise InvalidVote("A campaign takes at most 1000 votes per item.")
+    with transaction.atomic():
+        Campaign.objects.filter(pk=campaign.pk).update(
+            votes_per_item=F("votes_per_item") + extra_per_item
+        )
+        Pair.objects.filter(campaign=campaign).update(
+            votes_wanted=F("votes_wanted") + extra_per_item
+        )
+    campaign.refresh_from_db()
+    return campaign
+
+
+def variants_check(
+    purpose: str,
+    protocol: str,
+    version: GeneratorVersion,
+    axes: list[str],
+    share: float,
+) -> None:
+    """Raises InvalidVote unless a campaign so set up can pair clips with their variants."""
+    from generation.music.variants import VARIANT_AXES
+
+    unknown = [axis for axis in axes if axis not in VARIANT_AXES]
+    if unknown:
+        raise InvalidVote(
+            f"Unknown variant axes: {', '.join(unknown)} (choose from {', '.join(VARIANT_AXES)})."
+        )
+    if purpose != Campaign.Purpose.COLLECT or protocol != Campaign.Protocol.PREFERENCE:
+        raise InvalidVote("Variants are for collect campaigns with side-by-side preference.")
+    if version.backend not in VARIANT_BACKENDS:
+        raise InvalidVote(
+            f"Variants change a clip's notes: {version} ({version.backend}) makes audio only."
+        )
+    if not 0 < share <= 1:
+        raise InvalidVote("The share of variant pairs must lie in (0, 1].")

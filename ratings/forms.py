@@ -2,9 +2,9 @@ from django import forms
 
 from generation.models import GeneratorVersion
 from generation.music.variants import VARIANT_AXES
+from ratings.campaigns import variants_check
 from ratings.errors import InvalidVote
 from ratings.models import Campaign
-from ratings.services import variants_check
 
 MAX_PROMPTS = 500
 

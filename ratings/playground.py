@@ -33,7 +33,7 @@ from django.utils.module_loading import import_string
 
 from generation.models import GeneratorVersion, Prompt, Track
 from generation.services import prompt_get_or_create
-from ratings import abuse, services
+from ratings import abuse, leasing, services
 from ratings.errors import RatingError
 from ratings.models import (
     Assignment,
@@ -442,10 +442,10 @@ def playground_lease(request: PlaygroundRequest, *, now: datetime | None = None)
         return None
     pair = assignment.pair
     clips = tuple(
-        services.LeasedClip(public_id=track.public_id, duration_seconds=track.duration_seconds)
+        leasing.LeasedClip(public_id=track.public_id, duration_seconds=track.duration_seconds)
         for track in (pair.track_a, pair.track_b)
     )
-    return services.Lease(
+    return leasing.Lease(
         assignment.pk, assignment.left_is_a, assignment.expires_at, pair.prompt.text, clips
     )
 

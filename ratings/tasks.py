@@ -2,7 +2,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from ratings import campaigns, services
+from ratings import campaigns, leasing
 
 
 @shared_task(
@@ -52,7 +52,7 @@ def _requeue_generation_on_worker_start(sender=None, **kwargs) -> None:
 
 @shared_task(ignore_result=True, soft_time_limit=60)
 def expire_leases() -> int:
-    return services.assignments_expire()
+    return leasing.assignments_expire()
 
 
 @shared_task(ignore_result=True, soft_time_limit=600, time_limit=660)

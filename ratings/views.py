@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.defaults import page_not_found
 from django.views.defaults import server_error as default_server_error
 
-from ratings import recruitment, selectors, services
+from ratings import campaigns, recruitment, selectors, services
 from ratings.forms import CampaignForm
 from ratings.models import Campaign, MosRating, Rater, RaterSession, Role
 from ratings.roles import has_role, role_of
@@ -138,7 +138,7 @@ def campaign_create(request: HttpRequest) -> HttpResponse:
     form = CampaignForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        campaign = services.campaign_create(
+        campaign = campaigns.campaign_create(
             name=data["name"],
             purpose=data["purpose"],
             protocol=data["protocol"],

@@ -34,10 +34,9 @@ from generation.music.backends import SHIPPED_GENERATOR
 from generation.music.evaluation import composer_ceiling
 from generation.music.variants import VARIANT_AXES
 from generation.services import shipped_version_register
-from ratings.campaigns import campaign_generate_prompt
+from ratings.campaigns import campaign_create, campaign_generate_prompt, campaign_votes_extend
 from ratings.dataset import DataFilters, rows_sha256, vote_rows
 from ratings.models import Campaign
-from ratings.services import campaign_create, campaign_votes_extend
 from ratings.simulation import (
     PreferenceFn,
     RaterSwarm,

@@ -12,7 +12,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from generation.models import GeneratorVersion
-from ratings import services as rating_services
+from ratings import campaigns
 from ratings.dataset import DataFilters, vote_rows
 from ratings.errors import RatingError
 from ratings.models import Campaign
@@ -54,7 +54,7 @@ def evaluation_create(
     name = f"Evaluation: {candidate.name} vs {baseline.name}"[:CAMPAIGN_NAME_MAX]
     with transaction.atomic():
         try:
-            campaign = rating_services.campaign_create(
+            campaign = campaigns.campaign_create(
                 name=name,
                 purpose=Campaign.Purpose.EVALUATE,
                 protocol=protocol,

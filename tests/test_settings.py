@@ -117,6 +117,8 @@ from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from generation.models import GeneratorVersion, Prompt, Track
 from ratings import services
+from ratings import leasing
+from ratings import voting
 from ratings.models import Campaign, Pair, Rater, Vote
 version = GeneratorVersion.objects.create(name="v", backend="procedural")
 prompt = Prompt.objects.create(text="calm piano")
@@ -133,14 +135,14 @@ Pair.objects.create(campaign=campaign, prompt=prompt, track_a=tracks[0], track_b
 outcomes = []
 for name in ("r1", "r2", "r3"):
     rater = Rater.objects.create(user=User.objects.create(username=name))
-    lease = services.assignment_lease_next(rater=rater, campaign=campaign)
+    lease = leasing.assignment_lease_next(rater=rater, campaign=campaign)
     if lease is None:
         outcomes.append("none")
         continue
     assert lease.prompt_text == "calm piano" and len(lease.clips) == 2
-    vote_input = services.VoteInput(assignment_id=lease.assignment_id,
+    vote_input = voting.VoteInput(assignment_id=lease.assignment_id,
         idempotency_key=uuid.uuid4(), listen_ms={"A": 0, "B": 0}, choice="B")
-    services.vote_record(rater=rater, vote_input=vote_input)
+    voting.vote_record(rater=rater, vote_input=vote_input)
     outcomes.append("voted")
 pair = Pair.objects.get()
 print(",".join(outcomes), Vote.objects.count(), pair.vote_count, pair.slots_taken)

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
+from ratings.leasing import Lease
 from ratings.models import Campaign
-from ratings.services import Lease
 
 _MAX_LISTEN_MS = 6 * 60 * 60 * 1000
 MAX_COMMENT_CHARS = 2000  # Vote.comment's max_length

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from generation.models import Track
-from ratings import abuse, recruitment, services
+from ratings import abuse, leasing, recruitment, services, voting
 from ratings.api.serializers import MAX_COMMENT_BODY_BYTES, VoteSerializer, lease_payload
 from ratings.errors import CampaignNotOpen
 from ratings.models import Campaign, Rater
@@ -122,7 +122,7 @@ class NextAssignmentView(APIView):
         )
         reason = recruitment.lease_stop_reason(rater=rater, campaign=campaign, session=session)
         if reason is None:
-            lease = services.assignment_lease_next(rater=rater, campaign=campaign)
+            lease = leasing.assignment_lease_next(rater=rater, campaign=campaign)
             if lease is not None:
                 return Response(lease_payload(lease, campaign, _clip_url))
             reason = recruitment.NOTHING_LEFT
@@ -155,7 +155,7 @@ class VoteView(APIView):
         serializer = VoteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        vote_input = services.VoteInput(
+        vote_input = voting.VoteInput(
             assignment_id=data["assignment"],
             idempotency_key=data["idempotency_key"],
             listen_ms=data["listen_ms"],
@@ -165,7 +165,7 @@ class VoteView(APIView):
             ip_hash=ip_hash,
             verification=verification,
         )
-        vote, created = services.vote_record(rater=rater, vote_input=vote_input)
+        vote, created = voting.vote_record(rater=rater, vote_input=vote_input)
         if created:
             abuse.vote_screen(vote=vote, rater=rater, ip_hash=ip_hash, verification=verification)
             if vote.session_id is not None:

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from config.celery_app import app
 from ratings import tasks
+from ratings.campaigns import campaign_create
 from ratings.models import Campaign
-from ratings.services import campaign_create
 from tests.factories import GeneratorVersionFactory
 from tests.faults.web import free_port
 from tests.workers import WorkerProcess, wait_until

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from ratings.campaigns import campaign_create
 from ratings.models import Campaign, Pair
-from ratings.services import campaign_create
 from tests.factories import GeneratorVersionFactory
 from tests.workers import WorkerProcess, flush_broker, wait_until
 

@@ -12,10 +12,14 @@ from generation.models import Track
 from generation.music.events import events_to_piece
 from generation.services import derive_seed, track_generate
 from ratings import tasks
-from ratings.campaigns import campaign_generate_prompt, campaigns_requeue_stalled, variant_axis_for
+from ratings.campaigns import (
+    campaign_create,
+    campaign_generate_prompt,
+    campaigns_requeue_stalled,
+    variant_axis_for,
+)
 from ratings.errors import InvalidVote
 from ratings.models import Campaign, Pair, Role
-from ratings.services import campaign_create
 from tests.factories import CampaignFactory, GeneratorVersionFactory, PromptFactory
 
 pytestmark = pytest.mark.django_db

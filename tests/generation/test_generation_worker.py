@@ -11,8 +11,8 @@ import soundfile
 
 from generation import pretraining
 from generation.models import GeneratorVersion, PretrainingRun
+from ratings.campaigns import campaign_create
 from ratings.models import Campaign, Pair
-from ratings.services import campaign_create
 from tests.factories import GeneratorVersionFactory
 from tests.workers import WorkerProcess, flush_broker
 

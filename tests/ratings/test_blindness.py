@@ -9,9 +9,8 @@ import json
 import pytest
 import soundfile
 
-from ratings.campaigns import campaign_generate_prompt
+from ratings.campaigns import campaign_create, campaign_generate_prompt
 from ratings.models import Assignment, Campaign
-from ratings.services import campaign_create
 from tests.factories import GeneratorVersionFactory, RaterFactory
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from ratings import services
+from ratings import campaigns, errors, leasing
 from ratings.models import Assignment, Pair, Rater, RaterSession, Vote
 from tests.factories import CampaignFactory, PairFactory, RaterFactory
 
@@ -19,8 +19,8 @@ def test_a_reload_returns_the_same_lease_instead_of_a_new_one(make_rater):
     PairFactory.create_batch(3, campaign=campaign)
     rater = make_rater()
 
-    first = services.assignment_lease_next(rater=rater, campaign=campaign)
-    second = services.assignment_lease_next(rater=rater, campaign=campaign)
+    first = leasing.assignment_lease_next(rater=rater, campaign=campaign)
+    second = leasing.assignment_lease_next(rater=rater, campaign=campaign)
 
     assert first == second
     assert Pair.objects.filter(slots_taken=1).count() == 1
@@ -33,7 +33,7 @@ def test_a_rater_is_never_served_the_same_pair_twice(make_rater):
     rater = make_rater()
     served = []
     for _ in range(3):
-        lease = services.assignment_lease_next(rater=rater, campaign=campaign)
+        lease = leasing.assignment_lease_next(rater=rater, campaign=campaign)
         if lease is None:
             break
         assignment = Assignment.objects.get(pk=lease.assignment_id)
@@ -49,11 +49,11 @@ def test_expired_leases_give_their_slots_back(make_rater, settings):
     campaign = CampaignFactory(votes_per_item=1)
     pair = PairFactory(campaign=campaign)
     slow, waiting = make_rater(), make_rater()
-    assert services.assignment_lease_next(rater=slow, campaign=campaign) is not None
-    assert services.assignment_lease_next(rater=waiting, campaign=campaign) is None
+    assert leasing.assignment_lease_next(rater=slow, campaign=campaign) is not None
+    assert leasing.assignment_lease_next(rater=waiting, campaign=campaign) is None
 
     later = timezone.now() + timezone.timedelta(seconds=settings.RATING_LEASE_SECONDS + 1)
-    freed = services.assignment_lease_next(rater=waiting, campaign=campaign, now=later)
+    freed = leasing.assignment_lease_next(rater=waiting, campaign=campaign, now=later)
 
     assert freed is not None
     assert Assignment.objects.get(pk=freed.assignment_id).pair_id == pair.pk
@@ -66,10 +66,10 @@ def test_expired_leases_give_their_slots_back(make_rater, settings):
 def test_the_periodic_sweep_expires_overdue_leases(make_rater, settings):
     campaign = CampaignFactory()
     PairFactory(campaign=campaign)
-    services.assignment_lease_next(rater=make_rater(), campaign=campaign)
+    leasing.assignment_lease_next(rater=make_rater(), campaign=campaign)
     later = timezone.now() + timezone.timedelta(seconds=settings.RATING_LEASE_SECONDS + 1)
 
-    assert services.assignments_expire(now=later) == 1
+    assert leasing.assignments_expire(now=later) == 1
     assert Pair.objects.get().slots_taken == 0
 
 
@@ -153,19 +153,19 @@ def test_a_campaign_asked_for_more_votes_serves_its_full_pairs_again(make_rater)
     campaign = CampaignFactory(votes_per_item=1)
     pair = PairFactory(campaign=campaign, votes_wanted=1)
     first, second = make_rater(), make_rater()
-    lease = services.assignment_lease_next(rater=first, campaign=campaign)
+    lease = leasing.assignment_lease_next(rater=first, campaign=campaign)
     Assignment.objects.filter(pk=lease.assignment_id).update(status=Assignment.Status.VOTED)
     Pair.objects.filter(pk=pair.pk).update(vote_count=1)
-    assert services.assignment_lease_next(rater=second, campaign=campaign) is None  # full
+    assert leasing.assignment_lease_next(rater=second, campaign=campaign) is None  # full
 
-    services.campaign_votes_extend(campaign=campaign, extra_per_item=2)
+    campaigns.campaign_votes_extend(campaign=campaign, extra_per_item=2)
 
     pair.refresh_from_db()
     assert (campaign.votes_per_item, pair.votes_wanted) == (3, 3)
-    assert services.assignment_lease_next(rater=second, campaign=campaign) is not None
+    assert leasing.assignment_lease_next(rater=second, campaign=campaign) is not None
     for bad in (0, 998):
-        with pytest.raises(services.InvalidVote):
-            services.campaign_votes_extend(campaign=campaign, extra_per_item=bad)
+        with pytest.raises(errors.InvalidVote):
+            campaigns.campaign_votes_extend(campaign=campaign, extra_per_item=bad)
     pair.refresh_from_db()
     assert pair.votes_wanted == 3  # a refused request changes nothing
 

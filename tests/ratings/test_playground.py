@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from generation import services as generation_services
 from generation.models import Prompt
 from generation.music.backends import get_backend
-from ratings import playground, selectors, services, tasks
+from ratings import leasing, playground, selectors, tasks
 from ratings.dataset import DataFilters, filtered_votes
 from ratings.models import (
     Assignment,
@@ -231,7 +231,7 @@ def test_a_ready_pair_is_voted_on_with_a_comment_then_revealed_and_downloaded(
     campaign = Campaign.objects.get(purpose=Campaign.Purpose.PLAYGROUND)
     assert campaign.status == Campaign.Status.PAUSED
     assert campaign not in selectors.campaigns_open_for_rating()
-    assert services.assignment_lease_next(rater=RaterFactory(), campaign=campaign) is None
+    assert leasing.assignment_lease_next(rater=RaterFactory(), campaign=campaign) is None
 
 
 def test_an_example_prompt_uses_the_curated_row_and_reveal_can_be_off(

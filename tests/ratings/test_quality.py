@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
-from ratings import pair_selection, quality, selectors, services
+from ratings import leasing, pair_selection, quality, selectors
 from ratings.dataset import DataFilters, vote_rows
 from ratings.models import Assignment, Campaign, Pair, Qualification, RaterSession, Vote
 from ratings.simulation import SimulatedRater
@@ -86,7 +86,7 @@ def test_a_careless_rater_is_rejected_and_excluded_and_a_careful_one_is_not(
 ):
     # Seeded: which items are checks and which side each clip is shown on.
     monkeypatch.setattr(pair_selection, "_rng", random.Random(3))
-    monkeypatch.setattr(services, "secrets", SimpleNamespace(randbelow=random.Random(4).randrange))
+    monkeypatch.setattr(leasing, "secrets", SimpleNamespace(randbelow=random.Random(4).randrange))
     PairFactory.create_batch(12, campaign=p808_campaign)
     for expected in "ababab":
         check_pair(p808_campaign, expected=expected)

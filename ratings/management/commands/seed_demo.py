@@ -18,8 +18,8 @@ from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
 from generation.music.prompts import EXAMPLE_PROMPTS
 from generation.services import shipped_version_register
+from ratings.campaigns import campaign_create
 from ratings.models import Campaign, Rater, Role
-from ratings.services import campaign_create
 
 DEMO_PROMPTS = EXAMPLE_PROMPTS[:6]
 
