@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from generation.models import Track
-from generation.music.prompts import prompt_is_held_out
-from ratings.dataset import DataFilters, preference_target, rating_rows, rows_sha256, vote_rows
+from ratings.dataset import DataFilters, rating_rows, rows_sha256, vote_rows
 from reward import jobs
 from reward.models import RewardModel, TrainingJob
+from reward.training_sets import preference_pairs, rating_targets
 
 logger = logging.getLogger(__name__)
 ROWS_NAME = "rows.jsonl"
@@ -169,122 +167,6 @@ def _frozen_rows(reward_model: RewardModel, heartbeat: jobs.Heartbeat, source) -
     temporary.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
     temporary.replace(path)
     return rows
-
-
-@dataclass
-class PreferenceData:
-    """Training pairs from vote rows, indices into `track_ids` and `prompt_texts`."""
-
-    track_ids: list[int]
-    prompt_texts: list[str]
-    train: dict[str, list]
-    test: dict[str, list]
-    summary: dict[str, Any]
-
-
-def preference_pairs(
-    rows: list[dict[str, Any]], *, test_share: float, split_seed: int
-) -> PreferenceData:
-    """Votes as Bradley-Terry examples: clip a, clip b, the prompt and P(a preferred) (1, 0,
-    or 0.5 for a tie). Both-bad votes and single-clip items say nothing about which clip is
-    better and are left out. The split is by prompt: no prompt is on both sides."""
-    track_index: dict[int, int] = {}
-    prompt_index: dict[str, int] = {}
-    sides: dict[bool, dict[str, list]] = {
-        held_out: {"clip_a": [], "clip_b": [], "prompt": [], "target": [], "group": []}
-        for held_out in (False, True)
-    }
-    left_out = 0
-    for row in rows:
-        target = preference_target(row)
-        if target is None:
-            left_out += 1
-            continue
-        held_out = prompt_is_held_out(
-            row["prompt_text"], test_share=test_share, split_seed=split_seed
-        )
-        side = sides[held_out]
-        side["clip_a"].append(track_index.setdefault(row["track_a_id"], len(track_index)))
-        side["clip_b"].append(track_index.setdefault(row["track_b_id"], len(track_index)))
-        side["prompt"].append(prompt_index.setdefault(row["prompt_text"], len(prompt_index)))
-        side["target"].append(target)
-        side["group"].append(_pair_key(row))
-    train, test = sides[False], sides[True]
-    summary = {
-        "votes": len(rows),
-        "left_out": left_out,
-        "train_pairs": len(train["target"]),
-        "test_pairs": len(test["target"]),
-        "ties": sum(t == 0.5 for side in sides.values() for t in side["target"]),
-        "train_prompts": len({train["prompt"][i] for i in range(len(train["prompt"]))}),
-        "test_prompts": len({test["prompt"][i] for i in range(len(test["prompt"]))}),
-        "tracks": len(track_index),
-    }
-    return PreferenceData(list(track_index), list(prompt_index), train, test, summary)
-
-
-def _pair_key(row: dict[str, Any]) -> int:
-    """Votes on the same two clips (in either order) share a group: the noise ceiling and the
-    bootstrap treat them as one item."""
-    low, high = sorted((row["track_a_id"], row["track_b_id"]))
-    return low * 10_000_019 + high
-
-
-@dataclass
-class RatingData:
-    track_ids: list[int]
-    prompt_texts: list[str]
-    train: dict[str, list]
-    test: dict[str, list]
-    summary: dict[str, Any]
-
-
-def rater_normalisers(rows: list[dict[str, Any]]) -> dict[int, tuple[float, float]]:
-    """(mean, sd) of each rater's scores. A rater with fewer than three ratings or no spread
-    gets the spread of everyone, so one rating cannot become an extreme z-score."""
-    by_rater: dict[int, list[int]] = defaultdict(list)
-    for row in rows:
-        by_rater[row["rater_id"]].append(row["score"])
-    all_scores = np.array([row["score"] for row in rows], dtype=float)
-    pooled_sd = float(all_scores.std()) if len(all_scores) > 1 and all_scores.std() > 0 else 1.0
-    norms = {}
-    for rater_id, scores in by_rater.items():
-        values = np.array(scores, dtype=float)
-        sd = float(values.std())
-        norms[rater_id] = (float(values.mean()), sd if len(values) >= 3 and sd > 0 else pooled_sd)
-    return norms
-
-
-def rating_targets(rows: list[dict[str, Any]], *, test_share: float, split_seed: int) -> RatingData:
-    """1-5 ratings as regression targets, normalised per rater (z-scores), so that a lenient
-    and a strict rater who agree on the order teach the same thing."""
-    norms = rater_normalisers(rows)
-    track_index: dict[int, int] = {}
-    prompt_index: dict[str, int] = {}
-    sides: dict[bool, dict[str, list]] = {
-        held_out: {"clip": [], "prompt": [], "target": [], "raw_score": [], "group": []}
-        for held_out in (False, True)
-    }
-    for row in rows:
-        held_out = prompt_is_held_out(
-            row["prompt_text"], test_share=test_share, split_seed=split_seed
-        )
-        mean, sd = norms[row["rater_id"]]
-        clip = track_index.setdefault(row["track_id"], len(track_index))
-        side = sides[held_out]
-        side["clip"].append(clip)
-        side["prompt"].append(prompt_index.setdefault(row["prompt_text"], len(prompt_index)))
-        side["target"].append((row["score"] - mean) / sd)
-        side["raw_score"].append(row["score"])
-        side["group"].append(clip)
-    summary = {
-        "ratings": len(rows),
-        "raters": len(norms),
-        "train_ratings": len(sides[False]["target"]),
-        "test_ratings": len(sides[True]["target"]),
-        "tracks": len(track_index),
-    }
-    return RatingData(list(track_index), list(prompt_index), sides[False], sides[True], summary)
 
 
 def _clip_table(track_ids: list[int], prompt_texts: list[str], heartbeat: jobs.Heartbeat):

@@ -15,11 +15,8 @@ from django.core.management import call_command
 from generation.models import Track
 from ratings.dataset import DataFilters, vote_rows
 from reward.models import RewardModel, TrackReward
-from reward.training import (
-    preference_pairs,
-    reward_model_create,
-    reward_model_execute,
-)
+from reward.training import reward_model_create, reward_model_execute
+from reward.training_sets import preference_pairs
 from tests.reward.conftest import SPARSE, best_possible_accuracy
 
 P_SPARSE = 0.85

@@ -9,7 +9,7 @@ from django.utils import timezone
 from generation.music.prompts import prompt_is_held_out
 from ratings.dataset import DataFilters, rater_reliability, rating_rows, rows_sha256, vote_rows
 from ratings.models import Campaign, Vote
-from reward.training import (
+from reward.training_sets import (
     preference_pairs,
     rater_normalisers,
     rating_targets,
