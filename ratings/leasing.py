@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -222,17 +221,7 @@ def assignments_expire(
     *, now: datetime | None = None, campaign_id: int | None = None, batch: int = 1000
 ) -> int:
     """Close overdue leases and give their slots back. Returns how many were closed."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        overdue = Assignment.objects.overdue(now).select_for_update(skip_locked=True)
-        if campaign_id is not None:
-            overdue = overdue.filter(campaign_id=campaign_id)
-        rows = list(overdue.values_list("id", "pair_id")[:batch])
-        if not rows:
-            return 0
-        Assignment.objects.filter(id__in=[row[0] for row in rows]).update(
-            status=Assignment.Status.EXPIRED
-        )
-        for pair_id, count in sorted(Counter(row[1] for row in rows).items()):
-            Pair.objects.filter(pk=pair_id).update(slots_taken=F("slots_taken") - count)
-    return len(rows)
+    overdue = Assignment.objects.overdue(now or timezone.now())
+    if campaign_id is not None:
+        overdue = overdue.filter(campaign_id=campaign_id)
+    return overdue.close(batch=batch)

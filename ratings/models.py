@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 
 
@@ -288,6 +289,23 @@ class AssignmentQuerySet(models.QuerySet):
 
     def overdue(self, now: datetime) -> AssignmentQuerySet:
         return self.filter(status=Assignment.Status.LIVE, expires_at__lte=now)
+
+    def close(self, *, batch: int | None = None) -> int:
+        """Close these leases, live ones only, and give their slots back to their pairs, in
+        one transaction; a vote on a closed lease is refused as expired. Rows another
+        request holds locked (voting on them right now) are skipped. Returns how many
+        closed."""
+        with transaction.atomic():
+            live = self.filter(status=Assignment.Status.LIVE).select_for_update(skip_locked=True)
+            rows = list(live.values_list("id", "pair_id")[:batch])
+            if not rows:
+                return 0
+            Assignment.objects.filter(id__in=[row[0] for row in rows]).update(
+                status=Assignment.Status.EXPIRED
+            )
+            for pair_id, count in sorted(Counter(row[1] for row in rows).items()):
+                Pair.objects.filter(pk=pair_id).update(slots_taken=F("slots_taken") - count)
+        return len(rows)
 
 
 class Assignment(models.Model):

@@ -25,7 +25,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from ratings.errors import RatingError
-from ratings.models import Campaign, Rater, RaterSession, Role, Vote
+from ratings.models import Assignment, Campaign, Rater, RaterSession, Role, Vote
 
 PROLIFIC_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 MTURK_PARAMS = ("workerId", "assignmentId", "hitId", "turkSubmitTo")
@@ -269,6 +269,11 @@ def session_complete(*, session: RaterSession, now: datetime | None = None) -> b
     )
     if done:
         session.status, session.completed_at = RaterSession.Status.COMPLETED, now
+        # A lease still live belongs to the completed session: a vote on it would be stored
+        # outside any session, so it is closed (and its slot given back) instead.
+        Assignment.objects.filter(
+            rater_id=session.rater_id, campaign_id=session.campaign_id
+        ).close()
     return bool(done)
 
 

@@ -347,3 +347,31 @@ def test_the_campaign_form_stores_the_study_ids(client, make_rater):
 
     assert client.post("/manage/campaigns/new/", form).status_code == 302
     assert Campaign.objects.get(name="Pilot").crowd_study_ids == ["studyA", "3HITB"]
+
+
+def test_a_completed_session_closes_its_live_lease_and_a_late_vote_stores_nothing(client, campaign):
+    """A session can complete while its rater holds a lease (from another tab, or completed
+    by the page when nothing is left); a vote on that lease would be stored outside any
+    session. (A vote after the quality checks reject a session is stored as rejected:
+    test_quality.py.)"""
+    from ratings import recruitment
+
+    consent(client, campaign, PROLIFIC)
+    payload = client.get(NEXT, {"campaign": campaign.pk}).json()
+    lease = Assignment.objects.get(pk=payload["assignment"])
+    served_seconds_ago(lease, 12)
+
+    assert recruitment.session_complete(session=RaterSession.objects.get())
+
+    lease.refresh_from_db()
+    assert lease.status == Assignment.Status.EXPIRED
+    assert lease.pair.slots_taken == 0  # the slot is free for other raters
+    body = {
+        "assignment": lease.pk,
+        "idempotency_key": str(uuid.uuid4()),
+        "listen_ms": {clip["slot"]: 6000 for clip in payload["clips"]},
+        "choice": "A",
+    }
+    late = client.post(VOTES, body, content_type="application/json")
+    assert late.status_code == 409, late.content
+    assert not Vote.objects.exists()
