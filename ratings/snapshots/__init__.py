@@ -7,10 +7,10 @@ may hold millions of votes, so they never pass through Python objects one by one
 
 - JSONL and CSV: PostgreSQL renders every line (`COPY (SELECT ...) TO STDOUT`) and the bytes go
   straight to the file.
-- Parquet: the per-row facts (ids, choice, listening times, time) come as fixed-width binary
-  COPY rows that numpy reads in blocks, and the repeated text (prompt, campaign, versions,
-  audio paths, pseudonyms) is looked up in small per-key tables; each block of ROWS_PER_GROUP
-  rows becomes one row group.
+- Parquet: adbc-driver-postgresql reads each query straight into Arrow (binary COPY decoded
+  in C++); the per-row facts (ids, choice, listening times, time) come from a narrow query,
+  and the repeated text (prompt, campaign, versions, audio paths, pseudonyms) is looked up in
+  small per-key tables; each block of ROWS_PER_GROUP rows becomes one row group.
 
 Memory stays flat whatever the size, and the output depends only on the data and the
 snapshot's salt (rows in id order, no build times in the files), so a rebuild gives
@@ -25,7 +25,8 @@ written from Python (`portable.py`); `writing._backend()` is the one place that 
 
 The package, one module per job: `schema` (formats, tables, columns), `sql` (the SELECT and
 COPY statements), `postgres` (the COPY driver, the text writers and the read transaction),
-`parquet_copy` (Parquet from binary COPY), `portable` (the same files from Python), `writing`
+`postgres_parquet` (Parquet through
+ADBC), `portable` (the same files from Python), `writing`
 (the path switch and the audio folder), `manifest` and `services` (the entry points,
 re-exported here). The raters' pseudonyms are `ratings.pseudonyms`.
 """

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from ratings.pseudonyms import Pseudonyms
-from ratings.snapshots.parquet_copy import _arrow_schema
+from ratings.snapshots.postgres_parquet import _arrow_schema
 from ratings.snapshots.schema import (
     CHUNK_ROWS,
     PROGRESS_EVERY,

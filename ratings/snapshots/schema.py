@@ -41,17 +41,14 @@ class Column:
     portable path; the default is again the inner column of the same name.
 
     For Parquet, a column with a `lookup` is taken from a small dimension table keyed by that
-    column (the pair of a vote, the pseudonym of a rater), and the others are facts read as
-    fixed-width binary; `codes` lists the values of a string fact sent as a small integer, and
-    a nullable fact is sent as -1 for NULL (facts are ids, counts and scores: never negative).
+    column (the pair of a vote, the pseudonym of a rater); the others are facts, read from the
+    table's narrow query.
     """
 
     name: str
     type: pa.DataType
     source: str = ""
     lookup: str = ""
-    nullable: bool = False
-    codes: tuple[str, ...] = ()
     python: Callable[[dict[str, Any]], Any] | None = field(default=None, compare=False)
 
     @property
@@ -122,14 +119,14 @@ def _vote_columns(*, in_snapshot: bool) -> list[Column]:
         Column("version_a", STR, **pair),
         Column("version_b", STR, **pair),
         Column("left_is_a", pa.bool_()),
-        Column("choice", STR, nullable=True, codes=tuple(Vote.Choice.values)),
-        Column("score_a", pa.int16(), lookup="vote_id", nullable=True),
-        Column("score_b", pa.int16(), lookup="vote_id", nullable=True),
+        Column("choice", STR),
+        Column("score_a", pa.int16(), lookup="vote_id"),
+        Column("score_b", pa.int16(), lookup="vote_id"),
         Column("listen_ms_a", pa.int32()),
-        Column("listen_ms_b", pa.int32(), nullable=True),
+        Column("listen_ms_b", pa.int32()),
         Column("elapsed_ms", pa.int32()),
         # "counted" unless the filters asked for flagged or rejected votes too.
-        Column("status", STR, codes=tuple(Vote.Status.values)),
+        Column("status", STR),
         RATER,
         Column("created_at", TIMESTAMP),
     ]

@@ -60,15 +60,3 @@ def jsonl_sql(
         "TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')",
         params,
     )
-
-
-def _parquet_sql(table: Table, pseudonyms: Pseudonyms) -> tuple[str, tuple]:
-    expressions = []
-    for column in table.columns:
-        expression = column.sql
-        if column.type == TIMESTAMP:
-            # Exact microseconds since the epoch: pyarrow casts them to a timestamp losslessly.
-            expression = f"(extract(epoch from {expression}) * 1000000)::bigint"
-        expressions.append(_named(expression, column.name))
-    query, params = _select(table, pseudonyms, expressions)
-    return f"COPY ({query}) TO STDOUT (FORMAT csv)", params

@@ -17,7 +17,6 @@ from django.db import connection
 from ratings.dataset import DataFilters
 from ratings.models import DatasetSnapshot
 from ratings.pseudonyms import Pseudonyms
-from ratings.snapshots.parquet_copy import _write_parquet
 from ratings.snapshots.portable import (
     _portable_csv,
     _portable_jsonl,
@@ -31,6 +30,7 @@ from ratings.snapshots.postgres import (
     _postgres_metadata,
     _postgres_view,
 )
+from ratings.snapshots.postgres_parquet import _write_parquet
 from ratings.snapshots.schema import AUDIO_EXTENSION, ProgressFn, Table, _tables
 
 

@@ -340,6 +340,7 @@ def test_a_rater_cannot_request_a_snapshot(make_rater, api_client_for):
     assert not DatasetSnapshot.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)  # the snapshot build reads on a second connection
 def test_a_finished_snapshot_lists_its_counts_hash_and_downloads(
     researcher_client, make_rater, evaluation, snapshot_dir
 ):
@@ -360,6 +361,7 @@ def test_a_finished_snapshot_lists_its_counts_hash_and_downloads(
     assert "manifest" not in listed[0]
 
 
+@pytest.mark.django_db(transaction=True)  # the snapshot build reads on a second connection
 def test_a_snapshot_file_downloads_as_a_streamed_attachment(
     researcher_client, make_rater, evaluation, snapshot_dir
 ):
@@ -393,6 +395,7 @@ def test_only_listed_files_of_a_finished_snapshot_can_be_downloaded(
     assert researcher_client.get(f"{SNAPSHOTS}{queued.pk}/files/votes.csv").status_code == 404
 
 
+@pytest.mark.django_db(transaction=True)  # the snapshot build reads on a second connection
 def test_api_pseudonyms_match_the_stable_ids_of_snapshots(
     researcher_client, make_rater, evaluation, snapshot_dir
 ):

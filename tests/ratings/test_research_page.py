@@ -53,6 +53,7 @@ def test_agreement_is_undefined_without_overlap_or_without_variety(make_rater):
     assert choice_agreement([alone.pk, unanimous.pk]) == {alone.pk: None, unanimous.pk: None}
 
 
+@pytest.mark.django_db(transaction=True)  # the snapshot build reads on a second connection
 def test_the_page_shows_campaign_summaries_and_snapshots(researcher, make_rater):
     agreeing = CampaignFactory(name="agreeing campaign")
     scored = CampaignFactory(name="scored campaign", protocol=Campaign.Protocol.MOS)

@@ -20,11 +20,19 @@ from ratings import snapshots, tasks
 from ratings.dataset import DataFilters, vote_rows
 from ratings.models import Campaign, DatasetSnapshot, MosRating, Vote
 from ratings.pseudonyms import PSEUDONYM_HEX, Pseudonyms, stable_salt
-from ratings.snapshots import SnapshotError, parquet_copy, snapshot_build, snapshot_create, writing
+from ratings.snapshots import (
+    SnapshotError,
+    postgres_parquet,
+    snapshot_build,
+    snapshot_create,
+    writing,
+)
 from ratings.snapshots.schema import Table
 from tests.factories import CampaignFactory, PairFactory, PromptFactory, RaterFactory, vote_on
 
-pytestmark = pytest.mark.django_db
+# Transactional: a build reads through a second connection (the Parquet writer's ADBC
+# reader), which cannot see what an open test transaction wrote.
+pytestmark = pytest.mark.django_db(transaction=True)
 ALL_FORMATS = ["jsonl", "csv", "parquet", "audiofolder"]
 INTS = {"vote_id", "pair_id", "campaign_id", "prompt_id", "track_a_id", "track_b_id", "score_a",
         "score_b", "listen_ms_a", "listen_ms_b", "elapsed_ms", "rating_id", "track_id", "score",
@@ -358,19 +366,19 @@ def test_a_failed_build_is_marked_and_leaves_no_files(votes: list[Vote], monkeyp
 def test_a_build_failing_mid_stream_cancels_the_copy_and_can_be_retried(
     votes: list[Vote], monkeypatch
 ) -> None:
-    monkeypatch.setattr(parquet_copy, "ROWS_PER_GROUP", 2)  # so the COPY is still open
-    assemble = parquet_copy._assemble
+    monkeypatch.setattr(postgres_parquet, "ROWS_PER_GROUP", 2)  # so the COPY is still open
+    assemble = postgres_parquet._assemble
 
     def fail_on_votes(table: Table, *args: Any) -> Any:
         if table.name == "votes":
             raise RuntimeError("worker lost")
         return assemble(table, *args)
 
-    monkeypatch.setattr(parquet_copy, "_assemble", fail_on_votes)
+    monkeypatch.setattr(postgres_parquet, "_assemble", fail_on_votes)
     snapshot = build(formats=["parquet"])
     assert snapshot.status == DatasetSnapshot.Status.FAILED
     assert "worker lost" in snapshot.error
-    monkeypatch.setattr(parquet_copy, "_assemble", assemble)
+    monkeypatch.setattr(postgres_parquet, "_assemble", assemble)
 
     retried = snapshot_build(snapshot_id=snapshot.pk)
 

@@ -26,8 +26,8 @@ from ratings.dataset import DataFilters
 from ratings.models import Campaign, Vote
 from ratings.pseudonyms import Pseudonyms
 from ratings.snapshots import (
-    parquet_copy,
     portable,
+    postgres_parquet,
     schema,
     snapshot_build,
     snapshot_create,
@@ -98,7 +98,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 def _postgres_schema(name: str) -> pa.Schema:
     """The Arrow schema the PostgreSQL path writes for a table (it is the same in both)."""
     tables = {t.name: t for t in schema._tables(DataFilters(), in_snapshot=False)}
-    return parquet_copy._arrow_schema(tables[name])
+    return postgres_parquet._arrow_schema(tables[name])
 
 
 def test_sqlite_export_writes_every_format(sqlite_env: dict[str, Any], tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_sqlite_stable_ids_rebuild_identically(sqlite_env: dict[str, Any], tmp_p
     assert [v["rater"] for v in votes] == expected
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # a build's Parquet reader is a second connection
 @pytest.mark.parametrize(
     ("chunk_rows", "group_rows", "audio"),
     [(None, None, False), (None, None, True), (2, 3, False), (4, 1, False)],
@@ -201,7 +201,7 @@ def test_portable_path_matches_postgres(
     settings.SNAPSHOT_DIR = tmp_path / "snapshots"
     if chunk_rows:
         monkeypatch.setattr(portable, "CHUNK_ROWS", chunk_rows)
-        for path in (portable, parquet_copy):  # both paths cut the same row groups
+        for path in (portable, postgres_parquet):  # both paths cut the same row groups
             monkeypatch.setattr(path, "ROWS_PER_GROUP", group_rows)
     raters = [RaterFactory() for _ in range(3)]
     preference = PairFactory(prompt=PromptFactory(text='calm "piano", with\na new line, é'))
