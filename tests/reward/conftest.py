@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 import random
+from unittest import mock
 
 import numpy as np
 import pytest
 
 from generation.music.prompts import prompt_is_held_out
-from generation.services import prompt_get_or_create
+from generation.services import derive_seed, prompt_get_or_create
+from ratings import campaigns
 from ratings.campaigns import campaign_generate_prompt
 from ratings.models import Campaign
 from tests.factories import CampaignFactory, GeneratorVersionFactory, vote_on
@@ -49,10 +51,21 @@ def sparse_vs_busy_campaign(
         status=Campaign.Status.GENERATING, votes_per_item=votes_per_item,
         min_listen_seconds=0.2, clip_seconds=clip_seconds,
     )  # fmt: skip
+    texts_by_id = {}
     for text in varied_prompts(prompts):
         prompt = prompt_get_or_create(text=text)
         campaign.prompts.add(prompt)
-        campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)
+        texts_by_id[prompt.pk] = text
+
+    # A campaign seeds each clip from its own and its prompt's database ids, which differ from
+    # run to run; seeded from the prompt's text instead, the same clips (and so the same
+    # training data) come out of every run.
+    def seed_by_text(campaign_id: int, prompt_id: int, *rest: object) -> int:
+        return derive_seed("test campaign", texts_by_id[prompt_id], *rest)
+
+    with mock.patch.object(campaigns, "derive_seed", seed_by_text):
+        for prompt_id in texts_by_id:
+            campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt_id)
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.ACTIVE
     return campaign
