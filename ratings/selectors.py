@@ -31,7 +31,7 @@ from ratings.models import (
     counted_votes,
 )
 
-COUNTED_VOTES = Q(votes__status=Vote.Status.COUNTED, votes__pair__kind=Pair.Kind.REGULAR)
+COUNTED_VOTES = counted_votes("votes__")
 
 
 def campaigns_open_for_rating() -> QuerySet[Campaign]:
