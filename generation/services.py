@@ -97,8 +97,8 @@ def track_variant(
     """A clip that differs from `track` along one audible axis (`generation.music.variants`),
     stored as a track of the same prompt and version, the change recorded in its attributes
     under "variant"; or the one already made with this seed."""
-    from generation.music.backends import encode_clip
     from generation.music.events import events_to_piece
+    from generation.music.interface import encode_clip
     from generation.music.variants import variant_piece
 
     version = track.generator_version

@@ -2,7 +2,6 @@
 format and FluidSynth rendering. No Django or torch imports live in this package."""
 
 from generation.music.backends import (
-    GeneratedClip,
     ProceduralBackend,
     available_backends,
     get_backend,
@@ -16,6 +15,7 @@ from generation.music.events import (
     events_to_piece,
     piece_to_events,
 )
+from generation.music.interface import GeneratedClip
 from generation.music.prompts import MusicAttributes, caption_for, parse_prompt, random_attributes
 
 __all__ = [

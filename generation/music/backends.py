@@ -1,9 +1,5 @@
-"""The generator interface the platform calls, and the procedural backend.
-
-Every backend turns (prompt, seed, duration) into a GeneratedClip of exactly that
-duration, loudness-normalised and Opus-encoded, so that nothing but the music
-itself tells two versions apart.
-"""
+"""The backend registry (`get_backend`, `register_backend`) and the procedural backend. The
+interface every backend implements is `generation.music.interface`."""
 
 from __future__ import annotations
 
@@ -12,35 +8,17 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
-from generation.music import render
 from generation.music.composer import ComposerStyle, compose
-from generation.music.events import Piece, piece_to_events
+from generation.music.events import Piece
+from generation.music.interface import (
+    GeneratedClip,
+    MusicBackend,
+    check_duration,
+    encode_clip,
+)
 from generation.music.prompts import parse_prompt
-
-MIN_DURATION_SECONDS = 1.0  # BS.1770 gating needs at least one 400 ms block; 1 s is sane
-MAX_DURATION_SECONDS = 120.0
-
-
-@dataclass
-class GeneratedClip:
-    audio_bytes: bytes  # Ogg/Opus
-    file_extension: str  # "ogg"
-    mime_type: str  # "audio/ogg"
-    sample_rate: int
-    duration_seconds: float
-    caption: str
-    attributes: dict[str, Any]  # JSON-serialisable parsed attributes
-    events: list[str]  # REMI-like events
-
-
-class MusicBackend(Protocol):
-    name: str
-
-    def generate(
-        self, prompt_text: str, *, seed: int, duration_seconds: float
-    ) -> GeneratedClip: ...
 
 
 @dataclass(frozen=True)
@@ -79,30 +57,6 @@ class ProceduralConfig:
             density_scale=float(self.density_scale),
             register_shift=int(self.register_shift),
         )
-
-
-def check_duration(duration_seconds: float) -> None:
-    if not MIN_DURATION_SECONDS <= duration_seconds <= MAX_DURATION_SECONDS:
-        raise ValueError(
-            f"duration_seconds must lie in [{MIN_DURATION_SECONDS}, {MAX_DURATION_SECONDS}]"
-        )
-
-
-def encode_clip(
-    piece: Piece, duration_seconds: float, *, target_lufs: float = -16.0, stereo: bool = False
-) -> GeneratedClip:
-    """Render, normalise and encode a piece: shared by every symbolic backend."""
-    audio = render.render_piece(piece, duration_seconds=duration_seconds, stereo=stereo)
-    return GeneratedClip(
-        audio_bytes=render.encode_normalized(audio, render.SAMPLE_RATE, target_lufs=target_lufs),
-        file_extension="ogg",
-        mime_type="audio/ogg",
-        sample_rate=render.SAMPLE_RATE,
-        duration_seconds=float(duration_seconds),
-        caption=piece.caption,
-        attributes=dict(piece.attributes),
-        events=piece_to_events(piece),
-    )
 
 
 class ProceduralBackend:

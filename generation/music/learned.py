@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from generation.music.attributes_measure import adherence, measure
-from generation.music.backends import GeneratedClip, check_duration, encode_clip
 from generation.music.composer import bars_for
 from generation.music.events import Piece, events_to_piece
+from generation.music.interface import GeneratedClip, check_duration, encode_clip
 from generation.music.model import GPTConfig, MusicGPT
 from generation.music.plan import Plan, plan_for_piece
 from generation.music.planned import PlannedConfig, PlannedMusicGPT

@@ -41,7 +41,7 @@ from transformers import AutoTokenizer, MusicgenConfig, MusicgenForConditionalGe
 from transformers.modeling_outputs import BaseModelOutput
 
 from generation.music import render
-from generation.music.backends import GeneratedClip, check_duration
+from generation.music.interface import GeneratedClip, check_duration
 
 MUSICGEN_PATH_ENV = "MUSICGEN_PATH"
 BACKEND_CONFIG_FILE = "musicgen_backend.json"  # sampling settings saved beside the weights

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from generation.music import render
-from generation.music.backends import GeneratedClip, get_backend
+from generation.music.backends import get_backend
+from generation.music.interface import GeneratedClip
 from generation.music.learned import SCORING_CHUNK, SamplingConfig, SymbolicTransformerBackend
 from generation.music.model import SIZES as FIRST_SIZES
 from generation.music.model import MusicGPT, text_scale
