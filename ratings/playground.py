@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import secrets
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -29,7 +27,6 @@ from django.db import connection, transaction
 from django.db.models import Count, F
 from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from generation.models import GeneratorVersion, Prompt, Track
 from generation.services import prompt_get_or_create
@@ -40,11 +37,11 @@ from ratings.models import (
     Campaign,
     Pair,
     PlaygroundRequest,
-    PromptRejection,
     Rater,
     Role,
     Vote,
 )
+from ratings.moderation import prompt_moderate
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +52,6 @@ EXAMPLE_COUNT = 6
 # A request still pending this long after its time limit lost its worker: it is failed on the
 # next status read, so the visitor is offered a retry instead of waiting forever.
 STALE_MARGIN_SECONDS = 60
-
-
-class PromptRejected(RatingError):
-    code = "prompt_rejected"
 
 
 class UnknownExample(RatingError):
@@ -184,56 +177,6 @@ def _versions_for_request() -> tuple[str, GeneratorVersion, GeneratorVersion]:
             return PlaygroundRequest.Mode.ARENA, version_a, version_b
     version = active_version()
     return PlaygroundRequest.Mode.SAMPLES, version, version
-
-
-# --- moderation ------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=8)
-def _blocklist_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
-    words = tuple(word for word in words if word)
-    if not words:
-        return None
-    alternatives = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
-    # Whole words only: "ass" must not refuse "bass" or "classical".
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
-
-
-def _rejection(text: str) -> tuple[str, str] | None:
-    """(reason logged, message shown) for a prompt that may not be generated, else None."""
-    shortest, longest = settings.PLAYGROUND_MIN_PROMPT_CHARS, settings.PLAYGROUND_MAX_PROMPT_CHARS
-    if len(text) < shortest:
-        return "too_short", f"Describe the music in at least {shortest} characters."
-    if len(text) > longest:
-        return "too_long", f"Keep the prompt to at most {longest} characters."
-    pattern = _blocklist_pattern(tuple(settings.PLAYGROUND_BLOCKLIST))
-    if pattern is not None and (match := pattern.search(text)):
-        return f"blocklist:{match.group(0).lower()}", "This prompt contains a word we don't accept."
-    if settings.PLAYGROUND_MODERATION_HOOK:
-        try:
-            reason = import_string(settings.PLAYGROUND_MODERATION_HOOK)(text)
-        except Exception:
-            # Fail closed: an unchecked prompt is never generated.
-            logger.exception("The playground's moderation hook failed; the prompt is refused.")
-            return "hook_failed", "This prompt could not be checked right now; try again later."
-        if reason:
-            return f"hook:{reason}", f"This prompt was not accepted: {reason}"
-    return None
-
-
-def prompt_moderate(*, text: str, rater: Rater | None, ip_hash: str = "") -> str:
-    """The prompt as it will be stored (whitespace collapsed), or PromptRejected (400) after
-    logging the refusal in PromptRejection; a refused prompt never reaches the generator."""
-    cleaned = " ".join(text.split())
-    rejection = _rejection(cleaned)
-    if rejection is None:
-        return cleaned
-    reason, message = rejection
-    PromptRejection.objects.create(
-        text=(cleaned or text)[:500], reason=reason[:200], rater=rater, ip_hash=ip_hash
-    )
-    logger.info("playground prompt refused (%s) from rater %s", reason, rater and rater.pk)
-    raise PromptRejected(message)
 
 
 # --- requests --------------------------------------------------------------------------------

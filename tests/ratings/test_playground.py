@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from generation import services as generation_services
 from generation.models import Prompt
 from generation.music.backends import get_backend
-from ratings import leasing, playground, selectors, tasks
+from ratings import leasing, moderation, playground, selectors, tasks
 from ratings.dataset import DataFilters, filtered_votes
 from ratings.models import (
     Assignment,
@@ -106,11 +106,11 @@ def test_a_refused_prompt_is_logged_and_never_reaches_the_generator(
 
 
 def test_the_blocklist_matches_whole_words_in_any_case(rater):
-    assert playground.prompt_moderate(text="  slap  bass and  classical ", rater=rater) == (
+    assert moderation.prompt_moderate(text="  slap  bass and  classical ", rater=rater) == (
         "slap bass and classical"
     )
-    with pytest.raises(playground.PromptRejected):
-        playground.prompt_moderate(text="kick ASS drums", rater=rater)
+    with pytest.raises(moderation.PromptRejected):
+        moderation.prompt_moderate(text="kick ASS drums", rater=rater)
 
 
 def test_a_fourth_pending_request_is_refused_with_429_and_nothing_is_stored(
