@@ -32,8 +32,9 @@ from ratings.snapshots.schema import (
 
 @contextmanager
 def _portable_view() -> Iterator[None]:
-    """One view of the database for the build: a savepoint inside a caller's transaction (as
-    _postgres_view), else a transaction that only reads."""
+    """One view of the database for the build: a savepoint inside a caller's transaction (the
+    portable path reads on Django's connection only, so it can see what that transaction
+    wrote), else a transaction that only reads."""
     if connection.vendor != "sqlite" or connection.in_atomic_block:
         with transaction.atomic():
             yield
