@@ -48,6 +48,16 @@ def make_rater(db):
 
 
 @pytest.fixture
+def site_admin_client(client, make_rater):
+    """A client logged in as a platform admin who may also use Django's admin site."""
+    rater = make_rater(role=Role.ADMIN)
+    rater.user.is_staff = rater.user.is_superuser = True
+    rater.user.save()
+    client.force_login(rater.user)
+    return client
+
+
+@pytest.fixture
 def api_client_for():
     """An API client authenticated with the rater's token, as scripts and SDKs call it."""
 

@@ -4,21 +4,11 @@ and the action that scores clips), which generation's admin does not know about.
 import pytest
 from django.urls import reverse
 
-from ratings.models import Role
 from reward import tasks
 from reward.models import RewardModel, TrackReward
 from tests.factories import TrackFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(client, make_rater):
-    rater = make_rater(role=Role.ADMIN)
-    rater.user.is_staff = rater.user.is_superuser = True
-    rater.user.save()
-    client.force_login(rater.user)
-    return client
 
 
 def reward_model(name: str, status=RewardModel.Status.FINISHED) -> RewardModel:
@@ -28,24 +18,24 @@ def reward_model(name: str, status=RewardModel.Status.FINISHED) -> RewardModel:
     )  # fmt: skip
 
 
-def test_the_clip_page_lists_its_reward_values(admin_client):
+def test_the_clip_page_lists_its_reward_values(site_admin_client):
     track = TrackFactory()
     TrackReward.objects.create(reward_model=reward_model("prefs"), track=track, value=1.25)
 
-    page = admin_client.get(reverse("admin:generation_track_change", args=[track.pk]))
+    page = site_admin_client.get(reverse("admin:generation_track_change", args=[track.pk]))
 
     assert page.status_code == 200
     assert b"Reward values" in page.content and b"1.25" in page.content
 
 
-def test_the_scoring_action_queues_every_usable_model_and_no_other(admin_client, monkeypatch):
+def test_the_scoring_action_queues_every_usable_model_and_no_other(site_admin_client, monkeypatch):
     tracks = [TrackFactory(), TrackFactory()]
     usable = reward_model("usable")
     reward_model("failed", status=RewardModel.Status.FAILED)  # not usable: never scores
     queued: list[tuple[int, list[int]]] = []
     monkeypatch.setattr(tasks.score_tracks, "delay", lambda *args: queued.append(args))
 
-    response = admin_client.post(
+    response = site_admin_client.post(
         reverse("admin:generation_track_changelist"),
         {"action": "score_with_reward_models", "_selected_action": [t.pk for t in tracks]},
     )
