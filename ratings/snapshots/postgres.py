@@ -11,7 +11,6 @@ from contextlib import closing, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
-import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 import pyarrow as pa
 from django.db import connection, transaction
@@ -109,6 +108,9 @@ class ArrowReader:
     (`_postgres_view`)."""
 
     def __init__(self, snapshot_id: str) -> None:
+        # Imported here: only a build needs the driver, and web processes import this module.
+        import adbc_driver_postgresql.dbapi as adbc
+
         params = connection.get_connection_params()
         keys = ("dbname", "user", "password", "host", "port", "sslmode", "options")
         self._connection = adbc.connect(
