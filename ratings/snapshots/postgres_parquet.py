@@ -7,6 +7,7 @@ and each block of ROWS_PER_GROUP rows becomes one row group."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +23,7 @@ def _arrow_schema(table: Table) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type) for c in table.columns])
 
 
-def _write_parquet(path, table: Table, pseudonyms: Pseudonyms, progress: ProgressFn) -> int:
+def _write_parquet(path: Path, table: Table, pseudonyms: Pseudonyms, progress: ProgressFn) -> int:
     """Row groups of exactly ROWS_PER_GROUP rows, so the file depends on the rows alone."""
     rows = 0
     schema = _arrow_schema(table)
@@ -37,10 +38,13 @@ def _write_parquet(path, table: Table, pseudonyms: Pseudonyms, progress: Progres
 def _arrow_groups(table: Table, pseudonyms: Pseudonyms) -> Iterator[pa.Table]:
     if table.facts is None:
         sql, params = _select(table, pseudonyms, _expressions(table.columns))
-        for group in _groups(sql, params, _arrow_schema(table)):
-            yield group
+        yield from _groups(sql, params, _arrow_schema(table))
         return
-    dimensions = {key: _read_arrow(dim, pseudonyms) for key, dim in table.dimensions.items()}
+    # Each dimension with its sorted keys as numpy, read once for all the groups.
+    dimensions = {}
+    for key, dim in table.dimensions.items():
+        rows = _read_arrow(dim, pseudonyms)
+        dimensions[key] = (_int64_numpy(rows.column(key)), rows)
     facts = table.fact_columns()
     inner, params = table.inner_sql(table.facts)
     sql = f'SELECT {", ".join(_expressions(facts))} FROM ({inner}) q ORDER BY q."{table.key}"'
@@ -104,12 +108,14 @@ def _int64_numpy(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], np.int64, len(array), array.offset * 8)
 
 
-def _assemble(table: Table, facts: pa.Table, dimensions: dict[str, pa.Table]) -> pa.Table:
+def _assemble(
+    table: Table, facts: pa.Table, dimensions: dict[str, tuple[np.ndarray, pa.Table]]
+) -> pa.Table:
     """The table's columns for one group of facts: each dimension's columns taken at the
-    row of the fact's key."""
+    row of the fact's key (dimensions: key -> (its sorted keys, its rows))."""
     arrays = {name: facts.column(name) for name in facts.column_names}
-    for key, dimension in dimensions.items():
-        rows = _lookup(_int64_numpy(dimension.column(key)), _int64_numpy(arrays[key]))
+    for key, (keys, dimension) in dimensions.items():
+        rows = _lookup(keys, _int64_numpy(arrays[key]))
         for name in dimension.column_names[1:]:
             arrays[name] = dimension.column(name).take(rows)
     return pa.table([arrays[c.name] for c in table.columns], schema=_arrow_schema(table))
