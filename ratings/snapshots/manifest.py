@@ -46,7 +46,12 @@ def code_version() -> str:
     return f"{package}+{commit or 'unknown'}"
 
 
-def _manifest(snapshot: DatasetSnapshot, directory: Path, counts: dict[str, int]) -> dict:
+def _manifest(
+    snapshot: DatasetSnapshot,
+    directory: Path,
+    counts: dict[str, int],
+    agreement: dict[str, float | None],
+) -> dict:
     # No build time and no salt: the manifest of a rebuild on the same data is byte-identical.
     files = {
         path.relative_to(directory).as_posix(): file_sha256(path)
@@ -70,19 +75,18 @@ def _manifest(snapshot: DatasetSnapshot, directory: Path, counts: dict[str, int]
         "stable_rater_ids": snapshot.stable_rater_ids,
         "rater_pseudonym": f"hmac-sha256 of the rater id, first {PSEUDONYM_HEX} hex digits",
         "row_counts": counts,
-        "agreement": _agreement(snapshot),
+        "agreement": agreement,
         "columns": columns,
         "files": files,
         "sha256": combined_sha256(files),
     }
 
 
-def _agreement(snapshot: DatasetSnapshot) -> dict[str, float | None]:
+def _agreement(filters: DataFilters) -> dict[str, float | None]:
     """Krippendorff's alpha of each campaign in the snapshot over its counted votes (the
     campaign's own agreement, whatever the snapshot's other filters)."""
     from ratings.selectors import campaign_agreement
 
-    filters = DataFilters.from_json(snapshot.filters)
     votes = filtered_votes(filters).order_by().values_list("campaign_id", flat=True)
     campaign_ids = sorted(votes.distinct())
     alphas = campaign_agreement(campaign_ids)

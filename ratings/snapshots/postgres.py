@@ -1,25 +1,30 @@
 """The PostgreSQL path: COPY driven through the connection Django holds (the CSV and JSONL
 writers stream its bytes to the file), query results read straight into Arrow for Parquet
-(`ArrowReader`, adbc-driver-postgresql on a second connection), and the one view of the data
-both read in: a read-only repeatable-read transaction whose snapshot the second connection
-imports."""
+(`ArrowReader`, adbc-driver-postgresql on a connection of its own), and the one view of the
+data all of them read: a read-only repeatable-read transaction whose snapshot every other
+connection of the build imports, including those of the threads that write the Parquet files
+and compute the agreement side by side (`run_in_view`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import pyarrow as pa
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
 from ratings.pseudonyms import Pseudonyms
 from ratings.snapshots.schema import PROGRESS_EVERY, ProgressFn, Table, _audiofolder_columns
 from ratings.snapshots.sql import csv_sql, jsonl_sql
+
+T = TypeVar("T")
 
 
 def _copy_rows(sql: str, params: tuple) -> Iterator[memoryview]:
@@ -102,7 +107,7 @@ BUILD_SETTINGS = ("SET LOCAL work_mem = '512MB'", "SET LOCAL TimeZone = 'UTC'")
 class ArrowReader:
     """Queries of the build read into Arrow by adbc-driver-postgresql, which decodes
     PostgreSQL's binary COPY in C++: a million rows a second where a row-by-row COPY loop in
-    Python manages a third of that. It is a second connection, so it imports the build's
+    Python manages a third of that. It is a connection of its own, so it imports the build's
     exported snapshot and sees exactly what Django's connection sees; what a caller's open
     transaction wrote is not in that snapshot, which is why a build must not run inside one
     (`_postgres_view`)."""
@@ -139,22 +144,41 @@ class ArrowReader:
             self._connection.close()
 
 
-_arrow_reader: ContextVar[ArrowReader | None] = ContextVar("snapshot_arrow_reader", default=None)
+class _View:
+    """One thread's share of the build's snapshot: the exported snapshot's id, and the Arrow
+    reader that imports it, opened on first use (a build that writes no Parquet needs none)."""
+
+    def __init__(self, snapshot_id: str) -> None:
+        self.snapshot_id = snapshot_id
+        self._reader: ArrowReader | None = None
+
+    def reader(self) -> ArrowReader:
+        if self._reader is None:
+            self._reader = ArrowReader(self.snapshot_id)
+        return self._reader
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+
+_view: ContextVar[_View | None] = ContextVar("snapshot_view", default=None)
 
 
 def arrow_reader() -> ArrowReader:
-    reader = _arrow_reader.get()
-    if reader is None:
+    view = _view.get()
+    if view is None:
         raise RuntimeError("Arrow reads need the build's view (_postgres_view)")
-    return reader
+    return view.reader()
 
 
 @contextmanager
 def _postgres_view() -> Iterator[None]:
     """One read-only repeatable-read transaction for the whole build, its snapshot exported
-    to the Arrow reader's connection. Not inside a caller's transaction: the reader could
-    not see what that transaction wrote, and the Parquet files would miss rows the text
-    files hold (tests that build snapshots use transactional databases)."""
+    to every other connection of the build (Arrow readers, `run_in_view`'s threads). Not
+    inside a caller's transaction: the other connections could not see what that transaction
+    wrote, and the Parquet files would miss rows the text files hold (tests that build
+    snapshots use transactional databases)."""
     if connection.in_atomic_block:
         raise RuntimeError("a snapshot build must not run inside a transaction")
     with transaction.atomic():
@@ -164,10 +188,53 @@ def _postgres_view() -> Iterator[None]:
                 cursor.execute(statement)
             cursor.execute("SELECT pg_export_snapshot()")
             (snapshot_id,) = cursor.fetchone()
-        reader = ArrowReader(snapshot_id)
-        token = _arrow_reader.set(reader)
-        try:
+        with _joined(_View(snapshot_id)):
             yield
-        finally:
-            _arrow_reader.reset(token)
-            reader.close()
+
+
+@contextmanager
+def _joined(view: _View) -> Iterator[None]:
+    token = _view.set(view)
+    try:
+        yield
+    finally:
+        _view.reset(token)
+        view.close()
+
+
+# Threads of one build: the votes' Parquet file takes as long as all the other work together
+# (ratings, tracks, agreement), so two threads finish in about half the time. PostgreSQL and
+# the Arrow and Parquet libraries do the work outside the GIL.
+BUILD_THREADS = 2
+
+
+def run_in_view(jobs: dict[str, Callable[[], T]], meanwhile: Callable[[], None]) -> dict[str, T]:
+    """Run the jobs on BUILD_THREADS threads, each with its own Django connection and Arrow
+    reader that import the build's snapshot, so every job sees the same data as the rest of
+    the build (`_postgres_view`), and `meanwhile` in this thread on the view's own
+    connection. Jobs start in the order given; the first error is raised once all have
+    stopped."""
+    view = _view.get()
+    if view is None:
+        raise RuntimeError("run_in_view needs the build's view (_postgres_view)")
+    with ThreadPoolExecutor(BUILD_THREADS, thread_name_prefix="snapshot") as pool:
+        futures = {
+            name: pool.submit(copy_context().run, _run_joined, view.snapshot_id, job)
+            for name, job in jobs.items()
+        }
+        meanwhile()
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _run_joined(snapshot_id: str, job: Callable[[], T]) -> T:
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
+                for statement in BUILD_SETTINGS:
+                    cursor.execute(statement)
+            with _joined(_View(snapshot_id)):
+                return job()
+    finally:
+        connections.close_all()  # this thread's connection, which nothing else will reuse

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from django.db.models import F, FilteredRelation, Q, QuerySet
+from django.db.models import F, FilteredRelation, Max, Q, QuerySet
 
 from generation.models import Track
 from ratings.dataset import DataFilters, filtered_votes
@@ -276,17 +276,10 @@ def _vote_table(
         for name, path in _subset(VOTE_PATHS, PAIR_FIELDS).items()
     }
     pairs = Pair.objects.filter(campaign__in=campaigns)
-    # Only the scored protocols have ratings: a lookup by vote id spares the other votes the
-    # two rating joins.
-    scored = Vote.objects.filter(campaign__in=campaigns).exclude(
-        campaign__protocol=Campaign.Protocol.PREFERENCE
-    )
     dimensions = {
         "pair_id": _dimension(pairs, pair_paths, "pair_id", columns),
-        "vote_id": _dimension(
-            _with_scores(scored), {"vote_id": "id", "score_a": "rating_a__score",
-                                   "score_b": "rating_b__score"}, "vote_id", columns,
-        ),
+        "vote_id": _dimension(_vote_scores(campaigns), {"vote_id": "vote_id", "score_a": "score_a",
+                              "score_b": "score_b"}, "vote_id", columns),
         "rater_id": _rater_dimension(),
     }  # fmt: skip
     facts = [c.name for c in _fact_columns(columns, list(dimensions))]
@@ -294,6 +287,22 @@ def _vote_table(
         "votes", _values(_with_scores(votes), VOTE_PATHS), "vote_id", columns,
         facts=_values(votes, _subset(VOTE_PATHS, facts)), dimensions=dimensions,
     )  # fmt: skip
+
+
+def _vote_scores(campaigns: QuerySet[Campaign]) -> QuerySet[MosRating]:
+    """Each rated vote's two scores, read from the ratings grouped by vote: only scored votes
+    have ratings, so this reads a fraction of what joining ratings to every vote would (a
+    million preference votes cost that join 0.4 s). Votes without ratings are not rows here;
+    their lookup finds nothing and their scores are null, as the join leaves them."""
+    # A vote has at most one rating per clip (rating_unique_per_rater), so Max picks it.
+    return (
+        MosRating.objects.filter(campaign__in=campaigns)
+        .values("vote_id")
+        .annotate(
+            score_a=Max("score", filter=Q(track_id=F("vote__pair__track_a_id"))),
+            score_b=Max("score", filter=Q(track_id=F("vote__pair__track_b_id"))),
+        )
+    )
 
 
 def _with_scores(votes: QuerySet[Vote]) -> QuerySet[Vote]:

@@ -102,8 +102,10 @@ def snapshot_build(*, snapshot_id: int, progress: ProgressFn | None = None) -> D
     partial = root / f".{snapshot.directory.name}.partial-{secrets.token_hex(4)}"
     try:
         partial.mkdir()
-        counts = _consistent_write(snapshot, partial, progress or (lambda step, rows: None))
-        manifest = _manifest(snapshot, partial, counts)
+        counts, agreement = _consistent_write(
+            snapshot, partial, progress or (lambda step, rows: None)
+        )
+        manifest = _manifest(snapshot, partial, counts, agreement)
         (partial / MANIFEST_NAME).write_text(_json_text(manifest))
         _replace_directory(partial, snapshot.directory)
     except Exception as exc:

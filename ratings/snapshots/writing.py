@@ -9,7 +9,9 @@ import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from django.core.files.storage import default_storage
 from django.db import connection
@@ -17,6 +19,7 @@ from django.db import connection
 from ratings.dataset import DataFilters
 from ratings.models import DatasetSnapshot
 from ratings.pseudonyms import Pseudonyms
+from ratings.snapshots.manifest import _agreement
 from ratings.snapshots.portable import (
     _portable_csv,
     _portable_jsonl,
@@ -29,6 +32,7 @@ from ratings.snapshots.postgres import (
     _postgres_jsonl,
     _postgres_metadata,
     _postgres_view,
+    run_in_view,
 )
 from ratings.snapshots.postgres_parquet import _write_parquet
 from ratings.snapshots.schema import AUDIO_EXTENSION, ProgressFn, Table, _tables
@@ -65,27 +69,43 @@ def _write_audiofolder(
     return backend.metadata(directory / "metadata.jsonl", tables["votes"], pseudonyms, progress)
 
 
-def _write_all(snapshot: DatasetSnapshot, directory: Path, progress: ProgressFn) -> dict[str, int]:
+def _write_all(
+    snapshot: DatasetSnapshot, directory: Path, progress: ProgressFn
+) -> tuple[dict[str, int], dict[str, float | None]]:
+    """Every asked file of every table, and the raters' agreement for the manifest: the
+    Parquet files and the agreement as jobs the backend may run side by side, the text files
+    (one COPY stream on the view's own connection) in this thread meanwhile."""
     backend = _backend()
     filters = DataFilters.from_json(snapshot.filters)
     tables = {t.name: t for t in _tables(filters, in_snapshot=snapshot.include_audio)}
     pseudonyms = Pseudonyms(snapshot.pseudonym_salt)
-    writers = {"csv": backend.csv, "jsonl": backend.jsonl, "parquet": backend.parquet}
+    text_writers = {"csv": backend.csv, "jsonl": backend.jsonl}
+    jobs: dict[str, Callable[[], Any]] = {
+        f"{name}.parquet": partial(backend.parquet, directory / f"{name}.parquet", table,
+                                   pseudonyms, progress)
+        for name, table in tables.items() if "parquet" in snapshot.formats
+    }  # fmt: skip
+    jobs["agreement"] = partial(_agreement, filters)
     counts: dict[str, int] = {}
+
+    def text_files() -> None:
+        for name, table in tables.items():
+            for fmt in (f for f in snapshot.formats if f in text_writers):
+                counts[name] = text_writers[fmt](directory / f"{name}.{fmt}", table, pseudonyms,
+                                                 progress)  # fmt: skip
+        if snapshot.include_audio:
+            _write_audio(directory, tables["tracks"], progress)
+        if "audiofolder" in snapshot.formats:
+            counts["votes"] = _write_audiofolder(
+                directory / "audiofolder", tables, pseudonyms, progress, backend
+            )
+
+    results = backend.run(jobs, text_files)
     for name, table in tables.items():
-        for fmt in (f for f in snapshot.formats if f in writers):
-            path = directory / f"{name}.{fmt}"
-            counts[name] = writers[fmt](path, table, pseudonyms, progress)
-    if snapshot.include_audio:
-        _write_audio(directory, tables["tracks"], progress)
-    if "audiofolder" in snapshot.formats:
-        counts["votes"] = _write_audiofolder(
-            directory / "audiofolder", tables, pseudonyms, progress, backend
-        )
-    for name, table in tables.items():
-        if name not in counts:  # only the audiofolder was asked for
-            counts[name] = table.rows.count()
-    return counts
+        if name not in counts:
+            parquet = results.get(f"{name}.parquet")
+            counts[name] = table.rows.count() if parquet is None else parquet  # or audiofolder
+    return counts, results["agreement"]
 
 
 # The two paths.
@@ -103,6 +123,7 @@ class Backend:
     parquet: TableWriter
     metadata: TableWriter
     view: Callable[[], AbstractContextManager[None]]
+    run: Callable[[dict[str, Callable[[], Any]], Callable[[], None]], dict[str, Any]]
 
 
 def _backend() -> Backend:
@@ -116,20 +137,29 @@ def _backend() -> Backend:
 def _postgres_backend() -> Backend:
     return Backend(
         csv=_postgres_csv, jsonl=_postgres_jsonl, parquet=_write_parquet,
-        metadata=_postgres_metadata, view=_postgres_view,
+        metadata=_postgres_metadata, view=_postgres_view, run=run_in_view,
     )  # fmt: skip
 
 
 def _portable_backend() -> Backend:
     return Backend(
         csv=_portable_csv, jsonl=_portable_jsonl, parquet=_portable_parquet,
-        metadata=_portable_metadata, view=_portable_view,
+        metadata=_portable_metadata, view=_portable_view, run=_run_in_order,
     )  # fmt: skip
+
+
+def _run_in_order(
+    jobs: dict[str, Callable[[], Any]], meanwhile: Callable[[], None]
+) -> dict[str, Any]:
+    """Other databases: one connection, one thing at a time."""
+    meanwhile()
+    return {name: job() for name, job in jobs.items()}
 
 
 def _consistent_write(
     snapshot: DatasetSnapshot, directory: Path, progress: ProgressFn
-) -> dict[str, int]:
-    """All tables from one view of the database: a vote cast mid-build is in none of them."""
+) -> tuple[dict[str, int], dict[str, float | None]]:
+    """All tables, and the agreement, from one view of the database: a vote cast mid-build
+    is in none of them."""
     with _backend().view():
         return _write_all(snapshot, directory, progress)

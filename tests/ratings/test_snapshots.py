@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import threading
 import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import call_command
+from django.db import connections
 from django.utils import timezone
 
 from ratings import snapshots, tasks
@@ -385,6 +387,43 @@ def test_a_build_failing_mid_stream_cancels_the_copy_and_can_be_retried(
     assert retried.status == DatasetSnapshot.Status.FINISHED, retried.error
     assert retried.error == ""
     assert pq.read_table(retried.directory / "votes.parquet").num_rows == len(votes)
+
+
+def test_a_vote_cast_during_the_build_is_in_no_file_and_not_in_the_agreement(
+    votes: list[Vote], monkeypatch
+) -> None:
+    """The Parquet files and the agreement are written by threads with connections of their
+    own, beside the text files on the build's connection: all of them read the build's
+    snapshot, so a campaign voted on once the build has started is in none of them."""
+    tables = writing._tables
+    late: list[Vote] = []
+
+    def vote_in_a_new_campaign() -> None:
+        pair = PairFactory(campaign=CampaignFactory(protocol=Campaign.Protocol.SIDE_BY_SIDE))
+        late.append(vote_on(pair, RaterFactory(), scores=(1, 5)))
+        connections.close_all()
+
+    def tables_after_a_late_vote(*args: Any, **kwargs: Any) -> Any:
+        # Committed by another connection after the build took its snapshot.
+        voter = threading.Thread(target=vote_in_a_new_campaign)
+        voter.start()
+        voter.join()
+        return tables(*args, **kwargs)
+
+    monkeypatch.setattr(writing, "_tables", tables_after_a_late_vote)
+    snapshot = build(formats=["jsonl", "csv", "parquet"])
+
+    assert snapshot.status == DatasetSnapshot.Status.FINISHED, snapshot.error
+    assert late and Vote.objects.filter(pk=late[0].pk).exists()  # the vote was stored
+    stored_before = {v.pk for v in votes}
+    assert {r["vote_id"] for r in read_jsonl(snapshot.directory / "votes.jsonl")} == stored_before
+    assert {r["vote_id"] for r in read_csv(snapshot.directory / "votes.csv")} == stored_before
+    parquet_ids = pq.read_table(snapshot.directory / "votes.parquet").column("vote_id")
+    assert set(parquet_ids.to_pylist()) == stored_before
+    ratings = pq.read_table(snapshot.directory / "ratings.parquet").column("vote_id").to_pylist()
+    assert late[0].pk not in ratings
+    assert set(snapshot.manifest["agreement"]) == {str(v.campaign_id) for v in votes}
+    assert snapshot.row_counts["votes"] == len(votes)
 
 
 def test_files_outside_the_manifest_are_refused(votes: list[Vote]) -> None:
