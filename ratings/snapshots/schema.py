@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from django.db.models import F, FilteredRelation, Max, Q, QuerySet
+from django.db.models import Exists, F, FilteredRelation, Max, OuterRef, Q, QuerySet
 
 from generation.models import Track
 from ratings.dataset import DataFilters, filtered_votes
@@ -242,17 +242,21 @@ def _tables(filters: DataFilters, *, in_snapshot: bool) -> list[Table]:
         _rating_table(MosRating.objects.filter(vote__in=votes), _campaigns(filters)),
         Table(
             "tracks",
-            _values(
-                Track.objects.filter(
-                    Q(pk__in=votes.values("pair__track_a_id"))
-                    | Q(pk__in=votes.values("pair__track_b_id"))
-                ),
-                TRACK_PATHS,
-            ),
+            _values(_voted_tracks(votes), TRACK_PATHS),
             "track_id",
             _track_columns(in_snapshot=in_snapshot),
         ),
     ]
+
+
+def _voted_tracks(votes: QuerySet[Vote]) -> QuerySet[Track]:
+    """The clips of the pairs that hold at least one of the votes. Asked pair by pair (an
+    index probe into the votes of each pair finds the first one), not by collecting the
+    clips of every vote, which reads all the votes twice (0.4 s for a million)."""
+    voted_pairs = Pair.objects.filter(Exists(votes.filter(pair_id=OuterRef("pk"))))
+    return Track.objects.filter(
+        Q(pk__in=voted_pairs.values("track_a_id")) | Q(pk__in=voted_pairs.values("track_b_id"))
+    )
 
 
 def _campaigns(filters: DataFilters) -> QuerySet[Campaign]:

@@ -150,6 +150,7 @@ def test_the_rows_are_the_ones_the_dataset_module_defines(votes: list[Vote]) -> 
 
 
 def test_ratings_and_tracks_tables_match_in_every_format(votes: list[Vote]) -> None:
+    unvoted = PairFactory()  # its clips are in no vote, so in no table
     snapshot = build(formats=["jsonl", "csv", "parquet"])
 
     directory = snapshot.directory
@@ -169,6 +170,9 @@ def test_ratings_and_tracks_tables_match_in_every_format(votes: list[Vote]) -> N
     assert read_jsonl(directory / "ratings.jsonl") == ratings
     assert read_csv(directory / "ratings.csv") == ratings
     tracks = pq.read_table(directory / "tracks.parquet").to_pylist()
+    voted = {v.pair.track_a_id for v in votes} | {v.pair.track_b_id for v in votes} - {None}
+    assert [t["track_id"] for t in tracks] == sorted(voted)
+    assert not {unvoted.track_a_id, unvoted.track_b_id} & voted
     assert read_jsonl(directory / "tracks.jsonl") == tracks
     # A CSV cell cannot tell an empty caption from a missing one (PostgreSQL quotes the empty
     # string, the csv module drops the quotes).
