@@ -127,13 +127,15 @@ def gunicorn_start(env: dict[str, str], log_path: Path) -> tuple[subprocess.Pope
 
 
 def seed(args: argparse.Namespace, users: int) -> list[str]:
-    from generation.models import GeneratorVersion
     from generation.music.backends import SHIPPED_GENERATOR
+    from generation.services import generator_version_register
 
-    fields: dict[str, Any] = {"backend": args.backend, "status": "active"}
-    if args.backend == "symbolic":
-        fields["checkpoint"] = SHIPPED_GENERATOR
-    GeneratorVersion.objects.create(name=f"bench-{args.backend}", **fields)
+    generator_version_register(
+        name=f"bench-{args.backend}",
+        backend=args.backend,
+        checkpoint=SHIPPED_GENERATOR if args.backend == "symbolic" else "",
+        status="active",
+    )
     return raters_create(prefix="playground", count=users)
 
 

@@ -92,19 +92,18 @@ def django_setup(database_url: str, data_dir: Path) -> None:
 
 def render_campaign(prompt_count: int) -> tuple[int, float]:
     """(campaign id, seconds spent rendering); an existing campaign is reused."""
-    from generation.models import GeneratorVersion
-    from generation.services import prompt_get_or_create
+    from generation.services import generator_version_register, prompt_get_or_create
     from ratings.campaigns import campaign_generate_prompt
     from ratings.models import Campaign
 
     existing = Campaign.objects.filter(name="reward benchmark", status="active").first()
     if existing and existing.pairs.count() == prompt_count:
         return existing.pk, 0.0
-    sparse, _ = GeneratorVersion.objects.get_or_create(
-        name="sparse", defaults={"backend": "procedural", "config": {"density_scale": 0.3}}
+    sparse = generator_version_register(
+        name="sparse", backend="procedural", config={"density_scale": 0.3}
     )
-    busy, _ = GeneratorVersion.objects.get_or_create(
-        name="busy", defaults={"backend": "procedural", "config": {"density_scale": 3.0}}
+    busy = generator_version_register(
+        name="busy", backend="procedural", config={"density_scale": 3.0}
     )
     campaign = Campaign.objects.create(
         name="reward benchmark", purpose="evaluate", protocol="preference", status="generating",

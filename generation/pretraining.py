@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generation.models import GeneratorVersion, PretrainingRun
+from generation.services import generator_version_register
 
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
 # Writing progress to the database on every step would cost more than a tiny model's step.
@@ -115,7 +116,7 @@ def _register_version(run: PretrainingRun, metrics: dict, generator_path: Path) 
         shutil.copyfile(generator_path, run.directory / f"generator-{run.steps}.pt")
     )
     with transaction.atomic():
-        version = GeneratorVersion.objects.create(
+        version = generator_version_register(
             name=name if previous is None else f"{name}-step{run.steps}",
             parent=previous,
             backend="symbolic",

@@ -1,5 +1,5 @@
 """Writes of the generation app: prompts, rendering tracks (a campaign's pairs are formed by
-ratings.campaigns) and registering the shipped generators."""
+ratings.campaigns) and registering generator versions, the shipped ones among them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 
-from generation.models import GeneratorVersion, Prompt, Track
+from generation.models import GeneratorVersion, PretrainingRun, Prompt, Track
 from generation.music.backends import (
     PARENT_GENERATOR,
     SHIPPED_GENERATOR,
@@ -40,6 +40,43 @@ def shipped_evaluation(checkpoint: str) -> dict:
     return json.loads(sidecar.read_text()) if sidecar.exists() else {}
 
 
+def generator_version_register(
+    *,
+    name: str,
+    backend: str,
+    config: dict | None = None,
+    checkpoint: str = "",
+    parent: GeneratorVersion | None = None,
+    status: str = GeneratorVersion.Status.CANDIDATE,
+    metrics: dict | None = None,
+    pretraining_run: PretrainingRun | None = None,
+) -> GeneratorVersion:
+    """The generator version named `name`, registered once: the one home of creating a
+    GeneratorVersion (pretraining, fine-tuning, the shipped generators, the demo).
+
+    The name is the version's identity: campaigns, votes and runs name versions by it, and a
+    caller that runs again (a retried job, seed_demo on every start) must get the same row
+    back. So a name that is already registered returns that row as it is; the other arguments
+    only describe a new row, and an existing one is never rewritten (a database made before
+    the planned generator keeps its versions). `parent` is the saved version this one was
+    derived from (the lineage the admin shows); `metrics` is what is known about the version
+    when it is made: its held-out evaluation, or the run that made it.
+    """
+    version, _ = GeneratorVersion.objects.get_or_create(
+        name=name,
+        defaults={
+            "backend": backend,
+            "config": config or {},
+            "checkpoint": checkpoint,
+            "parent": parent,
+            "status": status,
+            "metrics": metrics or {},
+            "pretraining_run": pretraining_run,
+        },
+    )
+    return version
+
+
 def shipped_version_register() -> GeneratorVersion | None:
     """The learned generator the repository ships, registered once as an active version, with
     the first learned generator registered as its parent (retired: the planned one replaces
@@ -50,26 +87,21 @@ def shipped_version_register() -> GeneratorVersion | None:
     with transaction.atomic():
         parent = None
         if (Path(settings.BASE_DIR) / PARENT_GENERATOR).exists():
-            parent, _ = GeneratorVersion.objects.get_or_create(
+            parent = generator_version_register(
                 name=PARENT_VERSION_NAME,
-                defaults={
-                    "backend": "symbolic",
-                    "checkpoint": PARENT_GENERATOR,
-                    "status": GeneratorVersion.Status.RETIRED,
-                    "metrics": shipped_evaluation(PARENT_GENERATOR),
-                },
+                backend="symbolic",
+                checkpoint=PARENT_GENERATOR,
+                status=GeneratorVersion.Status.RETIRED,
+                metrics=shipped_evaluation(PARENT_GENERATOR),
             )
-        version, _ = GeneratorVersion.objects.get_or_create(
+        return generator_version_register(
             name=SHIPPED_VERSION_NAME,
-            defaults={
-                "backend": "symbolic",
-                "checkpoint": SHIPPED_GENERATOR,
-                "status": GeneratorVersion.Status.ACTIVE,
-                "parent": parent,
-                "metrics": shipped_evaluation(SHIPPED_GENERATOR),
-            },
+            backend="symbolic",
+            checkpoint=SHIPPED_GENERATOR,
+            status=GeneratorVersion.Status.ACTIVE,
+            parent=parent,
+            metrics=shipped_evaluation(SHIPPED_GENERATOR),
         )
-    return version
 
 
 def derive_seed(*parts: object) -> int:

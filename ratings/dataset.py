@@ -19,6 +19,7 @@ from typing import Any
 from django.db.models import Count, F, Q, QuerySet
 
 from ratings.models import MosRating, Pair, Vote
+from ratings.vote_fields import VOTE_FIELDS_BY_NAME, vote_field_names
 
 ROW_BATCH = 2_000
 # Reliability is unknown for raters with fewer comparable votes than this: they are kept.
@@ -111,30 +112,21 @@ def filtered_votes(filters: DataFilters) -> QuerySet[Vote]:
     return votes
 
 
+# The dataset's own vote columns: the prompt's source (training may leave playground prompts
+# out) and the rater's id (agreement is measured per rater; these rows never leave the
+# platform). name -> ORM path of every column the query reads; vote_rows adds the scores.
+_DATASET_PATHS = {"prompt_source": "pair__prompt__source", "rater_id": "rater_id"}
 VOTE_COLUMNS = {
-    "vote_id": "id",
-    "campaign_id": "campaign_id",
-    "protocol": "campaign__protocol",
-    "prompt_id": "pair__prompt_id",
-    "prompt_text": "pair__prompt__text",
-    "prompt_source": "pair__prompt__source",
-    "track_a_id": "pair__track_a_id",
-    "track_b_id": "pair__track_b_id",
-    "version_a": "pair__track_a__generator_version__name",
-    "version_b": "pair__track_b__generator_version__name",
-    "left_is_a": "left_is_a",
-    "choice": "choice",
-    "rater_id": "rater_id",
-    "listen_ms_a": "listen_ms_a",
-    "listen_ms_b": "listen_ms_b",
-    "elapsed_ms": "elapsed_ms",
-    "created_at": "created_at",
+    name: path
+    for name in vote_field_names(after={"prompt_text": ["prompt_source"], "score_b": ["rater_id"]})
+    if (path := _DATASET_PATHS.get(name) or VOTE_FIELDS_BY_NAME[name].path)
 }
 
 
 def vote_rows(filters: DataFilters) -> Iterator[dict[str, Any]]:
-    """One row per vote, in id order, with both clips' 1-5 scores where the protocol asks for
-    them (score_a / score_b in the pair's own track order; None otherwise)."""
+    """One row per vote, in id order: the shared vote fields (`ratings.vote_fields`) and the
+    dataset's own, with both clips' 1-5 scores where the protocol asks for them (score_a /
+    score_b in the pair's own track order; None otherwise)."""
     votes = (
         filtered_votes(filters)
         .order_by("id")

@@ -22,6 +22,7 @@ from django.db import transaction
 
 from generation.models import GeneratorVersion, Prompt, Track
 from generation.music.prompts import prompt_is_held_out, prompt_pools
+from generation.services import generator_version_register
 from ratings.dataset import DataFilters, preference_target, vote_rows
 from reward import jobs
 from reward.models import FineTuneRun, RewardModel, TrainingJob
@@ -514,16 +515,14 @@ def _register_candidate(run: FineTuneRun, generator_path: Path) -> GeneratorVers
         checkpoint = generator_path.relative_to(django_settings.BASE_DIR)
     config = {key: value for key, value in base.config.items() if key != "checkpoint"}
     with transaction.atomic():
-        version, _ = GeneratorVersion.objects.get_or_create(
+        version = generator_version_register(
             name=f"{base.name}-{run.algorithm}{run.pk}",
-            defaults={
-                "backend": base.backend,
-                "config": config,
-                "checkpoint": str(checkpoint),
-                "parent": base,
-                "status": GeneratorVersion.Status.CANDIDATE,
-                "metrics": {"fine_tune_run": run.pk, "preset": run.preset},
-            },
+            backend=base.backend,
+            config=config,
+            checkpoint=str(checkpoint),
+            parent=base,
+            status=GeneratorVersion.Status.CANDIDATE,
+            metrics={"fine_tune_run": run.pk, "preset": run.preset},
         )
         jobs.job_finish(FineTuneRun, run.pk, result_version=version, step=run.steps)
     return version

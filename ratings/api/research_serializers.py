@@ -12,6 +12,7 @@ from ratings.models import Campaign, DatasetSnapshot, MosRating, Vote
 from ratings.pseudonyms import rater_pseudonym
 from ratings.selectors import snapshot_data_files, snapshot_file_url
 from ratings.snapshots import FORMATS
+from ratings.vote_fields import vote_layout
 
 
 class VersionSerializer(serializers.ModelSerializer):
@@ -40,6 +41,24 @@ class PseudonymField(serializers.Field):
         return rater_pseudonym(value)
 
 
+# The API's names for the shared vote fields (ratings.vote_fields) where they differ: DRF's
+# names for related rows, and one nested prompt object for the prompt's id and text.
+VOTE_API_NAMES = {
+    "vote_id": "id", "campaign_id": "campaign", "prompt_id": "prompt", "prompt_text": "prompt",
+    "track_a_id": "track_a", "track_b_id": "track_b",
+}  # fmt: skip
+
+
+def _vote_api_fields() -> list[str]:
+    """The shared vote fields under the API's names, with the API's own: the pair and the
+    rater's pseudonym."""
+    names = vote_layout(
+        lambda field: VOTE_API_NAMES.get(field.name, field.name),
+        after={"protocol": ["pair"], "score_b": ["rater"]},
+    )
+    return list(dict.fromkeys(names))
+
+
 class ResearchVoteSerializer(serializers.ModelSerializer):
     protocol = serializers.CharField(source="campaign.protocol", read_only=True)
     prompt = PromptRefSerializer(source="pair.prompt", read_only=True)
@@ -55,11 +74,7 @@ class ResearchVoteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Vote
-        fields = [
-            "id", "campaign", "protocol", "pair", "prompt", "track_a", "track_b", "version_a",
-            "version_b", "left_is_a", "choice", "score_a", "score_b", "rater", "listen_ms_a",
-            "listen_ms_b", "elapsed_ms", "created_at",
-        ]  # fmt: skip
+        fields = _vote_api_fields()
         read_only_fields = fields
 
     def _score(self, vote: Vote, track_id: int | None) -> int | None:

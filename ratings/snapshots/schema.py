@@ -15,6 +15,7 @@ from django.db.models import Exists, F, FilteredRelation, Max, OuterRef, Q, Quer
 from generation.models import Track
 from ratings.dataset import DataFilters, filtered_votes
 from ratings.models import Campaign, MosRating, Pair, Rater, Vote
+from ratings.vote_fields import VOTE_FIELDS, VoteField, vote_layout
 
 FORMATS = ("jsonl", "csv", "parquet", "audiofolder")
 TABLES = ("votes", "ratings", "tracks")
@@ -102,34 +103,35 @@ PSEUDONYM = "pseudonym"
 RATER = Column("rater", STR, "p.pseudonym", lookup="rater_id", python=lambda row: row[PSEUDONYM])
 
 
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "int64": INT64, "int32": pa.int32(), "int16": pa.int16(), "bool": pa.bool_(), "string": STR,
+    "timestamp": TIMESTAMP,
+}  # fmt: skip
+# The scores of a vote, from its two ratings (see _with_scores).
+SCORE_PATHS = {"score_a": "rating_a__score", "score_b": "rating_b__score"}
+
+
 def _vote_columns(*, in_snapshot: bool) -> list[Column]:
+    """The shared vote fields (ratings.vote_fields) and the snapshot's own: the pair, the
+    campaign's name, the clips' audio, the vote's status and the rater's pseudonym."""
     pair = {"lookup": "pair_id"}
-    return [
-        Column("vote_id", INT64),
-        Column("pair_id", INT64),
-        Column("campaign_id", INT64, **pair),
-        Column("campaign_name", STR, **pair),
-        Column("protocol", STR, **pair),
-        Column("prompt_id", INT64, **pair),
-        Column("prompt_text", STR, **pair),
-        Column("track_a_id", INT64, **pair),
-        Column("track_b_id", INT64, **pair),
-        _audio_column("audio_a", "track_a_id", "stored_a", in_snapshot=in_snapshot, **pair),
-        _audio_column("audio_b", "track_b_id", "stored_b", in_snapshot=in_snapshot, **pair),
-        Column("version_a", STR, **pair),
-        Column("version_b", STR, **pair),
-        Column("left_is_a", pa.bool_()),
-        Column("choice", STR),
-        Column("score_a", pa.int16(), lookup="vote_id"),
-        Column("score_b", pa.int16(), lookup="vote_id"),
-        Column("listen_ms_a", pa.int32()),
-        Column("listen_ms_b", pa.int32()),
-        Column("elapsed_ms", pa.int32()),
+    own = {
+        "vote_id": [Column("pair_id", INT64)],
+        "campaign_id": [Column("campaign_name", STR, **pair)],
+        "track_b_id": [
+            _audio_column("audio_a", "track_a_id", "stored_a", in_snapshot=in_snapshot, **pair),
+            _audio_column("audio_b", "track_b_id", "stored_b", in_snapshot=in_snapshot, **pair),
+        ],
         # "counted" unless the filters asked for flagged or rejected votes too.
-        Column("status", STR),
-        RATER,
-        Column("created_at", TIMESTAMP),
-    ]
+        "elapsed_ms": [Column("status", STR), RATER],
+    }
+    return vote_layout(_shared_vote_column, after=own)
+
+
+def _shared_vote_column(field: VoteField) -> Column:
+    # Parquet reads the pair's fields once per pair and the scores once per scored vote.
+    lookup = "pair_id" if field.of_pair else "vote_id" if field.name in SCORE_PATHS else ""
+    return Column(field.name, ARROW_TYPES[field.type], lookup=lookup)
 
 
 def _rating_columns() -> list[Column]:
@@ -203,23 +205,33 @@ def _subset(columns: dict[str, str], names: Sequence[str]) -> dict[str, str]:
     return {name: columns[name] for name in names}
 
 
-VOTE_PATHS = {
-    "vote_id": "id", "pair_id": "pair_id", "campaign_id": "campaign_id",
-    "campaign_name": "campaign__name", "protocol": "campaign__protocol",
-    "prompt_id": "pair__prompt_id", "prompt_text": "pair__prompt__text",
-    "track_a_id": "pair__track_a_id", "track_b_id": "pair__track_b_id",
-    "stored_a": "pair__track_a__audio", "stored_b": "pair__track_b__audio",
-    "version_a": "pair__track_a__generator_version__name",
-    "version_b": "pair__track_b__generator_version__name",
-    "left_is_a": "left_is_a", "choice": "choice", "score_a": "rating_a__score",
-    "score_b": "rating_b__score", "listen_ms_a": "listen_ms_a", "listen_ms_b": "listen_ms_b",
-    "elapsed_ms": "elapsed_ms", "status": "status", "rater_id": "rater_id",
-    "created_at": "created_at",
-}  # fmt: skip
-PAIR_FIELDS = (
-    "campaign_id", "campaign_name", "protocol", "prompt_id", "prompt_text", "track_a_id",
-    "track_b_id", "stored_a", "stored_b", "version_a", "version_b",
-)  # fmt: skip
+def _vote_path(field: VoteField) -> tuple[str, str]:
+    return field.name, field.path or SCORE_PATHS[field.name]
+
+
+# The inner query's vote columns: the shared fields', and those the snapshot's own columns
+# are made of (the audio from the clips' stored names, the pseudonym from the rater's id).
+VOTE_PATHS = dict(
+    vote_layout(
+        _vote_path,
+        after={
+            "vote_id": [("pair_id", "pair_id")],
+            "campaign_id": [("campaign_name", "campaign__name")],
+            "track_b_id": [
+                ("stored_a", "pair__track_a__audio"),
+                ("stored_b", "pair__track_b__audio"),
+            ],
+            "elapsed_ms": [("status", "status"), ("rater_id", "rater_id")],
+        },
+    )
+)
+# The vote columns that belong to its pair: the pair dimension's.
+PAIR_FIELDS = tuple(
+    name
+    for name in VOTE_PATHS
+    if name in ("campaign_name", "stored_a", "stored_b")
+    or name in {field.name for field in VOTE_FIELDS if field.of_pair}
+)
 RATING_PATHS = {
     "rating_id": "id", "vote_id": "vote_id", "campaign_id": "campaign_id",
     "protocol": "campaign__protocol", "track_id": "track_id", "prompt_id": "track__prompt_id",
@@ -282,8 +294,10 @@ def _vote_table(
     pairs = Pair.objects.filter(campaign__in=campaigns)
     dimensions = {
         "pair_id": _dimension(pairs, pair_paths, "pair_id", columns),
-        "vote_id": _dimension(_vote_scores(campaigns), {"vote_id": "vote_id", "score_a": "score_a",
-                              "score_b": "score_b"}, "vote_id", columns),
+        "vote_id": _dimension(
+            _vote_scores(campaigns), {"vote_id": "vote_id"} | {n: n for n in SCORE_PATHS},
+            "vote_id", columns,
+        ),
         "rater_id": _rater_dimension(),
     }  # fmt: skip
     facts = [c.name for c in _fact_columns(columns, list(dimensions))]

@@ -17,7 +17,7 @@ from django.db import transaction
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
 from generation.music.prompts import EXAMPLE_PROMPTS
-from generation.services import shipped_version_register
+from generation.services import generator_version_register, shipped_version_register
 from ratings.campaigns import campaign_create
 from ratings.models import Campaign, Rater, Role
 
@@ -39,17 +39,14 @@ class Command(BaseCommand):
     def handle(self, *args, clip_seconds: float, **options) -> None:
         credentials = self._users()
         with transaction.atomic():
-            v1, _ = GeneratorVersion.objects.get_or_create(
-                name="procedural-v1",
-                defaults={"backend": "procedural", "status": GeneratorVersion.Status.ACTIVE},
+            v1 = generator_version_register(
+                name="procedural-v1", backend="procedural", status=GeneratorVersion.Status.ACTIVE
             )
-            v2, _ = GeneratorVersion.objects.get_or_create(
+            v2 = generator_version_register(
                 name="procedural-v2",
-                defaults={
-                    "backend": "procedural",
-                    "config": {"humanize": 0.6, "variation": 0.8},
-                    "parent": v1,
-                },
+                backend="procedural",
+                config={"humanize": 0.6, "variation": 0.8},
+                parent=v1,
             )
             learned = self._shipped_learned_version()
         admin = get_user_model().objects.get(username="admin")
