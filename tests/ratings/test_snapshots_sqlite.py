@@ -101,6 +101,7 @@ def _postgres_schema(name: str) -> pa.Schema:
     return postgres_parquet._arrow_schema(tables[name])
 
 
+@pytest.mark.django_db  # the PostgreSQL path's tables are defined from the campaigns it holds
 def test_sqlite_export_writes_every_format(sqlite_env: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "export"
     _export(sqlite_env, out)
