@@ -248,10 +248,21 @@ TRACK_PATHS = {
 
 
 def _tables(filters: DataFilters, *, in_snapshot: bool) -> list[Table]:
+    """The tables of a snapshot with these filters. Call it inside the build's view: it reads
+    which of the campaigns ask for scores."""
     votes = filtered_votes(filters)
+    campaigns = _campaigns(filters)
+    # Only votes of the scored protocols have ratings (voting refuses scores elsewhere). The
+    # campaigns are named by id, so PostgreSQL reads their votes through the campaign index:
+    # asked as a subquery it cannot tell how few they are, and reads every vote.
+    scored = list(
+        campaigns.exclude(protocol=Campaign.Protocol.PREFERENCE).values_list("pk", flat=True)
+    )
+    # -1 is no campaign's id: an empty IN list would make Django refuse to write the SQL.
+    scored_votes = votes.filter(campaign_id__in=scored or [-1])
     return [
-        _vote_table(votes, _campaigns(filters), in_snapshot=in_snapshot),
-        _rating_table(MosRating.objects.filter(vote__in=votes), _campaigns(filters)),
+        _vote_table(votes, scored_votes, campaigns, in_snapshot=in_snapshot),
+        _rating_table(MosRating.objects.filter(vote__in=scored_votes), campaigns),
         Table(
             "tracks",
             _values(_voted_tracks(votes), TRACK_PATHS),
@@ -284,7 +295,11 @@ def _campaigns(filters: DataFilters) -> QuerySet[Campaign]:
 
 
 def _vote_table(
-    votes: QuerySet[Vote], campaigns: QuerySet[Campaign], *, in_snapshot: bool
+    votes: QuerySet[Vote],
+    scored_votes: QuerySet[Vote],
+    campaigns: QuerySet[Campaign],
+    *,
+    in_snapshot: bool,
 ) -> Table:
     columns = _vote_columns(in_snapshot=in_snapshot)
     pair_paths = {"pair_id": "id"} | {
@@ -295,7 +310,7 @@ def _vote_table(
     dimensions = {
         "pair_id": _dimension(pairs, pair_paths, "pair_id", columns),
         "vote_id": _dimension(
-            _vote_scores(campaigns), {"vote_id": "id"} | SCORE_PATHS, "vote_id", columns
+            _with_scores(scored_votes), {"vote_id": "id"} | SCORE_PATHS, "vote_id", columns
         ),
         "rater_id": _rater_dimension(),
     }  # fmt: skip
@@ -304,18 +319,6 @@ def _vote_table(
         "votes", _values(_with_scores(votes), VOTE_PATHS), "vote_id", columns,
         facts=_values(votes, _subset(VOTE_PATHS, facts)), dimensions=dimensions,
     )  # fmt: skip
-
-
-def _vote_scores(campaigns: QuerySet[Campaign]) -> QuerySet[Vote]:
-    """The votes that can have scores (those of the scored protocols), with their two
-    scores. The campaigns are named by id, so PostgreSQL reads their votes through the
-    campaign index: asked as a subquery it cannot tell how few they are and joins the ratings
-    to every vote (0.4 s for a million preference votes, against 0.1 s)."""
-    scored = list(
-        campaigns.exclude(protocol=Campaign.Protocol.PREFERENCE).values_list("pk", flat=True)
-    )
-    # -1 is no campaign's id: an empty IN list would make Django refuse to write the SQL.
-    return _with_scores(Vote.objects.filter(campaign_id__in=scored or [-1]))
 
 
 def _with_scores(votes: QuerySet[Vote]) -> QuerySet[Vote]:
