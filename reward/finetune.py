@@ -221,7 +221,7 @@ def finetune_run_create(
             created_by=created_by,
         )
         if queue:
-            tasks.finetune.delay_on_commit(run.pk)
+            tasks.finetune_generator.delay_on_commit(run.pk)
     return run
 
 
