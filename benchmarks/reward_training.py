@@ -196,7 +196,7 @@ def linear_baseline(reward_model, test_share: float) -> dict:
     from ratings.dataset import DataFilters, vote_rows
     from reward.learning.data import PreferenceSet
     from reward.learning.metrics import pairwise_accuracy
-    from reward.scoring import track_log_mels
+    from reward.track_scoring import track_log_mels
     from reward.training import preference_pairs
 
     rows = list(vote_rows(DataFilters.from_json(reward_model.data_filters)))

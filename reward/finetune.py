@@ -271,7 +271,7 @@ def reward_function(reward_models: list[RewardModel], clip_seconds: float, backe
     from reward.learning.features import log_mel
     from reward.learning.measured import MeasuredPreferenceModel
     from reward.learning.scoring import load_scorer
-    from reward.scoring import prompt_embeddings
+    from reward.track_scoring import prompt_embeddings
 
     scorers = {
         model.name: load_scorer(model.scorer_path())

@@ -32,7 +32,7 @@ def finetune_generator(run_id: int) -> None:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def score_tracks(reward_model_id: int, track_ids: list[int]) -> None:
     from generation.models import Track
-    from reward.scoring import reward_scores_store
+    from reward.track_scoring import reward_scores_store
 
     reward_model = RewardModel.objects.get(pk=reward_model_id)
     tracks = list(Track.objects.filter(pk__in=track_ids).select_related("prompt"))

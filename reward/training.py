@@ -171,7 +171,7 @@ def _frozen_rows(reward_model: RewardModel, heartbeat: jobs.Heartbeat, source) -
 
 def _clip_table(track_ids: list[int], prompt_texts: list[str], heartbeat: jobs.Heartbeat):
     from reward.learning.data import ClipTable
-    from reward.scoring import prompt_embeddings, track_log_mels
+    from reward.track_scoring import prompt_embeddings, track_log_mels
 
     heartbeat.phase(f"computing log-mel features of {len(track_ids)} clips")
     tracks = Track.objects.in_bulk(track_ids)
@@ -485,7 +485,7 @@ def _score_seen_tracks(
     """Store the scores of the tracks the model saw, for the admin's track pages. A failure
     here leaves the trained model usable (scores can be computed again from the admin), so it
     is recorded on the model instead of failing the job."""
-    from reward.scoring import reward_scores_store
+    from reward.track_scoring import reward_scores_store
 
     tracks = list(Track.objects.filter(pk__in=track_ids).select_related("prompt").order_by("pk"))
     try:
