@@ -271,8 +271,8 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
 
 
 def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
+    from reward.learning.audio_quality import QualityConfig, train_quality
     from reward.learning.data import RatingSet
-    from reward.learning.quality import QualityConfig, train_quality
 
     rows = _frozen_rows(reward_model, heartbeat, rating_rows)
     config = reward_model.config
