@@ -10,8 +10,6 @@ torch is imported inside the functions that train: the web process imports this 
 from __future__ import annotations
 
 import json
-import logging
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,11 @@ from generation.models import Track
 from ratings.dataset import DataFilters, rating_rows, rows_sha256, vote_rows
 from reward import jobs
 from reward.models import RewardModel
+from reward.training_results import reward_model_finish, sectioned_metrics
 from reward.training_sets import preference_pairs, rating_targets
 from reward.training_settings import RewardModelError
 
-logger = logging.getLogger(__name__)
 ROWS_NAME = "rows.jsonl"
-SCORER_NAME = "scorer.pt"
-MEASURED_NAME = "measured.json"
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -147,7 +143,13 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
         # Prompts are split whole, so no pair has votes on both sides: the groups just merge.
         "all": rater_agreement(train.votes_by_group() | test.votes_by_group()),
     }
-    _finish(reward_model, trained, metrics, data.track_ids, heartbeat)
+    reward_model_finish(
+        reward_model,
+        fitted=trained.model,
+        metrics=metrics,
+        track_ids=data.track_ids,
+        heartbeat=heartbeat,
+    )
 
 
 def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
@@ -176,7 +178,13 @@ def _train_quality(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None
         on_progress=heartbeat,
         initial_audio=initial_audio_encoder(config),
     )
-    _finish(reward_model, trained, sectioned_metrics(trained.metrics), data.track_ids, heartbeat)
+    reward_model_finish(
+        reward_model,
+        fitted=trained.model,
+        metrics=sectioned_metrics(trained.metrics),
+        track_ids=data.track_ids,
+        heartbeat=heartbeat,
+    )
 
 
 def _adherence_config(reward_model: RewardModel):
@@ -223,7 +231,13 @@ def _train_adherence(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> No
     trained = train_adherence(config, train, test, reward_model.directory, on_progress=heartbeat)
     metrics = sectioned_metrics(trained.metrics, retrieval=True)
     metrics["attribute_match"] = attribute_match_retrieval(test)
-    _finish(reward_model, trained, metrics, _tracks_in(rows), heartbeat)
+    reward_model_finish(
+        reward_model,
+        fitted=trained.model,
+        metrics=metrics,
+        track_ids=_tracks_in(rows),
+        heartbeat=heartbeat,
+    )
 
 
 def _attribute_match(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
@@ -234,10 +248,13 @@ def _attribute_match(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> No
     rows = _frozen_rows(reward_model, heartbeat, vote_rows)
     _record_start(reward_model, {"held_out": config.held_out_size, "scored_votes": len(rows)},
                   rows)  # fmt: skip
-    metrics = {"heldout": attribute_match_retrieval(test)}
-    jobs.job_finish(RewardModel, reward_model.pk, metrics=metrics, step=reward_model.steps)
-    reward_model.refresh_from_db()
-    _score_seen_tracks(reward_model, _tracks_in(rows, symbolic_only=True), heartbeat)
+    reward_model_finish(
+        reward_model,
+        fitted=None,  # nothing is fitted: the match is computed from the notes
+        metrics={"heldout": attribute_match_retrieval(test)},
+        track_ids=_tracks_in(rows, symbolic_only=True),
+        heartbeat=heartbeat,
+    )
 
 
 def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
@@ -297,10 +314,9 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
         "heldout": rater_agreement(test.votes_by_group()),
         "all": rater_agreement(train.votes_by_group() | test.votes_by_group()),
     }
-    heartbeat.phase("saving the scorer")
-    metadata = _scorer_metadata(reward_model)
-    path = model.save(reward_model.directory / MEASURED_NAME, metadata=metadata)
-    _complete(reward_model, metrics, path, data.track_ids, heartbeat)
+    reward_model_finish(
+        reward_model, fitted=model, metrics=metrics, track_ids=data.track_ids, heartbeat=heartbeat
+    )
 
 
 def _tracks_in(rows: list[dict[str, Any]], *, symbolic_only: bool = False) -> list[int]:
@@ -310,116 +326,9 @@ def _tracks_in(rows: list[dict[str, Any]], *, symbolic_only: bool = False) -> li
     return sorted(ids)
 
 
-def _finish(
-    reward_model: RewardModel,
-    trained: Any,
-    metrics: dict[str, Any],
-    track_ids: list[int],
-    heartbeat: jobs.Heartbeat,
-) -> None:
-    from reward.learning.scoring import save_scorer
-
-    heartbeat.phase("saving the scorer")
-    path = reward_model.directory / SCORER_NAME
-    save_scorer(
-        path,
-        trained.model,
-        kind=reward_model.kind,
-        config=reward_model.config,
-        metadata=_scorer_metadata(reward_model),
-    )
-    _complete(reward_model, metrics, path, track_ids, heartbeat)
-
-
-def _complete(
-    reward_model: RewardModel,
-    metrics: dict[str, Any],
-    path: Path,
-    track_ids: list[int],
-    heartbeat: jobs.Heartbeat,
-) -> None:
-    """Record the finished model with its scorer file, then score the tracks it saw."""
-    jobs.job_finish(
-        RewardModel, reward_model.pk, metrics=_json_safe(metrics), checkpoint=str(path),
-        step=reward_model.steps,
-    )  # fmt: skip
-    reward_model.refresh_from_db()
-    _score_seen_tracks(reward_model, track_ids, heartbeat)
-
-
-def _scorer_metadata(reward_model: RewardModel) -> dict[str, str]:
-    return {"reward_model": reward_model.name, "rows_sha256": _rows_hash(reward_model)}
-
-
-def _rows_hash(reward_model: RewardModel) -> str:
-    return (
-        RewardModel.objects.values_list("data_summary", flat=True)
-        .get(pk=reward_model.pk)
-        .get("rows_sha256", "")
-    )
-
-
-def _score_seen_tracks(
-    reward_model: RewardModel, track_ids: list[int], heartbeat: jobs.Heartbeat
-) -> None:
-    """Store the scores of the tracks the model saw, for the admin's track pages. A failure
-    here leaves the trained model usable (scores can be computed again from the admin), so it
-    is recorded on the model instead of failing the job."""
-    from reward.track_scoring import reward_scores_store
-
-    tracks = list(Track.objects.filter(pk__in=track_ids).select_related("prompt").order_by("pk"))
-    try:
-        reward_scores_store(reward_model=reward_model, tracks=tracks)
-    except Exception:
-        logger.exception("scoring the tracks of %s failed", reward_model)
-        RewardModel.objects.filter(pk=reward_model.pk).update(
-            error="Trained, but storing the scores of its tracks failed:\n"
-            + traceback.format_exc()[-3000:]
-        )
-
-
-# Keys of a training result that describe the run rather than held-out or training data.
-RUN_KEYS = {"steps", "resumed_from", "final_loss", "parameters", "train_clips"}
-
-
-def sectioned_metrics(raw: dict[str, Any], *, retrieval: bool = False) -> dict[str, Any]:
-    """A training result's flat figures grouped for the pages and for `usable`: heldout_x
-    goes to metrics["heldout"]["x"], train_x to ["train"]["x"], and x_low / x_high become
-    x_ci = [low, high]. Retrieval figures (adherence) are all held-out figures."""
-    metrics: dict[str, Any] = {}
-    for key, value in raw.items():
-        section, _, name = key.partition("_")
-        if section in ("heldout", "train") and name:
-            metrics.setdefault(section, {})[name] = value
-        elif retrieval and key not in RUN_KEYS:
-            metrics.setdefault("heldout", {})[key] = value
-        else:
-            metrics[key] = value
-    for section in ("heldout", "train"):
-        figures = metrics.get(section, {})
-        for key in [k for k in figures if k.endswith("_low")]:
-            base = key.removesuffix("_low")
-            if f"{base}_high" in figures:
-                figures[f"{base}_ci"] = [figures.pop(key), figures.pop(f"{base}_high")]
-    return metrics
-
-
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise RewardModelError(message)
-
-
-def _json_safe(value: Any) -> Any:
-    """Metrics as plain JSON: numpy scalars to floats, NaN to None."""
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 TRAINERS: dict[tuple[str, str], Callable[[RewardModel, jobs.Heartbeat], None]] = {
