@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from reward.models import RewardModel
 from reward.training_results import reward_model_finish, sectioned_metrics
 from reward.training_sets import preference_pairs, rating_targets
 from reward.training_settings import RewardModelError
+
+if TYPE_CHECKING:
+    from reward.learning.data import PreferenceSet
 
 ROWS_NAME = "rows.jsonl"
 
@@ -111,7 +114,6 @@ def initial_audio_encoder(config: dict[str, Any]) -> dict | None:
 
 def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> None:
     from reward.learning.data import PreferenceSet
-    from reward.learning.metrics import rater_agreement
     from reward.learning.preference import PreferenceConfig, train_preference
 
     rows = _frozen_rows(reward_model, heartbeat, vote_rows)
@@ -138,11 +140,7 @@ def _train_preference(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> N
         initial_audio=initial_audio_encoder(config),
     )
     metrics = sectioned_metrics(trained.metrics)
-    metrics["noise_ceiling"] = {
-        "heldout": metrics.pop("noise_ceiling"),
-        # Prompts are split whole, so no pair has votes on both sides: the groups just merge.
-        "all": rater_agreement(train.votes_by_group() | test.votes_by_group()),
-    }
+    metrics["noise_ceiling"] = _noise_ceiling(train, test, heldout=metrics.pop("noise_ceiling"))
     reward_model_finish(
         reward_model,
         fitted=trained.model,
@@ -268,7 +266,7 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
         log_likelihood_per_vote,
         weight_intervals,
     )
-    from reward.learning.metrics import pairwise_accuracy, rater_agreement
+    from reward.learning.metrics import pairwise_accuracy
 
     rows = _frozen_rows(reward_model, heartbeat, vote_rows)
     config = reward_model.config
@@ -310,13 +308,24 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
             "decisive": accuracy["n"],
             "log_loss": -log_likelihood_per_vote(model, features_a, features_b, targets),
         }
-    metrics["noise_ceiling"] = {
-        "heldout": rater_agreement(test.votes_by_group()),
-        "all": rater_agreement(train.votes_by_group() | test.votes_by_group()),
-    }
+    metrics["noise_ceiling"] = _noise_ceiling(train, test)
     reward_model_finish(
         reward_model, fitted=model, metrics=metrics, track_ids=data.track_ids, heartbeat=heartbeat
     )
+
+
+def _noise_ceiling(
+    train: PreferenceSet, test: PreferenceSet, *, heldout: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The raters' own agreement, against which a preference model's accuracy is read: on the
+    held-out pairs (`heldout`, when the fit measured it already) and on all pairs."""
+    from reward.learning.metrics import rater_agreement
+
+    return {
+        "heldout": rater_agreement(test.votes_by_group()) if heldout is None else heldout,
+        # Prompts are split whole, so no pair has votes on both sides: the groups just merge.
+        "all": rater_agreement(train.votes_by_group() | test.votes_by_group()),
+    }
 
 
 def _tracks_in(rows: list[dict[str, Any]], *, symbolic_only: bool = False) -> list[int]:
