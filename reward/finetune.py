@@ -9,7 +9,6 @@ Nothing here imports torch: the web process imports this module (to create and c
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -22,8 +21,6 @@ from reward.finetune_results import finetune_run_register_candidate
 from reward.finetune_settings import FineTuneError, finetune_run_settings
 from reward.finetune_stages import run_dpo, run_rloo_stages
 from reward.models import FineTuneRun, RewardModel, TrainingJob
-
-ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 # Which reward kinds each MusicRL preset optimises, stage by stage.
 PRESET_STAGES: dict[str, list[list[str]]] = {
@@ -135,7 +132,7 @@ def finetune_run_cancel(*, run: FineTuneRun) -> FineTuneRun:
 
 
 def finetune_run_execute(
-    *, run_id: int, on_progress: ProgressFn | None = None
+    *, run_id: int, on_progress: jobs.ProgressFn | None = None
 ) -> FineTuneRun | None:
     """Run every remaining stage (resuming inside a stage from its checkpoint), then register
     the candidate version. None when another worker has the run or it is over already."""

@@ -8,7 +8,6 @@ Nothing here imports torch: the web process imports this module (to create and c
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -19,8 +18,6 @@ from reward import jobs
 from reward.models import RewardModel, TrainingJob
 from reward.trainers import TRAINERS
 from reward.training_settings import RewardModelError, reward_settings
-
-ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
 def reward_model_create(
@@ -69,7 +66,7 @@ def reward_model_cancel(*, reward_model: RewardModel) -> RewardModel:
 
 
 def reward_model_execute(
-    *, reward_model_id: int, on_progress: ProgressFn | None = None
+    *, reward_model_id: int, on_progress: jobs.ProgressFn | None = None
 ) -> RewardModel | None:
     """Train (resuming from the last checkpoint if there is one), evaluate, save the scorer and
     score the tracks the model saw. Returns None when another worker has the job or it is
