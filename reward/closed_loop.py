@@ -44,7 +44,7 @@ from ratings.simulation import (
     simulated_raters_build,
     simulated_raters_ensure,
 )
-from reward import finetune, training
+from reward import finetune, finetune_results, training
 from reward.models import FineTuneRun, RewardModel
 
 logger = logging.getLogger(__name__)
@@ -460,7 +460,7 @@ def closed_loop_run(
         say(f"  candidate {run.result_version}; warnings: {run.warnings or 'none'}")
 
         stage("evaluation campaign: candidate vs base, side by side")
-        evaluation = finetune.evaluation_for_run(
+        evaluation = finetune_results.evaluation_for_run(
             run=run,
             votes_per_item=budget.eval_votes_per_item,
             min_listen_seconds=budget.min_listen_seconds,

@@ -24,6 +24,9 @@ from django.utils import timezone
 
 from reward.models import TrainingJob
 
+# What a job's caller may pass to follow it: (step, total steps, the step's curve entry).
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
 
 class JobCancelled(Exception):
     """The job's cancel flag was seen by its heartbeat."""
@@ -78,7 +81,7 @@ class Heartbeat:
         *,
         worker: str | None = None,
         curve: list[dict[str, float]] | None = None,
-        on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+        on_step: ProgressFn | None = None,
     ) -> None:
         self.model = model
         self.job_id = job_id

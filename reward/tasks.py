@@ -23,16 +23,16 @@ def train_reward_model(reward_model_id: int) -> None:
     soft_time_limit=12 * 3600,
     time_limit=12 * 3600 + 60,
 )
-def finetune(run_id: int) -> None:
-    from reward import finetune as service
+def finetune_generator(run_id: int) -> None:
+    from reward import finetune
 
-    service.finetune_run_execute(run_id=run_id)
+    finetune.finetune_run_execute(run_id=run_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def score_tracks(reward_model_id: int, track_ids: list[int]) -> None:
     from generation.models import Track
-    from reward.scoring import reward_scores_store
+    from reward.track_scoring import reward_scores_store
 
     reward_model = RewardModel.objects.get(pk=reward_model_id)
     tracks = list(Track.objects.filter(pk__in=track_ids).select_related("prompt"))
@@ -47,7 +47,7 @@ def requeue_stalled_jobs() -> dict[str, list[int]]:
         train_reward_model.delay(reward_model_id)
     run_ids = jobs.jobs_requeue_stalled(FineTuneRun)
     for run_id in run_ids:
-        finetune.delay(run_id)
+        finetune_generator.delay(run_id)
     return {"reward_models": ids, "fine_tune_runs": run_ids}
 
 

@@ -1,6 +1,6 @@
 """Training sets from dataset rows (`ratings.dataset`): votes as Bradley-Terry pairs, 1-5
 ratings as per-rater normalised targets, both split by prompt so no prompt is on both sides.
-Plain Python and numpy: the reward-model jobs (reward.training) feed these to the trainers.
+Plain Python and numpy: the trainers (reward.trainers) fit the reward models to these.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from ratings.dataset import DataFilters
 from ratings.models import Role
 from ratings.roles import has_role
 from ratings.views import role_required
-from reward import finetune, selectors
+from reward import finetune, finetune_results, selectors
 from reward.forms import FineTuneRunForm
 from reward.models import FineTuneRun
 
-# The run settings the form sets; the rest keep their defaults (reward.finetune).
+# The run settings the form sets; the rest keep their defaults (reward.finetune_settings).
 RUN_SETTINGS = (
     "learning_rate", "beta", "kl_loss", "samples_per_prompt", "prompts_per_step", "kl_limit",
     "guard_action",
@@ -92,7 +92,7 @@ def run_evaluate(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(FineTuneRun, pk=run_id)
     if run.result_version_id is None:
         return HttpResponse("The run has not produced a version yet.", status=409)
-    evaluation = finetune.evaluation_for_run(run=run, created_by=request.user)
+    evaluation = finetune_results.evaluation_for_run(run=run, created_by=request.user)
     return redirect("evaluation-detail", evaluation_id=evaluation.pk)
 
 

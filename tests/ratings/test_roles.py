@@ -10,7 +10,7 @@ from ratings.dataset import DataFilters
 from ratings.models import Campaign, Role
 from ratings.roles import ANONYMOUS
 from ratings.snapshots import snapshot_create
-from reward.finetune import DEFAULT_SETTINGS
+from reward.finetune_settings import DEFAULT_SETTINGS
 from reward.models import Evaluation, FineTuneRun, RewardModel
 from tests.factories import (
     CampaignFactory,

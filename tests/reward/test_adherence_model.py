@@ -5,7 +5,7 @@ the attribute match itself is a model with a name that scores symbolic tracks.""
 import pytest
 
 from reward.models import RewardModel
-from reward.scoring import reward_scores
+from reward.track_scoring import reward_scores
 from reward.training import reward_model_create, reward_model_execute
 from tests.factories import PromptFactory
 from tests.rendering import rendered_track

@@ -13,7 +13,7 @@ from generation.music.backends import SHIPPED_GENERATOR
 from generation.services import track_generate
 from ratings.dataset import DataFilters
 from ratings.models import Campaign
-from reward import finetune
+from reward import finetune, finetune_data, finetune_results
 from reward.learning.measured import FEATURE_NAMES, MeasuredPreferenceModel
 from reward.models import FineTuneRun, RewardModel
 from tests.factories import (
@@ -106,7 +106,7 @@ def test_an_ru_run_registers_a_candidate_whose_parent_is_the_base(learned_base, 
     # The pools the settings asked for, and no prompt on both sides.
     assert run.data_summary["train_prompts"] == 12
     assert len(run.data_summary["held_out_prompts"]) == 4
-    train, held_out = finetune.prompt_pool(run.settings)
+    train, held_out = finetune_data.prompt_pool(run.settings)
     assert held_out == run.data_summary["held_out_prompts"] and not set(train) & set(held_out)
 
 
@@ -119,7 +119,7 @@ def test_a_finished_run_becomes_an_evaluation_on_its_held_out_prompts(
     )  # fmt: skip
     run = finetune.finetune_run_execute(run_id=run.pk)
 
-    evaluation = finetune.evaluation_for_run(run=run, queue=False)
+    evaluation = finetune_results.evaluation_for_run(run=run, queue=False)
 
     campaign = evaluation.campaign
     assert campaign.purpose == Campaign.Purpose.EVALUATE
@@ -127,7 +127,7 @@ def test_a_finished_run_becomes_an_evaluation_on_its_held_out_prompts(
     assert (campaign.version_a, campaign.version_b) == (run.result_version, learned_base)
     held_out = set(run.data_summary["held_out_prompts"])
     assert set(campaign.prompts.values_list("text", flat=True)) == held_out
-    assert finetune.evaluation_for_run(run=run) == evaluation  # made once
+    assert finetune_results.evaluation_for_run(run=run) == evaluation  # made once
 
 
 def test_a_dpo_run_learns_from_votes_on_two_clips_of_the_base(learned_base):
@@ -184,13 +184,3 @@ def test_a_u_run_optimises_a_measured_preference_model_read_from_the_notes(learn
     # The raw reward is (tempo - 100) / 20, so tempos of 40-240 bpm keep it in [-3, 7].
     assert all(-3.0 <= value <= 7.0 for value in rewards)
     assert run.result_version.parent == learned_base
-
-
-def test_the_planner_s_rate_scale_reaches_the_training_loop():
-    # Older runs' stored settings lack it: they step the planner like the body, as they did.
-    settings = finetune.finetune_settings({"planner_lr_scale": 5, "learning_rate": 1e-4})
-    loop = finetune._loop_config(settings, steps=20, seed=3)
-    assert loop.part_lr_scales == {"planner": 5.0}
-    assert (loop.learning_rate, loop.steps, loop.seed) == (1e-4, 20, 3)
-    stored = {k: v for k, v in settings.items() if k != "planner_lr_scale"}
-    assert finetune._loop_config(stored, steps=20, seed=3).part_lr_scales == {"planner": 1.0}

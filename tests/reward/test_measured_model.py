@@ -8,7 +8,7 @@ from django.urls import reverse
 from ratings.dataset import DataFilters, vote_rows
 from ratings.models import Role
 from reward.models import RewardModel, TrackReward
-from reward.scoring import reward_scores
+from reward.track_scoring import reward_scores
 from reward.training import RewardModelError, reward_model_create, reward_model_execute
 from tests.factories import RaterFactory
 from tests.reward.conftest import SPARSE, best_possible_accuracy, vote_with_a_known_preference

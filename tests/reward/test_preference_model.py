@@ -88,7 +88,7 @@ def test_held_out_accuracy_is_near_the_best_possible_and_random_labels_stay_at_c
     from reward.learning.data import PreferenceSet
     from reward.learning.loop import LoopConfig
     from reward.learning.preference import PreferenceConfig, train_preference
-    from reward.training import _clip_table
+    from reward.trainers import _clip_table
 
     data = preference_pairs(rows, test_share=0.3, split_seed=0)
     # Each decisive training vote is pinned to one of its two clips whatever the rater chose:

@@ -1,5 +1,6 @@
 """Scoring tracks with a named reward model: used by RL fine-tuning, by training (to store
-scores of the tracks a model saw) and by the admin's track pages.
+scores of the tracks a model saw) and by the admin's track pages. Track rows in, stored
+scores out; the scorer file and the clip-level scoring it loads are reward/learning/scoring.py.
 
 torch is imported inside the functions: the web process imports this module (to queue a
 scoring task) and must never load torch.

@@ -1,4 +1,6 @@
-"""A reward model learned from absolute ratings (1-5 stars, normalised per rater).
+"""The audio-quality reward (MusicRL's quality reward; RewardModel kind `quality`), learned
+from absolute ratings (1-5 stars, normalised per rater). Not ratings/quality.py, which checks
+the raters.
 
 Same shape as preference.py: config -> a training step (random crops, mean squared error to
 the normalised score) -> held-out evaluation on whole clips -> the run (run_loop) -> final

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from reward.learning.audio_quality import QualityConfig, train_quality
 from reward.learning.loop import Cancelled
 from reward.learning.metrics import pearson
-from reward.learning.quality import QualityConfig, train_quality
 from reward.learning.scoring import load_scorer
 from tests.reward_learning.synthetic import (  # one_thread: an autouse fixture
     loop_config,
