@@ -127,7 +127,7 @@ _LEASE_SQL_POSTGRESQL = """
 WITH candidate AS (
     SELECT p.id FROM ratings_pair p
     WHERE p.campaign_id = %(campaign)s AND p.slots_taken < p.votes_wanted
-      AND p.kind = 'regular'
+      AND p.kind = %(regular)s
       AND NOT EXISTS (
           SELECT 1 FROM ratings_assignment a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s
       )
@@ -142,7 +142,7 @@ WITH candidate AS (
 ), leased AS (
     INSERT INTO ratings_assignment
         (pair_id, rater_id, campaign_id, left_is_a, status, served_at, expires_at)
-    SELECT taken.id, %(rater)s, %(campaign)s, %(left_is_a)s, 'live', %(now)s, %(expires_at)s
+    SELECT taken.id, %(rater)s, %(campaign)s, %(left_is_a)s, %(live)s, %(now)s, %(expires_at)s
     FROM taken
     RETURNING id
 )
@@ -170,6 +170,9 @@ def _lease_new_pair_postgresql(
         "left_is_a": left_is_a,
         "now": now,
         "expires_at": expires_at,
+        # Statuses bound from the enums, so the statement cannot drift from the models.
+        "regular": Pair.Kind.REGULAR.value,
+        "live": Assignment.Status.LIVE.value,
     }
     with connection.cursor() as cursor:
         for sql in (_LEASE_SQL_SKIP_LOCKED, _LEASE_SQL_WAIT):

@@ -167,8 +167,8 @@ def _vote_write(
 # when `claimed` returned the lease.
 _VOTE_SQL_POSTGRESQL = """
 WITH claimed AS (
-    UPDATE ratings_assignment SET status = 'voted'
-    WHERE id = %(assignment)s AND status = 'live' AND expires_at > %(now)s
+    UPDATE ratings_assignment SET status = %(voted)s
+    WHERE id = %(assignment)s AND status = %(live)s AND expires_at > %(now)s
     RETURNING id
 ), counted AS (
     UPDATE ratings_pair SET vote_count = vote_count + 1
@@ -182,7 +182,7 @@ WITH claimed AS (
            %(listen_ms_b)s::integer, %(elapsed_ms)s::integer, %(idempotency_key)s::uuid,
            %(comment)s::text, %(ip_hash)s::varchar, %(verification)s::varchar,
            (SELECT s.id FROM ratings_ratersession s
-            WHERE s.rater_id = %(rater)s AND s.campaign_id = %(campaign)s AND s.status = 'active'
+            WHERE s.rater_id = %(rater)s AND s.campaign_id = %(campaign)s AND s.status = %(active)s
             ORDER BY s.started_at DESC, s.id DESC LIMIT 1),
            %(now)s::timestamptz
     FROM claimed
@@ -232,6 +232,10 @@ def _vote_write_postgresql(
         "ip_hash": vote.ip_hash,
         "verification": vote.verification,
         "now": now,
+        # Statuses bound from the enums, so the statement cannot drift from the models.
+        "voted": Assignment.Status.VOTED.value,
+        "live": Assignment.Status.LIVE.value,
+        "active": RaterSession.Status.ACTIVE.value,
     }
     for i, (track_id, score) in enumerate(zip(context.track_ids, scores, strict=False)):
         params.update({f"track_{i}": track_id, f"score_{i}": score})
