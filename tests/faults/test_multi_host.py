@@ -177,13 +177,14 @@ def deployment() -> Iterator[Deployment]:
         for env in (web_env, worker_env):
             assert not re.search(r"127\.0\.0\.1|localhost|::1", json.dumps(env))
         # The web host's release steps: migrate and collect its static files, side by side.
+        collect_log = stack.enter_context((scratch / "collectstatic.log").open("w+"))
         collect = subprocess.Popen(
             [*lan["web"].wrap, sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-            cwd=ROOT, env=web_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=web_env, stdout=collect_log, stderr=collect_log,
         )  # fmt: skip
         stack.callback(stop, collect)
         run_on(lan["web"].wrap, web_env, "migrate", "--noinput", "-v0")
-        assert collect.wait(timeout=120) == 0, collect.stderr.read()
+        assert collect.wait(timeout=120) == 0, (scratch / "collectstatic.log").read_text()
         made = json.loads(run_on(lan["web"].wrap, web_env, "shell", "-v0", "-c", SETUP))
 
         worker = WorkerProcess(worker_dir, queues="generate,default", wrap=lan["worker"].wrap,
