@@ -163,8 +163,58 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every request until collectstatic ran
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media"))).resolve()
+
+
+def _media_storage(kind: str) -> dict:
+    """Where clip audio (and fine-tuning samples) are kept: a folder on this machine, or an
+    S3-compatible object store that every web and worker host reaches (django-storages).
+    Either way the web streams each clip through Django (ratings.api.views.ClipView), so the
+    bucket stays private and raters never see its URLs."""
+    if kind == "filesystem":
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    if kind != "s3":
+        raise ImproperlyConfigured(f"MEDIA_STORAGE={kind!r}: use filesystem or s3.")
+    from botocore.config import Config  # only a process configured for S3 pays the import
+
+    endpoint = env_str("AWS_S3_ENDPOINT_URL", "")
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"AWS_S3_ENDPOINT_URL={endpoint!r} is not an http(s) URL.")
+    addressing = env_str("AWS_S3_ADDRESSING_STYLE", "")
+    if addressing not in ("", "auto", "path", "virtual"):
+        raise ImproperlyConfigured(f"AWS_S3_ADDRESSING_STYLE={addressing!r}: use path or virtual.")
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+            # Empty: AWS itself; MinIO, Ceph, Garage and the like give their URL here.
+            "endpoint_url": endpoint or None,
+            "region_name": env_str("AWS_S3_REGION_NAME", "") or None,
+            # Unset: boto3's own chain (an instance role, ~/.aws), so no key need be written down.
+            "access_key": env_str("AWS_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY", "") or None,
+            # A key prefix, so one bucket can hold several deployments' media.
+            "location": env_str("AWS_LOCATION", ""),
+            # Objects stay private (the bucket's policy decides), and a name is never reused,
+            # as on the filesystem storage.
+            "default_acl": None,
+            "file_overwrite": False,
+            # Given a client_config, django-storages ignores its own addressing style, so it
+            # is set here: "path" for most self-hosted stores, whose buckets have no DNS names.
+            # A store that is down fails a clip request well within gunicorn's timeout instead
+            # of holding the web worker for boto3's default minute.
+            "client_config": Config(
+                s3={"addressing_style": addressing or None},
+                connect_timeout=5,
+                read_timeout=15,
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
+        },
+    }
+
+
+MEDIA_STORAGE = env_str("MEDIA_STORAGE", "filesystem")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _media_storage(MEDIA_STORAGE),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 if DEBUG:

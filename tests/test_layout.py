@@ -2,10 +2,13 @@
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,3 +124,24 @@ def test_the_layout_check_finds_an_uphill_import(tmp_path):
         ("generation/music/model.py", "django.conf"),
         ("ratings/pair_selection.py", "reward.models"),
     }
+
+
+def procfile(name: str) -> dict[str, str]:
+    lines = (ROOT / "platform" / name).read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
+
+
+@pytest.mark.parametrize("files", [["Procfile"], ["Procfile.web", "Procfile.worker"]])
+def test_the_process_files_run_every_part_once_and_consume_every_routed_queue(files, settings):
+    """One machine (Procfile) or one file per role: a queue no worker consumes would hold
+    its jobs for good, and a second beat would run every periodic job twice."""
+    processes = {kind: command for name in files for kind, command in procfile(name).items()}
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    consumed = set()
+    for command in processes.values():
+        if queues := re.search(r"--queues (\S+)", command):
+            consumed |= set(queues.group(1).split(","))
+
+    assert consumed == routed | {settings.CELERY_TASK_DEFAULT_QUEUE}
+    assert processes["web"] == "gunicorn --config platform/gunicorn.conf.py config.wsgi"
+    assert sum("celery -A config beat" in command for command in processes.values()) == 1

@@ -91,20 +91,41 @@ def test_inline_scripts_run_only_with_the_page_s_nonce(admin_client):
     )
 
 
-def test_check_deploy_is_clean_under_the_production_example_environment(tmp_path):
+def example_environment(name: str, tmp_path) -> dict[str, str]:
+    """An example environment file of platform/, its folders moved into tmp_path."""
     example = {}
-    for line in (ROOT / "platform" / "env.example").read_text().splitlines():
+    for line in (ROOT / "platform" / name).read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            example[name.strip()] = value.strip()
-    example.update(DATA_DIR=str(tmp_path), MEDIA_ROOT=str(tmp_path / "media"),
-                   REWARD_DIR=str(tmp_path / "rewards"))  # fmt: skip
+            key, _, value = line.partition("=")
+            example[key.strip()] = value.strip()
+    for key in ("DATA_DIR", "MEDIA_ROOT", "REWARD_DIR", "GENERATOR_DIR", "SNAPSHOT_DIR"):
+        example[key] = str(tmp_path / key.lower())
+    return example
 
-    result = run_python(
+
+def run_check(*options: str, environment: dict[str, str]):
+    return run_python(
         "import sys; from django.core.management import execute_from_command_line; "
-        "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
-        example,
+        f"execute_from_command_line(['manage.py', 'check', {', '.join(map(repr, options))}])",
+        environment,
     )
+
+
+@pytest.mark.parametrize("example", ["env.example", "env/web.env.example"])
+def test_check_deploy_is_clean_under_the_production_example_environment(tmp_path, example):
+    result = run_check(
+        "--deploy", "--fail-level", "WARNING", environment=example_environment(example, tmp_path)
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_a_worker_host_starts_on_its_example_environment(tmp_path):
+    # The worker serves no HTTP, so --deploy's checks (HSTS, cookies) are not its business.
+    environment = example_environment("env/worker.env.example", tmp_path)
+
+    result = run_check("--fail-level", "WARNING", environment=environment)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

@@ -179,3 +179,54 @@ def test_without_cache_url_every_process_of_the_machine_counts_against_one_rate_
 def test_an_unknown_cache_url_fails_loudly(tmp_path):
     result = run_python("import django; django.setup()", {"CACHE_URL": "memcached://x"})
     assert result.returncode != 0 and "CACHE_URL" in result.stderr
+
+
+S3_ENV = {
+    "MEDIA_STORAGE": "s3",
+    "AWS_STORAGE_BUCKET_NAME": "musicpref-media",
+    "AWS_S3_ENDPOINT_URL": "http://objects.internal:9000",
+    "AWS_S3_REGION_NAME": "us-east-1",
+    "AWS_S3_ADDRESSING_STYLE": "path",
+    "AWS_ACCESS_KEY_ID": "media-key",
+    "AWS_SECRET_ACCESS_KEY": "media-secret",
+}
+
+
+def test_media_goes_to_the_object_store_named_in_the_environment(tmp_path):
+    code = (
+        "import django; django.setup()\n"
+        "from django.core.files.storage import storages\n"
+        "s = storages['default']\n"
+        "c = s.client_config\n"
+        "print(type(s).__name__, s.bucket_name, s.endpoint_url, s.region_name,"
+        " c.s3['addressing_style'], s.access_key, s.file_overwrite, s.default_acl)\n"
+    )
+    result = run_python(code, {**S3_ENV, "DATA_DIR": str(tmp_path), "SECRET_KEY": "x"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "S3Storage", "musicpref-media", "http://objects.internal:9000", "us-east-1", "path",
+        "media-key", "False", "None",
+    ]  # fmt: skip
+
+
+def test_the_filesystem_stays_the_default_media_storage(tmp_path):
+    code = "import django; django.setup(); from django.conf import settings as s; " + (
+        "print(s.STORAGES['default']['BACKEND'])"
+    )
+    result = run_python(code, {"MEDIA_STORAGE": None, "DATA_DIR": str(tmp_path), "SECRET_KEY": "x"})
+    assert result.stdout.strip() == "django.core.files.storage.FileSystemStorage", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"MEDIA_STORAGE": "ftp"}, "MEDIA_STORAGE"),
+        ({"AWS_STORAGE_BUCKET_NAME": None}, "AWS_STORAGE_BUCKET_NAME"),
+        ({"AWS_S3_ENDPOINT_URL": "objects.internal:9000"}, "AWS_S3_ENDPOINT_URL"),
+        ({"AWS_S3_ADDRESSING_STYLE": "dns"}, "AWS_S3_ADDRESSING_STYLE"),
+    ],
+)
+def test_a_media_storage_setting_that_cannot_work_stops_start_up(tmp_path, overrides, named):
+    env = {**S3_ENV, "DATA_DIR": str(tmp_path), "SECRET_KEY": "x", **overrides}
+    result = run_python("import django; django.setup()", env)
+    assert result.returncode != 0 and named in result.stderr

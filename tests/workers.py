@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from django.conf import settings
@@ -31,19 +32,26 @@ def flush_broker() -> None:
 
 
 class WorkerProcess:
-    def __init__(self, log_dir: Path, *, queues: str = "generate,train,default", **env: str):
-        assert connection.vendor == "postgresql"
+    def __init__(
+        self, log_dir: Path, *, queues: str = "generate,train,default",
+        wrap: Sequence[str] = (), base_env: Mapping[str, str] | None = None, **env: str,
+    ) -> None:  # fmt: skip
+        """By default the worker shares this process's test database and media folders.
+        `base_env` replaces that whole environment (a worker on another host, configured
+        only by what it is given); `wrap` prefixes the command (`ip netns exec <ns>`)."""
+        if base_env is None:
+            assert connection.vendor == "postgresql"
+            base_env = {
+                **os.environ,
+                "DATABASE_URL": database_url_of_test_db(),
+                "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+                "GENERATOR_DIR": str(settings.GENERATOR_DIR),
+                "REWARD_DIR": str(settings.REWARD_DIR),
+            }
         self.log_path = log_dir / "worker.log"
         self.queues = queues
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url_of_test_db(),
-            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-            "GENERATOR_DIR": str(settings.GENERATOR_DIR),
-            "REWARD_DIR": str(settings.REWARD_DIR),
-            "DATA_DIR": str(log_dir),
-            **env,
-        }
+        self.wrap = list(wrap)
+        self.env = {**base_env, "DATA_DIR": str(log_dir), **env}
         self.process: subprocess.Popen | None = None
         self._log = None
 
@@ -51,7 +59,7 @@ class WorkerProcess:
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()/kill()
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "config", "worker",
+                *self.wrap, sys.executable, "-m", "celery", "-A", "config", "worker",
                 "--queues", self.queues, "--pool", "solo", "--without-gossip",
                 "--without-mingle", "--loglevel", "INFO",
             ],

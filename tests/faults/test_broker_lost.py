@@ -3,10 +3,6 @@ generation tasks and is killed before any worker took them, then comes back empt
 worker that starts next re-queues what the campaign lacks (its heartbeat says it was queued
 and never finished), and the campaign finishes. The shared Redis is never touched."""
 
-import shutil
-import subprocess
-import time
-
 import pytest
 import redis
 from django.utils import timezone
@@ -16,45 +12,12 @@ from ratings import tasks
 from ratings.campaigns import campaign_create
 from ratings.models import Campaign
 from tests.factories import GeneratorVersionFactory
-from tests.faults.web import free_port
+from tests.faults.servers import PrivateRedis
 from tests.workers import WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 PROMPTS = ["calm ambient pad", "fast techno with drums", "sad piano ballad"]
-
-
-class PrivateRedis:
-    def __init__(self, directory) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError("the private Redis did not start")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -4,16 +4,13 @@ on a temporary directory and a free port, loaded with a dump of the test databas
 server is never touched. During the outage the API answers 503 and the raters resend, with
 their idempotency keys. Afterwards every acknowledged vote is stored, none twice."""
 
-import os
-import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.faults.servers import PG_BIN, PrivateCluster
 from tests.faults.web import (
     FAILED_TRIES,
     free_port,
@@ -27,43 +24,6 @@ from tests.workers import database_url_of_test_db
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 RATERS, VOTES_EACH = 6, 12
-PG_BIN = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
-                             check=True).stdout.strip())  # fmt: skip
-
-
-def as_cluster_owner(command: list[str]) -> list[str]:
-    # initdb refuses to run as root; CI runs as root, so the cluster belongs to postgres.
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-class PrivateCluster:
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="musicpref-pg-"))
-        self.port = free_port()
-        self.data = self.directory / "data"
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres")
-
-    def run(self, *command: str) -> None:
-        subprocess.run(as_cluster_owner(list(command)), check=True, capture_output=True)
-
-    def start(self) -> None:
-        self.run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                 "-E", "UTF8", "--no-sync")  # fmt: skip
-        self.pg_ctl("start")
-
-    def pg_ctl(self, action: str, *extra: str) -> None:
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=on"
-        self.run(str(PG_BIN / "pg_ctl"), action, "-D", str(self.data), "-w", "-t", "60",
-                 "-o", options, "-l", str(self.directory / "server.log"), *extra)  # fmt: skip
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
-
-    def remove(self) -> None:
-        subprocess.run(as_cluster_owner([str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.data),
-                                         "-m", "immediate"]), capture_output=True)  # fmt: skip
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -40,22 +40,29 @@ def voting_campaign(raters: int, votes_each: int) -> tuple[Campaign, list[str]]:
     return campaign, tokens
 
 
-def gunicorn_start(log_dir: Path, port: int, database_url: str) -> subprocess.Popen:
+def gunicorn_start(
+    log_dir: Path, port: int, database_url: str, *, host: str = "127.0.0.1",
+    wrap: Sequence[str] = (), base_env: Mapping[str, str] | None = None,
+) -> subprocess.Popen:  # fmt: skip
+    """The project's gunicorn on `host`:`port`, its DATA_DIR `log_dir`. `wrap` prefixes the
+    command (`ip netns exec <namespace>`: another host); `base_env` replaces this process's
+    environment, for a server that must not inherit the test's own settings."""
     env = {
-        **os.environ,
+        **(os.environ if base_env is None else base_env),
         "DATABASE_URL": database_url, "DATA_DIR": str(log_dir),
-        "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "3",
+        "HOST": host, "PORT": str(port), "WEB_CONCURRENCY": "3",
         "VOTE_RATE_LIMIT_PER_MINUTE": "100000", "VOTE_RATE_LIMIT_PER_IP_PER_MINUTE": "100000",
     }  # fmt: skip
     log = (log_dir / "gunicorn.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "platform/gunicorn.conf.py", "config.wsgi"],
+        [*wrap, sys.executable, "-m", "gunicorn", "--config", "platform/gunicorn.conf.py",
+         "config.wsgi"],
         cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1)
             return process
         except OSError:
             time.sleep(0.2)
