@@ -212,9 +212,25 @@ def _media_storage(kind: str) -> dict:
     }
 
 
+def _snapshot_storage(media: dict) -> dict:
+    """Where finished dataset snapshots are kept (ratings.snapshots.storage): a folder,
+    SNAPSHOT_DIR, while media is one; else the media's bucket under its own prefix,
+    `snapshots/`, so a web host serves the files that a worker on another host built. Snapshot
+    files keep their names, and a rebuild replaces them: these objects are overwritten."""
+    if media["BACKEND"] != "storages.backends.s3.S3Storage":
+        return {"BACKEND": "ratings.snapshots.storage.SnapshotFolderStorage"}
+    location = "/".join(
+        part for part in (media["OPTIONS"]["location"].strip("/"), "snapshots") if part
+    )
+    options = {**media["OPTIONS"], "location": location, "file_overwrite": True}
+    return {"BACKEND": media["BACKEND"], "OPTIONS": options}
+
+
 MEDIA_STORAGE = env_str("MEDIA_STORAGE", "filesystem")
+_MEDIA = _media_storage(MEDIA_STORAGE)
 STORAGES = {
-    "default": _media_storage(MEDIA_STORAGE),
+    "default": _MEDIA,
+    "snapshots": _snapshot_storage(_MEDIA),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 if DEBUG:
@@ -371,7 +387,9 @@ GENERATOR_DIR = Path(env_str("GENERATOR_DIR", str(DATA_DIR / "generators"))).res
 # --- Rewards and fine-tuning --------------------------------------------------------------
 # Checkpoints, frozen training rows, scorer files and cached log-mel features.
 REWARD_DIR = Path(env_str("REWARD_DIR", str(DATA_DIR / "rewards"))).resolve()
-# Dataset snapshots for researchers: one directory per snapshot, with its manifest.
+# Dataset snapshots for researchers: one directory per snapshot, with its manifest. With
+# MEDIA_STORAGE=s3 they live in the bucket (STORAGES["snapshots"]) and a worker only builds
+# each one here before uploading it.
 SNAPSHOT_DIR = Path(env_str("SNAPSHOT_DIR", str(DATA_DIR / "snapshots"))).resolve()
 # A running job's worker writes a heartbeat at least this often...
 TRAINING_HEARTBEAT_SECONDS = env_float("TRAINING_HEARTBEAT_SECONDS", 5.0)

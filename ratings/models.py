@@ -5,6 +5,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files.storage import storages
 from django.db import models, transaction
 from django.db.models import F, Q
 
@@ -637,7 +638,7 @@ class PromptRejection(models.Model):
 
 class DatasetSnapshot(models.Model):
     """A reproducible export of votes, ratings and tracks for researchers, built by a worker
-    into its own directory (see ratings.snapshots)."""
+    and kept in the snapshots storage under its own prefix (see ratings.snapshots)."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -668,8 +669,15 @@ class DatasetSnapshot(models.Model):
         return f"dataset snapshot {self.pk} ({self.status})"
 
     @property
+    def storage_prefix(self) -> str:
+        """The folder of the snapshot's files in the snapshots storage (settings.STORAGES)."""
+        return f"snapshot-{self.pk}"
+
+    @property
     def directory(self) -> Path:
-        return Path(settings.SNAPSHOT_DIR) / f"snapshot-{self.pk}"
+        """The snapshot's folder on this machine where the snapshots storage is a folder (the
+        default, SNAPSHOT_DIR); an object store has none and raises NotImplementedError."""
+        return Path(storages["snapshots"].path(self.storage_prefix))
 
     def files(self) -> list[str]:
         """Relative paths of the snapshot's files, manifest.json included; empty until built."""

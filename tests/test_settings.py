@@ -217,6 +217,35 @@ def test_the_filesystem_stays_the_default_media_storage(tmp_path):
     assert result.stdout.strip() == "django.core.files.storage.FileSystemStorage", result.stderr
 
 
+def test_snapshots_go_to_the_media_bucket_under_their_own_prefix(tmp_path):
+    code = (
+        "import django; django.setup()\n"
+        "from django.core.files.storage import storages\n"
+        "s = storages['snapshots']\n"
+        "print(type(s).__name__, s.bucket_name, s.endpoint_url, s.location, s.file_overwrite,"
+        " s.default_acl, storages['default'].location)\n"
+    )
+    env = {**S3_ENV, "AWS_LOCATION": "prod/", "DATA_DIR": str(tmp_path), "SECRET_KEY": "x"}
+    result = run_python(code, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "S3Storage", "musicpref-media", "http://objects.internal:9000", "prod/snapshots", "True",
+        "None", "prod/",
+    ]  # fmt: skip
+
+
+def test_snapshots_stay_in_snapshot_dir_by_default(tmp_path):
+    code = (
+        "import django; django.setup()\n"
+        "from django.core.files.storage import storages\n"
+        "print(type(storages['snapshots']).__name__, storages['snapshots'].location)\n"
+    )
+    env = {"MEDIA_STORAGE": None, "DATA_DIR": str(tmp_path), "SECRET_KEY": "x"}
+    result = run_python(code, {**env, "SNAPSHOT_DIR": str(tmp_path / "exports")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["SnapshotFolderStorage", str((tmp_path / "exports").resolve())]
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [

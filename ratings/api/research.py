@@ -163,9 +163,10 @@ class SnapshotFileView(GenericAPIView):
     def get(self, request: Request, pk: int, relative: str) -> FileResponse:
         snapshot = self.get_object()
         try:
-            path = snapshots.snapshot_file(snapshot, relative)
+            file = snapshots.snapshot_file(snapshot, relative)
         except snapshots.SnapshotError as error:
             raise Http404(str(error)) from error
-        # Streamed from disk in blocks: a snapshot's tables can be far larger than memory.
+        # Streamed from the snapshots storage (a folder or the bucket) in blocks: a snapshot's
+        # tables can be far larger than memory.
         name = f"snapshot-{snapshot.pk}-{relative.replace('/', '-')}"
-        return FileResponse(path.open("rb"), as_attachment=True, filename=name)
+        return FileResponse(file, as_attachment=True, filename=name)

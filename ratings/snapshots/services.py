@@ -8,10 +8,12 @@ import os
 import secrets
 import shutil
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import Storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,6 +23,14 @@ from ratings.models import Campaign, DatasetSnapshot, Vote
 from ratings.pseudonyms import stable_salt
 from ratings.snapshots.manifest import _manifest
 from ratings.snapshots.schema import FORMATS, MANIFEST_NAME, ProgressFn, SnapshotError
+from ratings.snapshots.storage import (
+    copy_out,
+    local_root,
+    open_stream,
+    snapshot_storage,
+    stored_files,
+    stored_name,
+)
 from ratings.snapshots.writing import _consistent_write
 
 logger = logging.getLogger(__name__)
@@ -91,15 +101,21 @@ def snapshot_create(
 
 
 def snapshot_build(*, snapshot_id: int, progress: ProgressFn | None = None) -> DatasetSnapshot:
-    """Write the snapshot's files into a hidden folder and move it into place when complete,
-    so a half-built snapshot is never visible; a failure leaves no files and records why."""
+    """Write the snapshot's files into a hidden local folder and publish them to the snapshots
+    storage when complete (ratings.snapshots.storage), so a half-built snapshot is never
+    visible; a failure leaves no files and records why."""
     DatasetSnapshot.objects.filter(pk=snapshot_id).update(
         status=DatasetSnapshot.Status.RUNNING, started_at=timezone.now(), error=""
     )
     snapshot = DatasetSnapshot.objects.get(pk=snapshot_id)
-    root = Path(settings.SNAPSHOT_DIR)
-    root.mkdir(parents=True, exist_ok=True)
-    partial = root / f".{snapshot.directory.name}.partial-{secrets.token_hex(4)}"
+    storage = snapshot_storage()
+    folder = local_root(storage)
+    # A folder storage: build beside the final folder, so publishing is one rename on one file
+    # system. An object store: build in this worker's SNAPSHOT_DIR (sized for snapshots, where
+    # /tmp may be memory), upload, and remove the folder.
+    scratch = folder if folder is not None else Path(settings.SNAPSHOT_DIR)
+    scratch.mkdir(parents=True, exist_ok=True)
+    partial = scratch / f".{snapshot.storage_prefix}.partial-{secrets.token_hex(4)}"
     try:
         partial.mkdir()
         counts, agreement = _consistent_write(
@@ -107,15 +123,21 @@ def snapshot_build(*, snapshot_id: int, progress: ProgressFn | None = None) -> D
         )
         manifest = _manifest(snapshot, partial, counts, agreement)
         (partial / MANIFEST_NAME).write_text(_json_text(manifest))
-        _replace_directory(partial, snapshot.directory)
+        if folder is not None:
+            _replace_directory(partial, folder / snapshot.storage_prefix)
+        else:
+            _upload(storage, partial, snapshot.storage_prefix, manifest)
     except Exception as exc:
         logger.exception("dataset snapshot %s failed", snapshot_id)
-        shutil.rmtree(partial, ignore_errors=True)
+        if folder is None:
+            _delete_stored(storage, snapshot.storage_prefix)
         DatasetSnapshot.objects.filter(pk=snapshot_id).update(
             status=DatasetSnapshot.Status.FAILED, error=repr(exc), finished_at=timezone.now()
         )
         snapshot.refresh_from_db()
         return snapshot
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # already moved away on a folder storage
     DatasetSnapshot.objects.filter(pk=snapshot_id).update(
         status=DatasetSnapshot.Status.FINISHED, row_counts=counts, manifest=manifest,
         finished_at=timezone.now(),
@@ -138,28 +160,61 @@ def _replace_directory(partial: Path, final: Path) -> None:
         partial.rename(final)
 
 
-def snapshot_file(snapshot: DatasetSnapshot, relative_path: str) -> Path:
-    """The file of a finished snapshot at `relative_path`; anything its manifest does not list
-    (other files, `..`, absolute paths) is refused."""
+def _upload(storage: Storage, folder: Path, prefix: str, manifest: dict) -> None:
+    """Every file, the manifest last (whoever finds the manifest finds every file it lists),
+    then away with whatever an earlier build left that this one does not have. The snapshot
+    is marked finished only after this returns."""
+    names = [stored_name(prefix, relative) for relative in [*manifest["files"], MANIFEST_NAME]]
+    for name in names:
+        with (folder / PurePosixPath(name).relative_to(prefix)).open("rb") as content:
+            saved = storage.save(name, File(content))
+        if saved != name:  # a storage that keeps old files renames new ones: nobody finds them
+            raise SnapshotError(f"the snapshots storage saved {name} as {saved}; it must overwrite")
+    for name in set(stored_files(storage, prefix)) - set(names):
+        storage.delete(name)
+
+
+def _delete_stored(storage: Storage, prefix: str) -> None:
+    """A failed build's objects (and a failed rebuild's old ones, no longer a whole
+    snapshot), so none is left behind; if the store is down too, the error is logged."""
+    try:
+        for name in list(stored_files(storage, prefix)):
+            storage.delete(name)
+    except Exception:
+        logger.exception("could not delete the objects under %s", prefix)
+
+
+def snapshot_file(snapshot: DatasetSnapshot, relative_path: str) -> IO[bytes]:
+    """The file of a finished snapshot at `relative_path`, opened for reading from the snapshots
+    storage (the caller closes it); anything its manifest does not list (other files, `..`,
+    absolute paths) is refused."""
     if snapshot.status != DatasetSnapshot.Status.FINISHED:
         raise SnapshotError("the snapshot is not finished")
-    if relative_path not in snapshot.files():
+    path = PurePosixPath(relative_path)
+    if relative_path not in snapshot.files() or path.is_absolute() or ".." in path.parts:
         raise SnapshotError(f"{relative_path!r} is not a file of this snapshot")
-    directory = snapshot.directory.resolve()
-    path = (directory / relative_path).resolve()
-    if not path.is_relative_to(directory) or not path.is_file():
-        raise SnapshotError(f"{relative_path!r} is not a file of this snapshot")
-    return path
+    try:
+        return open_stream(snapshot_storage(), stored_name(snapshot.storage_prefix, relative_path))
+    except FileNotFoundError as error:
+        raise SnapshotError(f"{relative_path!r} is missing from the snapshots storage") from error
 
 
 def snapshot_copy(snapshot: DatasetSnapshot, destination: Path) -> Path:
-    """Copy a finished snapshot's files to `destination` (hard links where possible) and
-    return the copied manifest's path."""
+    """Copy a finished snapshot's files to `destination` (hard links where the snapshots
+    storage is a local folder, else downloads) and return the copied manifest's path."""
     if snapshot.status != DatasetSnapshot.Status.FINISHED:
         raise SnapshotError("the snapshot is not finished")
-    shutil.copytree(
-        snapshot.directory, destination, copy_function=_link_or_copy, dirs_exist_ok=True
-    )
+    storage = snapshot_storage()
+    if local_root(storage) is not None:
+        shutil.copytree(
+            snapshot.directory, destination, copy_function=_link_or_copy, dirs_exist_ok=True
+        )
+    else:
+        destination.mkdir(parents=True, exist_ok=True)
+        for relative in snapshot.files():
+            copy_out(
+                storage, stored_name(snapshot.storage_prefix, relative), destination / relative
+            )
     return destination / MANIFEST_NAME
 
 

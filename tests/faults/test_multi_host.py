@@ -11,11 +11,15 @@ Web and worker are configured by their environment alone (not this test process'
 names no localhost, and each has an empty DATA_DIR of its own. Over the LAN, an admin
 creates a campaign through the web's form, the worker generates its clips into the bucket,
 a rater fetches a clip through the web (the bytes of the bucket's object) and votes through
-the API, and the vote is in the data host's database. No clip lands on either disk.
+the API, and the vote is in the data host's database. A researcher then asks the web for a
+dataset snapshot, the worker builds it into the bucket, and the researcher downloads its files
+through the web, each hashing to the manifest's sha256. No clip and no snapshot file stays on
+either disk.
 Needs root and `ip netns`; skipped otherwise."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -62,9 +66,12 @@ User = get_user_model()
 admin = User.objects.create_superuser("admin", password="{ADMIN_PASSWORD}")
 Rater.objects.create(user=admin, role=Role.ADMIN)
 rater = Rater.objects.create(user=User.objects.create_user("rater"), role=Role.RATER)
+researcher = Rater.objects.create(
+    user=User.objects.create_user("researcher"), role=Role.RESEARCHER)
 version = GeneratorVersion.objects.create(
     name="procedural-v1", backend="procedural", status=GeneratorVersion.Status.ACTIVE)
-print(json.dumps({{"version": version.pk, "token": Token.objects.create(user=rater.user).key}}))
+print(json.dumps({{"version": version.pk, "token": Token.objects.create(user=rater.user).key,
+                  "researcher": Token.objects.create(user=researcher.user).key}}))
 """
 
 
@@ -79,6 +86,7 @@ class Deployment:
     worker: WorkerProcess
     version_id: int
     rater_token: str
+    researcher_token: str
 
 
 def role_env(lan: Lan, redis: PrivateRedis, data_dir: Path) -> dict[str, str]:
@@ -200,7 +208,7 @@ def deployment() -> Iterator[Deployment]:
             lan=lan, web_url=f"http://{lan['web'].address}:{WEB_PORT}",
             database_url=web_env["DATABASE_URL"], s3=s3, web_dir=web_dir,
             worker_dir=worker_dir, worker=worker, version_id=made["version"],
-            rater_token=made["token"],
+            rater_token=made["token"], researcher_token=made["researcher"],
         )  # fmt: skip
 
 
@@ -241,6 +249,22 @@ def wait_for_clips(deployment: Deployment, campaign_id: int) -> None:
                 return
             time.sleep(0.3)
     raise AssertionError(f"the clips were not made; worker log:\n{deployment.worker.log()[-6000:]}")
+
+
+def wait_for_snapshot(deployment: Deployment, client: httpx.Client, snapshot_id: int) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        response = client.get(f"/api/v1/research/snapshots/{snapshot_id}/")
+        assert response.status_code == 200, response.text[:2000]
+        assert response.json()["status"] != "failed", response.json()
+        if response.json()["status"] == "finished":
+            return response.json()
+        time.sleep(0.3)
+    raise AssertionError(f"no snapshot; worker log:\n{deployment.worker.log()[-6000:]}")
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
 def audio_files_under(folder: Path) -> list[Path]:
@@ -288,3 +312,34 @@ def test_web_worker_and_data_on_three_hosts_share_nothing_but_the_network(deploy
             "SELECT campaign_id, choice FROM ratings_vote WHERE id = %s", (vote.json()["vote"],)
         ).fetchone()
     assert row is not None and row[0] == campaign_id
+
+    # A researcher's snapshot: requested from the web, built by the worker, kept in the bucket.
+    headers = {"Authorization": f"Token {deployment.researcher_token}"}
+    with httpx.Client(base_url=deployment.web_url, headers=headers, timeout=30) as researcher:
+        request = {"campaign_ids": [campaign_id], "formats": ["jsonl", "parquet"],
+                   "include_audio": True}  # fmt: skip
+        created = researcher.post("/api/v1/research/snapshots/", json=request)
+        assert created.status_code == 201, created.text
+        snapshot = wait_for_snapshot(deployment, researcher, created.json()["id"])
+        manifest = researcher.get(
+            f"/api/v1/research/snapshots/{snapshot['id']}/files/manifest.json"
+        )
+        assert manifest.status_code == 200, manifest.text[:2000]
+        files = manifest.json()["files"]
+        assert "votes.jsonl" in files and any(name.startswith("audio/") for name in files)
+        for relative in ("votes.jsonl", "votes.parquet", min(n for n in files if "audio/" in n)):
+            download = researcher.get(
+                f"/api/v1/research/snapshots/{snapshot['id']}/files/{relative}"
+            )
+            assert download.status_code == 200, download.text[:2000]
+            assert hashlib.sha256(download.content).hexdigest() == files[relative]
+        [exported] = [json.loads(line) for line in researcher.get(
+            f"/api/v1/research/snapshots/{snapshot['id']}/files/votes.jsonl"
+        ).text.splitlines()]  # fmt: skip
+        assert exported["vote_id"] == vote.json()["vote"]
+
+    prefix = f"snapshots/snapshot-{snapshot['id']}/"
+    listed = deployment.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    assert {o["Key"].removeprefix(prefix) for o in listed} == {*files, "manifest.json"}
+    for data_dir in (deployment.web_dir, deployment.worker_dir):
+        assert files_under(data_dir / "snapshots") == [] and audio_files_under(data_dir) == []

@@ -434,7 +434,8 @@ def test_files_outside_the_manifest_are_refused(votes: list[Vote]) -> None:
     snapshot = build(formats=["jsonl"])
     (snapshot.directory.parent / "secret.txt").write_text("no")
 
-    assert snapshots.snapshot_file(snapshot, "votes.jsonl") == snapshot.directory / "votes.jsonl"
+    with snapshots.snapshot_file(snapshot, "votes.jsonl") as opened:
+        assert opened.read() == (snapshot.directory / "votes.jsonl").read_bytes()
     for bad in ("../secret.txt", "/etc/passwd", "votes.csv", "audio", ""):
         with pytest.raises(SnapshotError):
             snapshots.snapshot_file(snapshot, bad)
