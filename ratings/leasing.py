@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from ratings import pair_selection, quality
+from ratings import pair_selection, quality, raw_sql
 from ratings.models import Assignment, Campaign, Pair, Rater
 
 
@@ -120,47 +120,6 @@ def _lease_new_pair(*, rater: Rater, campaign: Campaign, now: datetime) -> Lease
     return _lease_from_candidates(pair_selection.uniform_items(rater, campaign), *lease_args)
 
 
-# One statement, one round trip: pick the pair, take a slot, record the lease, and return
-# what the page needs. Its ORM equivalent costs five round trips and ~4 ms of SQL compiling
-# per request, which is most of the lease time at arena load.
-_LEASE_SQL_POSTGRESQL = """
-WITH candidate AS (
-    SELECT p.id FROM ratings_pair p
-    WHERE p.campaign_id = %(campaign)s AND p.slots_taken < p.votes_wanted
-      AND p.kind = %(regular)s
-      AND NOT EXISTS (
-          SELECT 1 FROM ratings_assignment a WHERE a.pair_id = p.id AND a.rater_id = %(rater)s
-      )
-    ORDER BY p.slots_taken, p.id
-    LIMIT 1
-    FOR UPDATE OF p {lock_wait}
-), taken AS (
-    UPDATE ratings_pair SET slots_taken = ratings_pair.slots_taken + 1
-    FROM candidate WHERE ratings_pair.id = candidate.id
-    RETURNING ratings_pair.id, ratings_pair.prompt_id, ratings_pair.kind,
-              ratings_pair.track_a_id, ratings_pair.track_b_id
-), leased AS (
-    INSERT INTO ratings_assignment
-        (pair_id, rater_id, campaign_id, left_is_a, status, served_at, expires_at)
-    SELECT taken.id, %(rater)s, %(campaign)s, %(left_is_a)s, %(live)s, %(now)s, %(expires_at)s
-    FROM taken
-    RETURNING id
-)
-SELECT leased.id, %(left_is_a)s, %(expires_at)s, prompt.text, taken.kind,
-       track_a.public_id, track_a.duration_seconds, track_b.public_id, track_b.duration_seconds
-FROM leased, taken
-JOIN ratings_prompt prompt ON prompt.id = taken.prompt_id
-JOIN generation_track track_a ON track_a.id = taken.track_a_id
-LEFT JOIN generation_track track_b ON track_b.id = taken.track_b_id
-"""
-# SKIP LOCKED first: a pair another rater is leasing this instant is passed over rather than
-# waited for, so concurrent raters spread over pairs. If every open pair is locked (the last
-# slots of a campaign), wait: PostgreSQL re-checks slots_taken once the lock is granted, so a
-# filled pair is never handed out and nobody is told "nothing left" while slots remain.
-_LEASE_SQL_SKIP_LOCKED = _LEASE_SQL_POSTGRESQL.format(lock_wait="SKIP LOCKED")
-_LEASE_SQL_WAIT = _LEASE_SQL_POSTGRESQL.format(lock_wait="")
-
-
 def _lease_new_pair_postgresql(
     rater: Rater, campaign: Campaign, left_is_a: bool, now: datetime, expires_at: datetime
 ) -> Lease | None:
@@ -175,7 +134,7 @@ def _lease_new_pair_postgresql(
         "live": Assignment.Status.LIVE.value,
     }
     with connection.cursor() as cursor:
-        for sql in (_LEASE_SQL_SKIP_LOCKED, _LEASE_SQL_WAIT):
+        for sql in (raw_sql.LEASE_SKIP_LOCKED, raw_sql.LEASE_WAIT):
             cursor.execute(sql, params)
             row = cursor.fetchone()
             if row is not None:

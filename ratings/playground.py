@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from generation.models import GeneratorVersion, Prompt, Track
 from generation.services import prompt_get_or_create
-from ratings import abuse, leasing, services
+from ratings import abuse, leasing, raw_sql, services
 from ratings.errors import RatingError
 from ratings.models import (
     Assignment,
@@ -110,7 +110,7 @@ def playground_campaign() -> Campaign:
             # Two first requests at once must not make two campaigns (SQLite's IMMEDIATE
             # transactions already serialise writers).
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext('ratings.playground'))")
+                cursor.execute(raw_sql.PLAYGROUND_CAMPAIGN_LOCK)
         campaign = _playground_campaign_or_none()
         if campaign is None:
             campaign = Campaign.objects.create(

@@ -13,7 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ratings import quality
+from ratings import quality, raw_sql
 from ratings.errors import (
     AlreadyVoted,
     AssignmentNotFound,
@@ -162,57 +162,6 @@ def _vote_write(
     return _vote_write_portable(vote, context, by_track, now)
 
 
-# Claim, count, store and rate in one statement: one round trip instead of five (BEGIN, three
-# writes, COMMIT) on the hot path. Data-modifying CTEs all run, and the later ones only act
-# when `claimed` returned the lease.
-_VOTE_SQL_POSTGRESQL = """
-WITH claimed AS (
-    UPDATE ratings_assignment SET status = %(voted)s
-    WHERE id = %(assignment)s AND status = %(live)s AND expires_at > %(now)s
-    RETURNING id
-), counted AS (
-    UPDATE ratings_pair SET vote_count = vote_count + 1
-    WHERE id = %(pair)s AND EXISTS (SELECT 1 FROM claimed)
-), stored AS (
-    INSERT INTO ratings_vote (assignment_id, pair_id, rater_id, campaign_id, choice, left_is_a,
-                              listen_ms_a, listen_ms_b, elapsed_ms, idempotency_key, comment,
-                              ip_hash, verification, session_id, created_at)
-    SELECT claimed.id, %(pair)s::bigint, %(rater)s::bigint, %(campaign)s::bigint,
-           %(choice)s::varchar, %(left_is_a)s::boolean, %(listen_ms_a)s::integer,
-           %(listen_ms_b)s::integer, %(elapsed_ms)s::integer, %(idempotency_key)s::uuid,
-           %(comment)s::text, %(ip_hash)s::varchar, %(verification)s::varchar,
-           (SELECT s.id FROM ratings_ratersession s
-            WHERE s.rater_id = %(rater)s AND s.campaign_id = %(campaign)s AND s.status = %(active)s
-            ORDER BY s.started_at DESC, s.id DESC LIMIT 1),
-           %(now)s::timestamptz
-    FROM claimed
-    RETURNING id, session_id
-){ratings}
-SELECT id, session_id FROM stored
-"""
-_RATINGS_CTE = """, rated AS (
-    INSERT INTO ratings_mosrating (vote_id, track_id, rater_id, campaign_id, score, listen_ms,
-                                   created_at)
-    SELECT stored.id, clip.track_id, %(rater)s::bigint, %(campaign)s::bigint, clip.score,
-           clip.listen_ms, %(now)s::timestamptz
-    FROM stored, (VALUES {rows}) AS clip(track_id, score, listen_ms)
-)"""
-_VOTE_SQL_BY_RATED_CLIPS = {
-    0: _VOTE_SQL_POSTGRESQL.format(ratings=""),
-    **{
-        clips: _VOTE_SQL_POSTGRESQL.format(
-            ratings=_RATINGS_CTE.format(
-                rows=", ".join(
-                    f"(%(track_{i})s::bigint, %(score_{i})s::integer, %(listen_{i})s::integer)"
-                    for i in range(clips)
-                )
-            )
-        )
-        for clips in (1, 2)
-    },
-}
-
-
 def _vote_write_postgresql(
     vote: Vote, context: _VoteContext, by_track: _TrackOrderedVote, now: datetime
 ) -> Vote | None:
@@ -244,7 +193,7 @@ def _vote_write_postgresql(
     # so that a duplicate key rolls back this statement and not the caller's work.
     nested = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     with nested, connection.cursor() as cursor:
-        cursor.execute(_VOTE_SQL_BY_RATED_CLIPS[len(scores)], params)
+        cursor.execute(raw_sql.VOTE_BY_RATED_CLIPS[len(scores)], params)
         row = cursor.fetchone()
     if row is None:
         return None
