@@ -37,13 +37,9 @@ from generation.services import shipped_version_register
 from ratings.campaigns import campaign_create, campaign_generate_prompt, campaign_votes_extend
 from ratings.dataset import DataFilters, rows_sha256, vote_rows
 from ratings.models import Campaign
-from ratings.simulation import (
-    PreferenceFn,
-    RaterSwarm,
-    SimulationConfig,
-    simulated_raters_build,
-    simulated_raters_ensure,
-)
+from ratings.simulation.raters import simulated_raters_build, simulated_raters_ensure
+from ratings.simulation.swarm import RaterSwarm, SimulationConfig
+from ratings.simulation.tastes import PreferenceFn
 from reward import finetune, finetune_results, training
 from reward.models import FineTuneRun, RewardModel
 

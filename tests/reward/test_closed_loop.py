@@ -7,7 +7,7 @@ import pytest
 
 from generation.models import GeneratorVersion, Track
 from ratings.models import Campaign, Vote
-from ratings.simulation import default_preference
+from ratings.simulation.tastes import default_preference
 from reward.closed_loop import closed_loop_run, objective_decide
 from reward.models import Evaluation, FineTuneRun, RewardModel
 
