@@ -21,7 +21,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from reward.closed_loop import BUDGETS, OBJECTIVES, closed_loop_run
+from reward.closed_loop import closed_loop_run
+from reward.closed_loop_budgets import BUDGETS
+from reward.closed_loop_objective import OBJECTIVES
 
 NOT_SUPPORTED_EXIT_CODE = 3  # the votes supported no taste: no candidate was made
 
