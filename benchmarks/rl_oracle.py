@@ -71,7 +71,8 @@ def main() -> int:
     from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit
     from generation.music.events import piece_to_events
     from generation.music.learned import SymbolicTransformerBackend, torch_threads
-    from generation.music.prompts import parse_prompt, prompt_pools
+    from generation.music.prompt_sampling import prompt_pools
+    from generation.music.prompts import parse_prompt
     from ratings.simulation import tastes
     from reward.learning.loop import LoopConfig
     from reward.learning.rl import RLOOConfig, train_rloo

@@ -58,7 +58,7 @@ def base_version() -> GeneratorVersion:
 def loop_prompts(count: int, seed: int, *, skip: int = 0) -> list[str]:
     """Prompts as people write them (the pretraining corpus's short-prompt style); skip: the
     first prompts of the same stream, already used by earlier collection rounds."""
-    from generation.music.prompts import random_attributes, short_prompt
+    from generation.music.prompt_sampling import random_attributes, short_prompt
 
     rng = random.Random(seed)
     texts: list[str] = []
