@@ -29,7 +29,8 @@ from generation.music.attributes_measure import (
 )
 from generation.music.composer import compose
 from generation.music.events import Note
-from generation.music.prompts import MusicAttributes, random_attributes
+from generation.music.prompt_sampling import random_attributes
+from generation.music.prompts import MusicAttributes
 
 # The baseline: Krumhansl-Kessler probe-tone ratings, index 0 = tonic, whole piece only.
 KRUMHANSL_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])

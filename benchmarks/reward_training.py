@@ -128,7 +128,7 @@ def cast_votes(campaign_id: int, votes: int, taste: str) -> None:
     from django.utils import timezone
 
     from ratings.models import Assignment, Pair, Rater, Vote
-    from ratings.simulation import SimulatedRater
+    from ratings.simulation.raters import SimulatedRater
 
     pairs = list(Pair.objects.filter(campaign_id=campaign_id).select_related(
         "track_a__generator_version", "prompt").order_by("pk"))  # fmt: skip

@@ -47,7 +47,7 @@ def main() -> None:
     from generation.music.backends import SHIPPED_GENERATOR
     from generation.music.events import piece_to_events
     from generation.music.learned import SymbolicTransformerBackend
-    from generation.music.prompts import random_attributes, short_prompt
+    from generation.music.prompt_sampling import random_attributes, short_prompt
     from generation.music.render import SAMPLE_RATE, normalize_loudness, render_piece
     from reward.learning.adherence import attribute_match_scores
     from reward.learning.dpo import DPOConfig, DPOPair, train_dpo

@@ -8,10 +8,10 @@ with a simulated taste as the exact reward, no votes and no reward model in betw
 The closed loop (`musicrl_loop`) can fall short for two reasons: its preference model got the
 taste wrong, or RL cannot move the generator far enough. This separates them. The reward of a
 sample is u = logit P(sample beats a fixed sample of the base for the same prompt) under the
-taste (any function in `ratings.simulation`): for a Bradley-Terry taste that is its utility up
-to a per-prompt constant, which the leave-one-out baseline cancels. RL runs through the real
-`train_rloo` on the loop's prompt pools (2,000 training, 64 held-out prompts) with the given
-settings.
+taste (any function in `ratings.simulation.tastes`): for a Bradley-Terry taste that is its
+utility up to a per-prompt constant, which the leave-one-out baseline cancels. RL runs through
+the real `train_rloo` on the loop's prompt pools (2,000 training, 64 held-out prompts) with the
+given settings. Nothing here needs Django: the tastes are plain functions.
 
 Printed: the curve (10-step means of the training reward, KL and adherence), then on the 64
 held-out prompts (two samples each, against two fresh samples of the base):
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -47,17 +46,6 @@ def logit(probability: float) -> float:
     """Clamped, so a certain preference (or an empty sample's 0) stays finite."""
     probability = min(max(probability, 1e-6), 1 - 1e-6)
     return math.log(probability / (1 - probability))
-
-
-def django_setup() -> None:
-    """The simulation module imports the rater models; nothing here queries the database."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("SECRET_KEY", "rl-oracle-benchmark")
-    os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="rl-oracle-"))
-    os.environ.setdefault("CELERY_BROKER_URL", "filesystem://")
-    import django
-
-    django.setup()
 
 
 def main() -> int:
@@ -77,21 +65,21 @@ def main() -> int:
     if args.steps < 1 or args.best_of < 1:
         parser.error("--steps and --best-of must be at least 1")
 
-    django_setup()
     import torch
 
     from generation.music.backends import SHIPPED_GENERATOR
     from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit
     from generation.music.events import piece_to_events
     from generation.music.learned import SymbolicTransformerBackend, torch_threads
-    from generation.music.prompts import parse_prompt, prompt_pools
-    from ratings import simulation
+    from generation.music.prompt_sampling import prompt_pools
+    from generation.music.prompts import parse_prompt
+    from ratings.simulation import tastes
     from reward.learning.loop import LoopConfig
     from reward.learning.rl import RLOOConfig, train_rloo
 
-    taste = getattr(simulation, args.taste, None)
+    taste = getattr(tastes, args.taste, None)
     if not callable(taste):
-        parser.error(f"ratings.simulation has no taste {args.taste!r}")
+        parser.error(f"ratings.simulation.tastes has no taste {args.taste!r}")
     train_prompts, held_out = prompt_pools(
         [], train_count=2000, held_out_count=64, test_share=0.2, split_seed=0, seed=args.seed
     )
@@ -100,12 +88,12 @@ def main() -> int:
     policy = SymbolicTransformerBackend.load(checkpoint)
     reference = SymbolicTransformerBackend.load(checkpoint)
 
-    def heard(sample) -> simulation.SimulatedClip:
+    def heard(sample) -> tastes.SimulatedClip:
         """The sample as the simulated raters hear a clip of it."""
-        attributes = simulation.heard_attributes({}, piece_to_events(sample.piece), sample.prompt)
-        return simulation.SimulatedClip(b"", sample.prompt, attributes, "sample")
+        attributes = tastes.heard_attributes({}, piece_to_events(sample.piece), sample.prompt)
+        return tastes.SimulatedClip(b"", sample.prompt, attributes, "sample")
 
-    anchors: dict[str, simulation.SimulatedClip] = {}  # one base sample per prompt
+    anchors: dict[str, tastes.SimulatedClip] = {}  # one base sample per prompt
 
     def anchor_prompts(prompts) -> None:
         missing = sorted(set(prompts) - set(anchors))

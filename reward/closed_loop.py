@@ -5,7 +5,8 @@ campaign judged by the same simulated rater population -> report.
 The collect campaigns teach: half their pairs set a clip against a variant of it changed along
 one audible axis. When no preference model beats chance on the held-out votes, the loop
 collects another round (up to the budget), and if still none does, it stops and says why
-(`objective_decide`): it never optimises what the votes do not support.
+(`closed_loop_objective`): it never optimises what the votes do not support. How much each
+stage does is the budget's (`closed_loop_budgets`).
 
 Every stage leaves the platform's own objects behind (campaigns, votes, reward models, a
 fine-tuning run, a candidate version, an evaluation), exactly as if people had done it in the
@@ -17,15 +18,11 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler
 
-from django.core.servers.basehttp import ThreadedWSGIServer
-from django.core.wsgi import get_wsgi_application
 from django.db import connections
 from django.db.models import F, Sum
 
@@ -37,120 +34,17 @@ from generation.services import shipped_version_register
 from ratings.campaigns import campaign_create, campaign_generate_prompt, campaign_votes_extend
 from ratings.dataset import DataFilters, rows_sha256, vote_rows
 from ratings.models import Campaign
-from ratings.simulation import (
-    PreferenceFn,
-    RaterSwarm,
-    SimulationConfig,
-    simulated_raters_build,
-    simulated_raters_ensure,
-)
+from ratings.simulation.local_server import LocalServer
+from ratings.simulation.raters import simulated_raters_build, simulated_raters_ensure
+from ratings.simulation.swarm import RaterSwarm, SimulationConfig
+from ratings.simulation.tastes import PreferenceFn
 from reward import finetune, finetune_results, training
+from reward.closed_loop_budgets import BUDGETS, Budget
+from reward.closed_loop_objective import OBJECTIVES, objective_decide
 from reward.models import FineTuneRun, RewardModel
 
 logger = logging.getLogger(__name__)
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Budget:
-    collect_prompts: int
-    votes_per_item: int
-    raters: int
-    clip_seconds: float
-    reward_steps: int
-    rl_steps: int  # per stage
-    eval_votes_per_item: int
-    min_listen_seconds: float = 0.2  # simulated raters wait it out in real time
-    adherence_corpus: int = 512  # captioned composer clips for the music tower
-    adherence_steps: int = 600
-    # Measured on the planned base with the default taste itself as the reward
-    # (benchmarks/rl_oracle.py, 60 steps of 8 x 4 samples, kl_loss 0.25, beta 0.02): 1e-3
-    # ran the KL to 60 nats by step 10 and the reward rose, then fell below the base's by
-    # step 30; 1e-4 raised it steadily at a KL of about 2 nats and kept adherence (expected
-    # win rate 0.65 against the base); 3e-4, 0.63 at 9 nats with instrument fit 0.02 lower.
-    rl_learning_rate: float = 1e-4
-    rl_min_learning_rate: float = 1e-4
-    rl_beta: float = 0.02
-    rl_kl_loss: float = 0.25
-    rl_prompts_per_step: int = 8
-    rl_samples_per_prompt: int = 4
-    rl_num_threads: int = 2  # the loop has the machine to itself (finetune's num_threads)
-    rl_train_prompts: int = 2000  # the pools RL samples from and is judged on
-    rl_held_out_prompts: int = 64  # also the evaluation campaign's prompts
-    # When no preference model beats chance, collect another campaign of collect_prompts
-    # new prompts, up to this many in all, before giving up.
-    max_collect_rounds: int = 2
-    # Share of collect pairs that set a clip against a variant of it changed along one
-    # audible axis (tempo, transposition, drums, instruments, density): votes that isolate
-    # an axis, including how much each of the prompt's attributes matters to the raters.
-    collect_variant_share: float = 0.5
-    # The evaluation votes until this many are decisive (ties excluded), adding a vote per
-    # pair at a time, at most three times.
-    min_decisive_votes: int = 180
-
-
-BUDGETS = {
-    # For the test suite: every stage runs and leaves its objects; nothing is learned.
-    "tiny": Budget(
-        collect_prompts=12,
-        votes_per_item=2,
-        raters=4,
-        clip_seconds=2.0,
-        reward_steps=10,
-        rl_steps=2,
-        eval_votes_per_item=2,
-        adherence_corpus=32,
-        adherence_steps=10,
-        rl_train_prompts=32,
-        rl_held_out_prompts=6,
-        rl_num_threads=1,  # the test suite runs two processes at once
-        min_decisive_votes=0,
-    ),
-    "small": Budget(
-        collect_prompts=96,
-        votes_per_item=3,
-        raters=12,
-        clip_seconds=4.0,
-        reward_steps=300,
-        rl_steps=100,
-        eval_votes_per_item=4,  # 256 votes over 64 held-out prompts: >= 180 decisive
-    ),
-    "full": Budget(
-        collect_prompts=400,
-        votes_per_item=5,
-        raters=40,
-        clip_seconds=10.0,
-        reward_steps=1500,
-        rl_steps=200,
-        eval_votes_per_item=5,
-        rl_held_out_prompts=100,
-        max_collect_rounds=3,
-    ),
-}
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        pass
-
-
-class LocalServer:
-    """The platform's WSGI app on a free local port, in threads of this process: the real
-    HTTP API for the simulated raters, without starting anything else."""
-
-    def __init__(self) -> None:
-        self.httpd = ThreadedWSGIServer(("127.0.0.1", 0), _QuietHandler, allow_reuse_address=True)
-        self.httpd.set_app(get_wsgi_application())
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> LocalServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def base_version() -> GeneratorVersion:
@@ -164,7 +58,7 @@ def base_version() -> GeneratorVersion:
 def loop_prompts(count: int, seed: int, *, skip: int = 0) -> list[str]:
     """Prompts as people write them (the pretraining corpus's short-prompt style); skip: the
     first prompts of the same stream, already used by earlier collection rounds."""
-    from generation.music.prompts import random_attributes, short_prompt
+    from generation.music.prompt_sampling import random_attributes, short_prompt
 
     rng = random.Random(seed)
     texts: list[str] = []
@@ -241,77 +135,6 @@ def train_reward(
         raise RuntimeError(f"reward model {name} did not finish: {model and model.error}")
     say(f"  {name}: {model.metrics.get('heldout', {})}")
     return model
-
-
-def better_than_chance(reward_model: RewardModel) -> bool:
-    """Whether a preference model's held-out accuracy is above 0.5 with 95% confidence."""
-    interval = (reward_model.metrics.get("heldout") or {}).get("accuracy_ci") or [None]
-    return interval[0] is not None and interval[0] > 0.5
-
-
-def trusted_preference_model(candidates: list[RewardModel]) -> RewardModel | None:
-    """Of the preference models that beat chance on their held-out votes, the most accurate
-    there (None: none does, and optimising one would optimise noise). Both see the same
-    votes and split them alike, so their held-out figures compare."""
-    trusted = [model for model in candidates if better_than_chance(model)]
-    return max(trusted, key=lambda m: m.metrics["heldout"]["accuracy"], default=None)
-
-
-OBJECTIVES = ("auto", "R")  # auto: the raters' taste (U), only where the votes support one
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the loop does after a round of votes, and why (printed and reported)."""
-
-    action: str  # "optimise", "collect" (another round of votes) or "stop"
-    preset: str | None  # "U" or "R" when optimising
-    reward_model: RewardModel | None  # the preference model U optimises
-    reason: str
-
-
-def _heldout_summary(model: RewardModel) -> str:
-    heldout = model.metrics.get("heldout") or {}
-    low, high = heldout.get("accuracy_ci") or (None, None)
-    if heldout.get("accuracy") is None or low is None:
-        return f"{model.name}: not measured"
-    accuracy, votes = heldout["accuracy"], heldout.get("votes")
-    return f"{model.name}: {accuracy:.3f} [{low:.3f}, {high:.3f}] on {votes} votes"
-
-
-def objective_decide(
-    *,
-    objective: str,
-    preference_models: list[RewardModel],
-    rounds_done: int,
-    max_rounds: int,
-) -> Decision:
-    """U on the preference model that predicts the held-out votes best, when one beats
-    chance; otherwise more votes while the budget allows, then a stop. The loop never
-    switches to another objective on its own: optimising a model that does not beat chance
-    optimises noise, and optimising adherence instead ships what the raters did not ask for.
-    R (prompt adherence) runs only when the admin chose it."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
-    if objective == "R":
-        return Decision("optimise", "R", None, "prompt adherence (R), as the admin chose")
-    trusted = trusted_preference_model(preference_models)
-    if trusted is not None:
-        reason = f"U on {_heldout_summary(trusted)}: held-out accuracy above chance"
-        return Decision("optimise", "U", trusted, reason)
-    figures = "; ".join(_heldout_summary(model) for model in preference_models)
-    if rounds_done < max_rounds:
-        return Decision(
-            "collect", None, None,
-            f"no preference model beats chance on its held-out votes ({figures}): collecting "
-            f"more votes, round {rounds_done + 1} of at most {max_rounds}",
-        )  # fmt: skip
-    return Decision(
-        "stop", None, None,
-        f"no preference model beats chance on its held-out votes after {rounds_done} "
-        f"round(s) of collection ({figures}): the votes do not support a taste to optimise, "
-        "so nothing is fine-tuned. Collect more votes (a larger budget) or choose R.",
-    )  # fmt: skip
 
 
 def closed_loop_run(

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from generation.models import Prompt, Track
-from generation.music.prompts import prompt_is_held_out, prompt_pools
+from generation.music.prompt_sampling import prompt_pools
+from generation.music.prompts import prompt_is_held_out
 from ratings.dataset import DataFilters, preference_target, vote_rows
 from reward.finetune_settings import DEFAULT_SETTINGS, FineTuneError
 from reward.models import FineTuneRun
@@ -17,7 +18,8 @@ from reward.models import FineTuneRun
 def prompt_pool(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(training prompts, held-out prompts): the curated prompts people wrote, split whole by
     the same rule as reward training, filled up with generated prompts in the way people write
-    them (`prompts.prompt_pools`). The held-out prompts feed the curves and the evaluation."""
+    them (`prompt_sampling.prompt_pools`). The held-out prompts feed the curves and the
+    evaluation."""
     curated = list(
         Prompt.objects.filter(source=Prompt.Source.CURATED)
         .order_by("pk")

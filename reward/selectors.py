@@ -136,7 +136,7 @@ def finetune_report(run: FineTuneRun) -> dict[str, Any]:
         "held_out_prompts": run.data_summary.get("held_out_prompts", []),
         "samples": samples,
         # One chart per attribute: the notes' prompt adherence on training and held-out
-        # prompts (rl.fit_figures), so a taste that moves one attribute shows where.
+        # prompts (reward_hacking.fit_figures), so a taste that moves one attribute shows where.
         "fit_charts": [
             {"part": part, "series": f"fit_{part},heldout_fit_{part}"}
             for part in (*FIT_PARTS, "score")

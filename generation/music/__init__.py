@@ -16,7 +16,8 @@ from generation.music.events import (
     piece_to_events,
 )
 from generation.music.interface import GeneratedClip
-from generation.music.prompts import MusicAttributes, caption_for, parse_prompt, random_attributes
+from generation.music.prompt_sampling import random_attributes
+from generation.music.prompts import MusicAttributes, caption_for, parse_prompt
 
 __all__ = [
     "EVENT_VOCABULARY",

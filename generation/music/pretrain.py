@@ -40,11 +40,8 @@ from generation.music.evaluation import GeneratedPiece, adherence_report
 from generation.music.learned import SamplingConfig, SymbolicTransformerBackend, torch_threads
 from generation.music.plan import Plan, plan_for_piece
 from generation.music.planned import SIZES, PlannedConfig, PlannedMusicGPT
-from generation.music.prompts import (
-    MusicAttributes,
-    prompt_is_held_out,
-    random_prompt_text,
-)
+from generation.music.prompt_sampling import random_prompt_text
+from generation.music.prompts import MusicAttributes, prompt_is_held_out
 from generation.music.text_encoder import TextEncoder, get_text_encoder
 from generation.music.tokenizer import BOS_ID, PAD_ID, crop_piece, encode_piece, header_length
 

@@ -30,7 +30,8 @@ from torch import nn
 from generation.music.attributes_measure import adherence
 from generation.music.composer import compose
 from generation.music.events import events_to_piece, piece_to_events
-from generation.music.prompts import MusicAttributes, parse_prompt, random_prompt_text
+from generation.music.prompt_sampling import random_prompt_text
+from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.render import SAMPLE_RATE, SOUNDFONT_PATH, normalize_loudness, render_piece
 from reward.learning.data import random_crops
 from reward.learning.features import DEFAULT_MEL, log_mel

@@ -2,8 +2,10 @@
 leave-one-out baseline, Ahmadian et al. 2024) with a KL penalty to a frozen reference.
 
 Readable top to bottom: config -> the estimator (running reward normalisation, the
-leave-one-out advantage, the loss) -> curve figures (diversity) -> guards against reward
-hacking -> held-out evaluation -> the run (run_loop: checkpoints, exact resume, early stop).
+leave-one-out advantage, the loss) -> scoring and curve figures -> a step and held-out
+evaluation -> the run (run_loop: checkpoints, exact resume, early stop). What watches the run
+for reward hacking (diversity, prompt adherence, the KL and diversity guards) is in
+reward_hacking.py.
 
 One step, for prompts_per_step prompts drawn by the step's RNG and K samples of each:
 
@@ -30,22 +32,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from itertools import combinations
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 import torch
 from torch import nn
 
-from generation.music.evaluation import FIT_PARTS, piece_fit
 from generation.music.learned import Sample, SymbolicTransformerBackend, torch_threads
-from generation.music.prompts import MusicAttributes, parse_prompt
-from generation.music.tokenizer import content_ids
 from reward.learning.loop import (
     CHECKPOINT_NAME,
     Cancelled,
@@ -56,10 +52,16 @@ from reward.learning.loop import (
     module_digest,
     run_loop,
 )
+from reward.learning.reward_hacking import (
+    GuardState,
+    check_guards,
+    diversity,
+    fit_figures,
+    guard_warnings,
+)
 
 KIND = "rloo"
 GUARD_ACTIONS = ("stop", "warn")
-DIVERSITY_NGRAM = 4
 # A reward that has been constant so far normalises to 0 rather than to 0/0.
 MIN_REWARD_STD = 1e-6
 
@@ -152,16 +154,6 @@ class RewardStatistics(nn.Module):
         return (rewards - self.mean) / self.std().clamp_min(MIN_REWARD_STD)
 
 
-class GuardState(nn.Module):
-    """What the guards remember between steps (buffers, checkpointed with the weights): the
-    first step's diversity and the last value each guard warned at (NaN: none yet)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("initial_diversity", torch.tensor(math.nan, dtype=torch.float64))
-        self.register_buffer("warned", torch.full((2,), math.nan, dtype=torch.float64))
-
-
 class RLOOModule(nn.Module):
     """What the loop trains and checkpoints: the policy's weights, the reward statistics and
     the guards' state (the last two have no parameters, so the optimiser never sees them)."""
@@ -196,37 +188,7 @@ def rloo_loss(advantages: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor:
     return -(advantages.detach() * logprobs).mean()
 
 
-# --- figures ------------------------------------------------------------------------------
-
-
-def ngrams(ids: Sequence[int], n: int = DIVERSITY_NGRAM) -> set[tuple[int, ...]]:
-    tokens = content_ids(list(ids))
-    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
-
-
-def jaccard_distance(a: set, b: set) -> float:
-    """1 - |a & b| / |a | b|: 0 for equal sets (two empty ones included), 1 for disjoint."""
-    union = len(a | b)
-    return 1.0 - len(a & b) / union if union else 0.0
-
-
-def diversity(samples: Sequence[Sample], group_size: int) -> float:
-    """Mean pairwise Jaccard distance between the token 4-gram sets of the samples of one
-    prompt (groups of group_size consecutive samples), averaged over prompts: 1 when the K
-    samples of a prompt share no 4-gram, 0 when they are identical. Collapse onto one
-    output, the usual face of reward hacking, drives it to 0. With one sample per prompt
-    (held-out, by default) all samples form one group, and it measures diversity across
-    prompts instead."""
-    sets = [ngrams(sample.token_ids) for sample in samples]
-    if group_size < 2:
-        group_size = len(sets)
-    distances = []
-    for start in range(0, len(sets), group_size):
-        group = sets[start : start + group_size]
-        pairs = [jaccard_distance(a, b) for a, b in combinations(group, 2)]
-        if pairs:
-            distances.append(sum(pairs) / len(pairs))
-    return sum(distances) / len(distances) if distances else 0.0
+# --- scoring and curve figures ------------------------------------------------------------
 
 
 @dataclass
@@ -312,66 +274,6 @@ def figures_of(
     figures[f"{prefix}length"] = sum(len(s.token_ids) for s in samples) / len(samples)
     figures[f"{prefix}well_formed"] = sum(s.well_formed for s in samples) / len(samples)
     return figures | fit_figures(samples, prefix)
-
-
-def fit_figures(samples: Sequence[Sample], prefix: str = "") -> dict[str, float]:
-    """Mean prompt adherence of the samples' notes per attribute (`fit_tempo`, ...) and
-    overall (`fit_score`): whatever the reward, the curves show what RL did to each
-    attribute, on training and held-out prompts side by side."""
-    targets: dict[str, MusicAttributes] = {}
-    rows = []
-    for sample in samples:
-        if sample.prompt not in targets:
-            targets[sample.prompt] = parse_prompt(sample.prompt)
-        rows.append(piece_fit(targets[sample.prompt], sample.piece))
-    return {
-        f"{prefix}fit_{part}": fmean(row[part] for row in rows) for part in (*FIT_PARTS, "score")
-    }
-
-
-# --- guards against reward hacking --------------------------------------------------------
-
-GUARD_KINDS = ("kl_limit", "diversity_floor")
-
-
-def check_guards(
-    config: RLOOConfig, state: GuardState, entry: dict[str, float]
-) -> list[dict[str, Any]]:
-    """Warnings for one step's curve entry (updating `state`). A guard records a warning when
-    its figure first crosses the limit, and again only each time it gets twice as bad as at
-    its last warning (KL doubles, diversity halves): a drifting run gives a handful of
-    warnings, not one per step."""
-    if math.isnan(float(state.initial_diversity)):
-        state.initial_diversity.fill_(entry["diversity"])  # the untouched policy's
-    limits = {
-        "kl_limit": config.kl_limit,
-        "diversity_floor": None
-        if config.diversity_floor is None
-        else config.diversity_floor * float(state.initial_diversity),
-    }
-    warnings = []
-    for index, kind in enumerate(GUARD_KINDS):
-        limit = limits[kind]
-        if limit is None:
-            continue
-        value = entry["kl"] if kind == "kl_limit" else entry["diversity"]
-        last = float(state.warned[index])
-        if kind == "kl_limit":
-            crossed = value > limit and (math.isnan(last) or value >= 2 * last)
-        else:
-            crossed = value < limit and (math.isnan(last) or value <= last / 2)
-        if crossed:
-            state.warned[index] = value
-            warnings.append(
-                {"step": int(entry["step"]), "kind": kind, "value": value, "limit": limit}
-            )
-    return warnings
-
-
-def guard_warnings(config: RLOOConfig, history: list[dict[str, float]]) -> list[dict[str, Any]]:
-    """The warnings of a whole run, replayed from its curve (as recorded live)."""
-    state = GuardState()
-    return [w for entry in history for w in check_guards(config, state, entry)]
 
 
 # --- a step, and held-out evaluation -------------------------------------------------------

@@ -20,7 +20,8 @@ from generation.music.attributes_measure import (
 from generation.music.composer import compose
 from generation.music.events import TICKS_PER_BAR, Note
 from generation.music.plan import plan_agreement, plan_for_piece
-from generation.music.prompts import DENSITY_LEVELS, parse_prompt, random_attributes
+from generation.music.prompt_sampling import random_attributes
+from generation.music.prompts import DENSITY_LEVELS, parse_prompt
 
 
 def composed(seed: int, count: int):

@@ -14,7 +14,7 @@ from generation.music.model import SIZES as FIRST_SIZES
 from generation.music.model import MusicGPT
 from generation.music.plan import plan_for_piece
 from generation.music.planned import SIZES, PlannedMusicGPT
-from generation.music.prompts import random_attributes
+from generation.music.prompt_sampling import random_attributes
 from generation.music.tokenizer import (
     BAR_ID,
     BOS_ID,

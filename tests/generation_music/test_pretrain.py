@@ -19,7 +19,8 @@ from generation.music.pretrain import (
     train,
     training_batch,
 )
-from generation.music.prompts import parse_prompt, prompt_is_held_out, random_attributes
+from generation.music.prompt_sampling import random_attributes
+from generation.music.prompts import parse_prompt, prompt_is_held_out
 from generation.music.text_encoder import get_text_encoder
 
 TINY = replace(SIZES["tiny"], body=BodyConfig(block_size=256, n_layer=2, n_head=2, n_embd=64))

@@ -15,7 +15,7 @@ from generation.music.events import (
     ids_to_events,
 )
 from generation.music.plan import Plan, plan_agreement, plan_for_piece
-from generation.music.prompts import random_attributes
+from generation.music.prompt_sampling import random_attributes
 from generation.music.tokenizer import (
     BAR_ID,
     EOS_ID,

@@ -9,7 +9,7 @@ import pytest
 from generation.music.composer import compose
 from generation.music.events import Note, Piece, piece_to_events
 from generation.music.prompts import parse_prompt
-from ratings.simulation import (
+from ratings.simulation.tastes import (
     SimulatedClip,
     default_preference,
     heard_attributes,

@@ -13,7 +13,7 @@ from django.utils import timezone
 from ratings import leasing, pair_selection, quality, selectors
 from ratings.dataset import DataFilters, vote_rows
 from ratings.models import Assignment, Campaign, Pair, Qualification, RaterSession, Vote
-from ratings.simulation import SimulatedRater
+from ratings.simulation.raters import SimulatedRater
 from tests.factories import CampaignFactory, PairFactory, served_seconds_ago, vote_on
 
 NEXT = "/api/v1/assignments/next/"

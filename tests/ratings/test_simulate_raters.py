@@ -13,7 +13,8 @@ from django.db.models import Count, F
 
 from generation.music.prompts import parse_prompt
 from ratings.models import Campaign, MosRating, Pair, Vote
-from ratings.simulation import SimulatedClip, SimulatedRater, default_preference, rater_judgement
+from ratings.simulation.raters import SimulatedRater, rater_judgement
+from ratings.simulation.tastes import SimulatedClip, default_preference
 from tests.factories import CampaignFactory, GeneratorVersionFactory, PairFactory, TrackFactory
 
 REQUIRED_LISTEN_MS = 200

@@ -4,29 +4,20 @@ reference start as copies of one planned model; sequences are kept short (a 128-
 context, one bar) so that a step costs about a third of a second on one thread."""
 
 import copy
-import functools
 import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from generation.music.attributes_measure import adherence
-from generation.music.composer import compose
-from generation.music.learned import Sample, SamplingConfig, SymbolicTransformerBackend
+from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
 from generation.music.planned import SIZES, PlannedMusicGPT
-from generation.music.prompts import parse_prompt
 from generation.music.text_encoder import get_text_encoder
 from generation.music.tokenizer import TOKENS
 from reward.learning.loop import CHECKPOINT_NAME, Cancelled, EarlyStop, LoopConfig, run_loop
 from reward.learning.rl import (
-    GuardState,
     RewardStatistics,
     RLOOConfig,
-    check_guards,
-    diversity,
-    fit_figures,
-    guard_warnings,
     logprobs_against_reference,
     rloo_advantages,
     sampler_for,
@@ -188,21 +179,6 @@ def test_running_reward_statistics_match_the_statistics_of_everything_seen():
     torch.testing.assert_close(normalised.mean(0), torch.zeros(2, dtype=torch.float64))
 
 
-def test_diversity_is_the_mean_pairwise_jaccard_distance_of_4_gram_sets_per_prompt():
-    def sample(ids):
-        return type("S", (), {"token_ids": ids})()
-
-    same = [sample([10, 11, 12, 13, 14]), sample([10, 11, 12, 13, 14])]
-    apart = [sample([10, 11, 12, 13]), sample([20, 21, 22, 23])]
-    half = [sample([10, 11, 12, 13, 14]), sample([10, 11, 12, 13, 15])]  # 1 of 3 shared
-
-    assert diversity(same, 2) == 0.0
-    assert diversity(apart, 2) == 1.0
-    assert diversity(half, 2) == pytest.approx(2 / 3)
-    assert diversity(same + apart, 2) == 0.5  # averaged over prompts
-    assert diversity(apart, 1) == 1.0  # one sample per prompt: across prompts
-
-
 # --- training -----------------------------------------------------------------------------
 
 
@@ -238,24 +214,6 @@ def test_the_run_samples_on_its_own_threads_and_leaves_the_policy_s_settings(enc
     assert sampler.sampling.num_threads == 2 and sampler.model is policy.model
     assert policy.sampling.num_threads == 1  # what a saved candidate will sample with
     assert sampler_for(policy, config()) is policy  # nothing to change
-
-
-def test_fit_figures_are_the_notes_prompt_adherence_per_attribute():
-    prompt = "slow sad piano ballad"
-    target = parse_prompt(prompt)
-    played = compose(target, seed=3, duration_seconds=8)
-    other = compose(parse_prompt("fast techno with drums"), seed=3, duration_seconds=8)
-    sample = functools.partial(
-        Sample, prompt=prompt, token_ids=[], logprobs=torch.zeros(0), well_formed=True
-    )
-
-    figures = fit_figures([sample(piece=played), sample(piece=other)], prefix="heldout_")
-
-    assert figures["heldout_fit_tempo"] == 0.5  # the composer's tempo fits, techno's cannot
-    assert figures["heldout_fit_drums"] == 0.5
-    assert figures["heldout_fit_score"] == pytest.approx(
-        (adherence(target, played).score + adherence(target, other).score) / 2
-    )
 
 
 def test_on_checkpoint_gets_the_same_held_out_prompts_at_each_checkpoint(trained):
@@ -410,31 +368,6 @@ def test_the_warn_action_records_warnings_and_trains_on(encoder, tmp_path):
     assert result.warnings and result.warnings[0]["step"] == above[0]
     assert len(result.warnings) < len(above)  # not one per step
     assert {warning["kind"] for warning in result.warnings} == {"kl_limit"}
-
-
-def test_guards_warn_at_the_first_crossing_and_then_when_twice_as_bad():
-    settings = RLOOConfig(reward_weights={"r": 1.0}, kl_limit=2.0, diversity_floor=0.5)
-    curve = [(0.0, 0.8), (1.0, 0.7), (2.5, 0.5), (3.0, 0.39), (5.1, 0.3), (4.0, 0.21), (10.5, 0.1)]
-    history = [{"step": s, "kl": kl, "diversity": d} for s, (kl, d) in enumerate(curve, 1)]
-
-    warnings = guard_warnings(settings, history)
-
-    assert [(w["step"], w["kind"], w["value"]) for w in warnings] == [
-        (3, "kl_limit", 2.5),
-        (4, "diversity_floor", 0.39),
-        (5, "kl_limit", 5.1),
-        (7, "kl_limit", 10.5),
-        (7, "diversity_floor", 0.1),
-    ]
-    assert all(w["limit"] == pytest.approx(0.4) for w in warnings if w["kind"] != "kl_limit")
-    # the live check keeps its memory in buffers, so a resumed run goes on where it was
-    state = GuardState()
-    for entry in history[:5]:
-        check_guards(settings, state, entry)
-    restored = GuardState()
-    restored.load_state_dict(state.state_dict())
-    assert check_guards(settings, restored, history[5]) == []
-    assert [w["step"] for w in check_guards(settings, restored, history[6])] == [7, 7]
 
 
 def test_configs_round_trip_and_bad_settings_are_refused():

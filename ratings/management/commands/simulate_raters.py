@@ -1,4 +1,4 @@
-"""Drive the real rating API with simulated raters (see ratings/simulation.py).
+"""Drive the real rating API with simulated raters (see ratings/simulation/).
 
     python manage.py simulate_raters --campaign 3 --raters 20 --votes 200 \\
         --base-url http://127.0.0.1:8000 --noise 1.0 --careless-fraction 0.1 --seed 7
@@ -15,13 +15,9 @@ from django.utils.module_loading import import_string
 from tqdm import tqdm
 
 from ratings.models import Campaign
-from ratings.simulation import (
-    PreferenceFn,
-    RaterSwarm,
-    SimulationConfig,
-    simulated_raters_build,
-    simulated_raters_ensure,
-)
+from ratings.simulation.raters import simulated_raters_build, simulated_raters_ensure
+from ratings.simulation.swarm import RaterSwarm, SimulationConfig
+from ratings.simulation.tastes import PreferenceFn
 
 
 class Command(BaseCommand):
@@ -36,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--votes", type=int, required=True, help="Votes to cast in total.")
         parser.add_argument(
             "--preference",
-            default="ratings.simulation.default_preference",
+            default="ratings.simulation.tastes.default_preference",
             help="Dotted path of f(prompt_text, clip_a, clip_b) -> P(A preferred).",
         )
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")

@@ -2,7 +2,7 @@
 evaluation by the same simulated raters -> report (see reward/closed_loop.py).
 
 python manage.py musicrl_loop                                    # default taste, small budget
-python manage.py musicrl_loop --preference ratings.simulation.prefers_faster
+python manage.py musicrl_loop --preference ratings.simulation.tastes.prefers_faster
 python manage.py musicrl_loop --budget full --seed 3
 python manage.py musicrl_loop --objective R                      # prompt adherence, by choice
 
@@ -21,7 +21,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from reward.closed_loop import BUDGETS, OBJECTIVES, closed_loop_run
+from reward.closed_loop import closed_loop_run
+from reward.closed_loop_budgets import BUDGETS
+from reward.closed_loop_objective import OBJECTIVES
 
 NOT_SUPPORTED_EXIT_CODE = 3  # the votes supported no taste: no candidate was made
 
@@ -32,7 +34,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--preference",
-            default="ratings.simulation.default_preference",
+            default="ratings.simulation.tastes.default_preference",
             help="Dotted path of f(prompt_text, clip_a, clip_b) -> P(A preferred).",
         )
         parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")

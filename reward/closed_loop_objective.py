@@ -1,0 +1,81 @@
+"""What the closed loop optimises after a round of votes, and why: the raters' taste (U) on
+the preference model that predicts the held-out votes best, when one beats chance; otherwise
+another round of votes while the budget allows, then a stop. Prompt adherence (R) only when the
+admin chose it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reward.models import RewardModel
+
+
+def better_than_chance(reward_model: RewardModel) -> bool:
+    """Whether a preference model's held-out accuracy is above 0.5 with 95% confidence."""
+    interval = (reward_model.metrics.get("heldout") or {}).get("accuracy_ci") or [None]
+    return interval[0] is not None and interval[0] > 0.5
+
+
+def trusted_preference_model(candidates: list[RewardModel]) -> RewardModel | None:
+    """Of the preference models that beat chance on their held-out votes, the most accurate
+    there (None: none does, and optimising one would optimise noise). Both see the same
+    votes and split them alike, so their held-out figures compare."""
+    trusted = [model for model in candidates if better_than_chance(model)]
+    return max(trusted, key=lambda m: m.metrics["heldout"]["accuracy"], default=None)
+
+
+OBJECTIVES = ("auto", "R")  # auto: the raters' taste (U), only where the votes support one
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the loop does after a round of votes, and why (printed and reported)."""
+
+    action: str  # "optimise", "collect" (another round of votes) or "stop"
+    preset: str | None  # "U" or "R" when optimising
+    reward_model: RewardModel | None  # the preference model U optimises
+    reason: str
+
+
+def _heldout_summary(model: RewardModel) -> str:
+    heldout = model.metrics.get("heldout") or {}
+    low, high = heldout.get("accuracy_ci") or (None, None)
+    if heldout.get("accuracy") is None or low is None:
+        return f"{model.name}: not measured"
+    accuracy, votes = heldout["accuracy"], heldout.get("votes")
+    return f"{model.name}: {accuracy:.3f} [{low:.3f}, {high:.3f}] on {votes} votes"
+
+
+def objective_decide(
+    *,
+    objective: str,
+    preference_models: list[RewardModel],
+    rounds_done: int,
+    max_rounds: int,
+) -> Decision:
+    """U on the preference model that predicts the held-out votes best, when one beats
+    chance; otherwise more votes while the budget allows, then a stop. The loop never
+    switches to another objective on its own: optimising a model that does not beat chance
+    optimises noise, and optimising adherence instead ships what the raters did not ask for.
+    R (prompt adherence) runs only when the admin chose it."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
+    if objective == "R":
+        return Decision("optimise", "R", None, "prompt adherence (R), as the admin chose")
+    trusted = trusted_preference_model(preference_models)
+    if trusted is not None:
+        reason = f"U on {_heldout_summary(trusted)}: held-out accuracy above chance"
+        return Decision("optimise", "U", trusted, reason)
+    figures = "; ".join(_heldout_summary(model) for model in preference_models)
+    if rounds_done < max_rounds:
+        return Decision(
+            "collect", None, None,
+            f"no preference model beats chance on its held-out votes ({figures}): collecting "
+            f"more votes, round {rounds_done + 1} of at most {max_rounds}",
+        )  # fmt: skip
+    return Decision(
+        "stop", None, None,
+        f"no preference model beats chance on its held-out votes after {rounds_done} "
+        f"round(s) of collection ({figures}): the votes do not support a taste to optimise, "
+        "so nothing is fine-tuned. Collect more votes (a larger budget) or choose R.",
+    )  # fmt: skip

@@ -1,0 +1,55 @@
+"""The closed loop's choice of objective after a round of votes: the raters' taste only where a
+preference model beats chance on held-out votes, more votes while the budget allows, then a stop;
+prompt adherence only when chosen."""
+
+import pytest
+
+from reward.closed_loop_objective import objective_decide
+from reward.models import RewardModel
+
+
+def preference_model(name: str, accuracy: float, low: float, high: float) -> RewardModel:
+    metrics = {"heldout": {"accuracy": accuracy, "accuracy_ci": [low, high], "votes": 60}}
+    return RewardModel(name=name, kind="preference", metrics=metrics)
+
+
+def test_the_loop_optimises_the_taste_only_where_a_preference_model_beats_chance():
+    audio = preference_model("audio", 0.62, 0.49, 0.74)
+    measured = preference_model("measured", 0.71, 0.58, 0.81)
+
+    decision = objective_decide(
+        objective="auto", preference_models=[audio, measured], rounds_done=1, max_rounds=2
+    )
+
+    assert (decision.action, decision.preset, decision.reward_model) == ("optimise", "U", measured)
+    assert "measured: 0.710 [0.580, 0.810]" in decision.reason
+
+
+def test_without_a_model_that_beats_chance_the_loop_collects_more_votes_then_stops():
+    near_chance = [
+        preference_model("audio", 0.55, 0.42, 0.67),
+        preference_model("m", 0.6, 0.47, 0.7),
+    ]
+
+    first = objective_decide(
+        objective="auto", preference_models=near_chance, rounds_done=1, max_rounds=2
+    )
+    last = objective_decide(
+        objective="auto", preference_models=near_chance, rounds_done=2, max_rounds=2
+    )
+
+    assert (first.action, first.preset) == ("collect", None)
+    assert "round 2 of at most 2" in first.reason
+    # It never falls back on another objective by itself: it stops and says why.
+    assert (last.action, last.preset, last.reward_model) == ("stop", None, None)
+    assert "do not support a taste" in last.reason and "audio: 0.550 [0.420, 0.670]" in last.reason
+
+
+def test_prompt_adherence_runs_only_when_chosen_and_unknown_objectives_are_refused():
+    near_chance = [preference_model("audio", 0.5, 0.4, 0.6)]
+    chosen = objective_decide(
+        objective="R", preference_models=near_chance, rounds_done=1, max_rounds=1
+    )
+    assert (chosen.action, chosen.preset) == ("optimise", "R")
+    with pytest.raises(ValueError, match="objective"):
+        objective_decide(objective="U", preference_models=[], rounds_done=1, max_rounds=1)
