@@ -92,3 +92,23 @@ def test_the_default_population_wants_the_prompt_first_and_then_a_higher_lead():
     adherence = prompt_adherence(BALLAD, higher_clip, asked_clip)
     assert liking > adherence  # the higher lead adds a logit on top of adherence
     assert prompt_adherence(BALLAD, asked_clip, asked_clip) == 0.5
+
+
+def test_the_package_still_answers_to_the_names_of_the_old_module() -> None:
+    """Tastes written against `ratings.simulation` when it was one module, and --preference
+    paths naming it, keep working; the tastes alone load no Django."""
+    import subprocess
+    import sys
+
+    from django.utils.module_loading import import_string
+
+    import ratings.simulation as simulation
+    from ratings.simulation import raters, swarm, tastes
+
+    assert import_string("ratings.simulation.prefers_faster") is tastes.prefers_faster
+    assert simulation.heard_attributes is tastes.heard_attributes
+    assert simulation.RaterSwarm is swarm.RaterSwarm
+    assert simulation.rater_judgement is raters.rater_judgement
+    pure = "import sys, ratings.simulation as s; s.prefers_minor; print('django' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", pure], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
