@@ -201,3 +201,39 @@ def test_a_noise_free_rater_always_picks_the_preferred_clip_and_scores_it_higher
     scores = judge("side_by_side", [matching, other])["scores"]
     assert scores["A"] > scores["B"]
     assert judge("mos", [matching])["scores"]["A"] > judge("mos", [other])["scores"]["A"]
+
+
+def test_a_rater_answers_the_same_pair_the_same_way_whenever_and_on_whichever_side() -> None:
+    """Answers are drawn per rater, prompt and clips, and turn with the screen: a seeded
+    simulation casts the same votes however its raters' requests interleave and whichever
+    side the server shows each clip on. The raters are noisy (a coin flip for the close
+    pairs), so a judgement that drew in turn from one generator would differ."""
+    prompt = "slow sad piano ballad"
+    attrs = dataclasses.asdict(parse_prompt(prompt))
+    pairs = [
+        (SimulatedClip(b"", f"a {i}", attrs, "v1"), SimulatedClip(b"", f"b {i}", attrs, "v2"))
+        for i in range(40)
+    ]
+
+    def close_call(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+        return 0.6 if clip_a.generator_version == "v1" else 0.4
+
+    def judge(rater: SimulatedRater, protocol: str, clips: list[SimulatedClip]) -> dict:
+        return rater_judgement(rater=rater, protocol=protocol, prompt_text=prompt, clips=clips,
+                               preference=close_call)  # fmt: skip
+
+    mirror = {"A": "B", "B": "A", "tie": "tie", "both_bad": "both_bad"}
+    answers = {}
+    for careless in (False, True):
+        rater = SimulatedRater("r", "t", noise=1.0, careless=careless, rng=random.Random(7))
+        again = SimulatedRater("r", "t", noise=1.0, careless=careless, rng=random.Random(7))
+        forward = [judge(rater, "preference", [a, b])["choice"] for a, b in pairs]
+        backward = [judge(again, "preference", [b, a])["choice"] for a, b in reversed(pairs)]
+        assert backward[::-1] == [mirror[choice] for choice in forward]
+        assert len(set(forward)) > 1  # noisy: not every answer is the same
+        answers[careless] = forward
+        scores = [judge(rater, "side_by_side", [a, b])["scores"] for a, b in pairs]
+        swapped = [judge(rater, "side_by_side", [b, a])["scores"] for a, b in pairs]
+        assert swapped == [{"A": s["B"], "B": s["A"]} for s in scores]
+    other = SimulatedRater("r", "t", noise=1.0, careless=False, rng=random.Random(8))
+    assert [judge(other, "preference", [a, b])["choice"] for a, b in pairs] != answers[False]
