@@ -60,11 +60,14 @@ def track_log_mels(tracks: Sequence[Track]) -> list[torch.Tensor]:
     return mels
 
 
-def prompt_embeddings(texts: Sequence[str]) -> torch.Tensor:
-    """(len(texts), 384) frozen MiniLM embeddings, the same ones the generator reads."""
+def prompt_embeddings(texts: Sequence[str], *, exact: bool = False) -> torch.Tensor:
+    """(len(texts), 384) frozen MiniLM embeddings, the same ones the generator reads. With
+    `exact`, each text's vector is the same whatever else this process embedded (so the same
+    votes train the same reward model), at about twice the time per text and no cache."""
     from generation.music.text_encoder import get_text_encoder
 
-    return get_text_encoder().encode(list(texts))
+    encoder = get_text_encoder()
+    return encoder.encode_each(list(texts)) if exact else encoder.encode(list(texts))
 
 
 def _scorer_for(reward_model: RewardModel) -> Any:

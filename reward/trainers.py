@@ -56,7 +56,7 @@ def _clip_table(track_ids: list[int], prompt_texts: list[str], heartbeat: jobs.H
     tracks = Track.objects.in_bulk(track_ids)
     mels = track_log_mels([tracks[track_id] for track_id in track_ids])
     heartbeat.phase("embedding the prompts")
-    return ClipTable(mels=mels, prompt_embeddings=prompt_embeddings(prompt_texts))
+    return ClipTable(mels=mels, prompt_embeddings=prompt_embeddings(prompt_texts, exact=True))
 
 
 # --- the trainers -----------------------------------------------------------------------------

@@ -26,6 +26,11 @@ class PreferenceData:
     summary: dict[str, Any]
 
 
+def _canonical_order(row: dict[str, Any]) -> tuple:
+    return (row["prompt_text"], row["track_a_id"], row["track_b_id"] or 0, row["rater_id"],
+            row["vote_id"])  # fmt: skip
+
+
 def preference_pairs(
     rows: list[dict[str, Any]], *, test_share: float, split_seed: int
 ) -> PreferenceData:
@@ -39,7 +44,10 @@ def preference_pairs(
         for held_out in (False, True)
     }
     left_out = 0
-    for row in rows:
+    # In an order of their own rather than the order they were cast in (which concurrent
+    # raters make a matter of timing), so the same votes give the same clip indices and
+    # batches, and a seeded model trained on them is the same model.
+    for row in sorted(rows, key=_canonical_order):
         target = preference_target(row)
         if target is None:
             left_out += 1

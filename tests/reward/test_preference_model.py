@@ -32,8 +32,13 @@ def prefer_sparse(prompt_text, clip_a, clip_b) -> float:
 
 
 def vote_through_the_api(live_server, campaign) -> None:
+    # As many raters as votes per pair, so each rater votes on every pair: which rater
+    # answers which pair is then fixed, and with the raters' answers fixed per pair
+    # (`SimulatedRater.draws`), the votes are the same in every run, however the raters'
+    # requests interleave. With more raters than that, who got which pair was timing, and the
+    # held-out accuracy moved between runs (0.64 [0.47, 0.78] in one CI run, 0.757 in another).
     call_command(
-        "simulate_raters", "--campaign", str(campaign.pk), "--raters", "6", "--votes", "288",
+        "simulate_raters", "--campaign", str(campaign.pk), "--raters", "3", "--votes", "288",
         "--noise", "1", "--preference", f"{__name__}.prefer_sparse", "--seed", "1",
         "--base-url", live_server.url, "--no-progress",
     )  # fmt: skip
@@ -43,8 +48,12 @@ def vote_through_the_api(live_server, campaign) -> None:
 # half: the model learns the taste, and the same training on random labels does not.
 @pytest.mark.django_db(transaction=True)
 def test_held_out_accuracy_is_near_the_best_possible_and_random_labels_stay_at_chance(
-    live_server, rendered_campaign, tmp_path
+    live_server, rendered_campaign, tmp_path, settings
 ):
+    # Three raters cast 96 votes each at about four a second, near the per-rater limit of 240
+    # a minute: a throttled vote is retried, but it is not this test's subject, and a vote
+    # lost to it changes the data.
+    settings.VOTE_RATE_LIMIT_PER_MINUTE = 100_000
     voted_campaign = rendered_campaign(prompts=96, votes_per_item=3)
     vote_through_the_api(live_server, voted_campaign)
     rows = list(vote_rows(DataFilters(campaign_ids=(voted_campaign.pk,))))
@@ -61,13 +70,13 @@ def test_held_out_accuracy_is_near_the_best_possible_and_random_labels_stay_at_c
     heldout = reward_model.metrics["heldout"]
     ceiling = best_possible_accuracy(rows)
     low, high = heldout["accuracy_ci"]
-    # Above chance with its 95% interval. The interval is over about 25 held-out pairs, so it
-    # is wide (one CI run: 0.757 with a lower bound of 0.581); closeness to the best possible
-    # is checked against the ceiling below.
+    # The votes and the training are the same in every run: 0.716 [0.583, 0.824] on the
+    # held-out votes, against a best possible 0.770 on the same votes.
+    # Above chance with its 95% interval (margin 0.083). The interval is over about 25
+    # held-out pairs, so it is wide; closeness to the best possible is checked below.
     assert low > 0.5, heldout
-    # About 25 held-out pairs: each pair the model ranks the wrong way round costs about 0.04,
-    # and which rater votes on which pair varies from run to run (the raters vote
-    # concurrently), so the margin allows three such pairs (one CI run: 0.767 against 0.890).
+    # Each held-out pair the model ranks the wrong way round costs about 0.04: the margin
+    # allows three such pairs (0.096 here).
     assert heldout["accuracy"] >= ceiling - 0.15, (heldout, ceiling)
     assert low <= heldout["accuracy"] <= high
     # The raters' own agreement on the same pairs is reported next to it.

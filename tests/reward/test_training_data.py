@@ -1,9 +1,11 @@
 """Votes and ratings become training data: ties are one half, both-bad votes are left out,
 the split never puts a prompt on both sides, and the rows are the ones a dataset exports."""
 
+import random
 from datetime import timedelta
 
 import pytest
+import torch
 from django.utils import timezone
 
 from generation.music.prompts import prompt_is_held_out
@@ -93,6 +95,25 @@ def test_the_split_is_by_prompt_so_no_prompt_is_on_both_sides():
     assert 4 <= len(test_prompts) <= 18
 
 
+def test_the_same_votes_cast_in_another_order_give_the_same_examples():
+    """Concurrent raters make the order votes arrive in a matter of timing; the examples (clip
+    indices, batches) must not depend on it, or a seeded model would not be reproducible."""
+    rater_pool = RaterFactory.create_batch(3)
+    for index in range(12):
+        pair = PairFactory(prompt=PromptFactory(text=f"prompt {index}"), votes_wanted=3)
+        for rater in rater_pool:
+            vote_on(pair, rater, "a" if (index + rater.pk) % 3 else "b")
+    rows = list(vote_rows(DataFilters()))
+
+    in_order = preference_pairs(rows, test_share=0.25, split_seed=3)
+    shuffled = preference_pairs(random.Random(5).sample(rows, len(rows)), test_share=0.25,
+                                split_seed=3)  # fmt: skip
+
+    assert shuffled.track_ids == in_order.track_ids
+    assert shuffled.prompt_texts == in_order.prompt_texts
+    assert shuffled.train == in_order.train and shuffled.test == in_order.test
+
+
 def test_the_split_treats_the_same_prompt_typed_differently_as_one_prompt():
     held = [
         prompt_is_held_out(text, test_share=0.5, split_seed=s)
@@ -170,3 +191,16 @@ def test_ratings_are_normalised_per_rater():
     targets = sorted(data.train["target"] + data.test["target"])
     expected = sorted(z(lenient, s) for s in (3, 4, 5, 3)) * 1
     assert targets == pytest.approx(sorted(expected + expected))
+
+
+def test_a_prompt_s_training_embedding_does_not_depend_on_what_it_was_embedded_with():
+    """Reward models embed their prompts one by one: in a padded batch a vector depends on its
+    batch-mates, and the model trained on it then differs from run to run."""
+    from reward.track_scoring import prompt_embeddings
+
+    prompt = "slow sad piano ballad"
+    alone = prompt_embeddings([prompt], exact=True)[0]
+    among = prompt_embeddings(["a much longer prompt: upbeat funk with slap bass, brass "
+                               "stabs and a busy drum kit", prompt], exact=True)[1]  # fmt: skip
+
+    assert torch.equal(alone, among)
