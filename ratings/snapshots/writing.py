@@ -102,9 +102,10 @@ def _write_all(
 
     results = backend.run(jobs, text_files)
     for name, table in tables.items():
-        if name not in counts:
+        if name not in counts:  # no text file of this table
             parquet = results.get(f"{name}.parquet")
-            counts[name] = table.rows.count() if parquet is None else parquet  # or audiofolder
+            # Counted when only the audiofolder was asked for (it holds the votes alone).
+            counts[name] = table.rows.count() if parquet is None else parquet
     return counts, results["agreement"]
 
 
