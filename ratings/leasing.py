@@ -129,9 +129,6 @@ def _lease_new_pair_postgresql(
         "left_is_a": left_is_a,
         "now": now,
         "expires_at": expires_at,
-        # Statuses bound from the enums, so the statement cannot drift from the models.
-        "regular": Pair.Kind.REGULAR.value,
-        "live": Assignment.Status.LIVE.value,
     }
     with connection.cursor() as cursor:
         for sql in (raw_sql.LEASE_SKIP_LOCKED, raw_sql.LEASE_WAIT):

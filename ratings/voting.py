@@ -181,10 +181,6 @@ def _vote_write_postgresql(
         "ip_hash": vote.ip_hash,
         "verification": vote.verification,
         "now": now,
-        # Statuses bound from the enums, so the statement cannot drift from the models.
-        "voted": Assignment.Status.VOTED.value,
-        "live": Assignment.Status.LIVE.value,
-        "active": RaterSession.Status.ACTIVE.value,
     }
     for i, (track_id, score) in enumerate(zip(context.track_ids, scores, strict=False)):
         params.update({f"track_{i}": track_id, f"score_{i}": score})

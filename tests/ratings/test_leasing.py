@@ -195,3 +195,25 @@ def test_one_crowd_rater_s_burst_of_lease_requests_gets_one_lease_and_keeps_the_
     assert Assignment.objects.filter(rater=rater).count() == 1
     session.refresh_from_db()
     assert session.status == RaterSession.Status.ACTIVE
+
+
+def test_the_lease_and_vote_statements_carry_statuses_as_constants() -> None:
+    """Written in from the enums, not bound: psycopg prepares a statement run often, and the
+    generic plan of a prepared statement cannot see which status a parameter holds
+    (vote_throughput at 16 clients: 175 lease+vote cycles/s with constants, 54 with
+    parameters)."""
+    import re
+
+    from ratings import raw_sql
+    from ratings.models import Assignment, Pair, RaterSession
+
+    statements = [raw_sql.LEASE_SKIP_LOCKED, raw_sql.LEASE_WAIT,
+                  *raw_sql.VOTE_BY_RATED_CLIPS.values()]  # fmt: skip
+    for sql in statements:
+        assert "{" not in sql and "}" not in sql
+        assert not set(re.findall(r"%\((\w+)\)s", sql)) & {"regular", "live", "voted", "active"}
+    assert f"p.kind = '{Pair.Kind.REGULAR.value}'" in raw_sql.LEASE_WAIT
+    assert f"'{Assignment.Status.LIVE.value}'" in raw_sql.LEASE_WAIT
+    for sql in raw_sql.VOTE_BY_RATED_CLIPS.values():
+        assert f"SET status = '{Assignment.Status.VOTED.value}'" in sql
+        assert f"s.status = '{RaterSession.Status.ACTIVE.value}'" in sql
