@@ -188,11 +188,16 @@ class RaterSwarm:
     def _worker(self) -> None:
         try:
             while True:
+                # The budget first, then a rater: a worker that took a rater and then found
+                # the budget spent would end with that rater in hand, and if the cycle that
+                # held the last vote then gave it back (its rater had nothing left), the
+                # rater who still owed votes was gone (one vote short, now and then).
+                if not self._budget.take():
+                    return
                 try:
                     rater, failures = self._raters.get_nowait()
                 except queue.Empty:
-                    return
-                if not self._budget.take():
+                    self._budget.give_back()
                     return
                 outcome = self._cycle(rater)
                 if outcome is not _Outcome.VOTED:

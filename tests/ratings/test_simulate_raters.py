@@ -4,6 +4,7 @@ wait out the listening gate and vote, and their judgement follows the preference
 import dataclasses
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -237,3 +238,31 @@ def test_a_rater_answers_the_same_pair_the_same_way_whenever_and_on_whichever_si
         assert swapped == [{"A": s["B"], "B": s["A"]} for s in scores]
     other = SimulatedRater("r", "t", noise=1.0, careless=False, rng=random.Random(8))
     assert [judge(other, "preference", [a, b])["choice"] for a, b in pairs] != answers[False]
+
+
+@pytest.mark.django_db
+def test_the_swarm_casts_the_last_vote_when_another_rater_gives_it_back(monkeypatch):
+    """One vote left, two raters: the first holds it, finds nothing left to rate and gives it
+    back while the second worker is looking for work. The second rater must still cast it
+    (a worker that took its rater before the budget ended with the rater in hand, one vote
+    short)."""
+    from ratings.simulation.raters import SimulatedAccount, simulated_raters_build
+    from ratings.simulation.swarm import RaterSwarm, SimulationConfig, _Outcome
+
+    campaign = CampaignFactory()
+    accounts = [SimulatedAccount("has-nothing-left", "t1"), SimulatedAccount("owes-a-vote", "t2")]
+    raters = simulated_raters_build(accounts=accounts, noise=1.0, careless_fraction=0, seed=1)
+    swarm = RaterSwarm(config=SimulationConfig(campaign.pk, votes=1, concurrency=2), raters=raters)
+    voters = []
+
+    def cycle(rater):
+        if rater.username == "has-nothing-left":
+            time.sleep(0.3)  # the other worker looks for work meanwhile
+            return _Outcome.EXHAUSTED
+        voters.append(rater.username)
+        return _Outcome.VOTED
+
+    monkeypatch.setattr(swarm, "_cycle", cycle)
+    swarm.run()
+
+    assert voters == ["owes-a-vote"]
