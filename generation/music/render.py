@@ -1,9 +1,15 @@
 """Piece -> audio with FluidSynth, loudness normalisation and Ogg/Opus encoding.
 
 Rendering is offline: no audio driver is started; samples are pulled with
-`Synth.get_samples` in blocks that end exactly at the next MIDI event. The
-SoundFont is loaded once per process and the synth is shared under a lock, so
-threads in one worker serialise on it instead of each loading ~15-150 MB.
+`Synth.get_samples` in blocks that end exactly at the next MIDI event. Each
+render gets a synth of its own, so its audio depends on its piece alone. A synth
+that rendered before keeps a trace of it that neither `system_reset` nor 30 s of
+silence clears, and pulling a single frame more before a render changes the
+render (FluidSynth works in 64-frame blocks): the same piece came out differently
+depending on what the process had rendered before. A
+process keeps one synth per SoundFont loaded, so the samples stay in
+FluidSynth's sample cache and a new synth's load is a cache hit (about 27 ms),
+instead of each render reading ~15-150 MB.
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ MELODIC_CHANNELS = tuple(channel for channel in range(16) if channel != DRUM_CHA
 CHANNEL_PANS = (64, 40, 88, 52, 76, 34, 94, 58, 70, 46, 82, 64, 64, 64, 64)
 SYNTH_GAIN = 0.6  # headroom: the synth writes int16, so clipping there would be final
 SYNTH_POLYPHONY = 96  # long pad releases pile up; stealing the oldest saves CPU unheard
-REVERB_FLUSH_SECONDS = 3.0  # system_reset() does not clear the reverb's delay lines
 FADE_OUT_SECONDS = 0.5
 OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
 
@@ -57,7 +62,7 @@ def _resolve_soundfont(path: str | None) -> str:
     return resolved
 
 
-# --- the shared synthesizer ---------------------------------------------------
+# --- synthesizers --------------------------------------------------------------
 
 
 @dataclass
@@ -66,8 +71,10 @@ class _LoadedSynth:
     soundfont_id: int
 
 
-_SYNTH_LOCK = threading.Lock()
-_SYNTHS: dict[tuple[str, int], _LoadedSynth] = {}
+_KEEPERS_LOCK = threading.Lock()
+# One loaded synth per SoundFont, never played: it keeps the SoundFont's samples in
+# FluidSynth's cache for the synths each render makes.
+_KEEPERS: dict[str, _LoadedSynth] = {}
 
 
 def _load_synth(soundfont_path: str, sample_rate: int) -> _LoadedSynth:
@@ -79,22 +86,17 @@ def _load_synth(soundfont_path: str, sample_rate: int) -> _LoadedSynth:
     synth.setting("synth.chorus.active", 0)  # chorus smears the mono SoundFont; reverb stays
     soundfont_id = synth.sfload(soundfont_path)
     if soundfont_id < 0:
+        synth.delete()
         raise RuntimeError(f"FluidSynth could not load SoundFont {soundfont_path}")
     return _LoadedSynth(synth, soundfont_id)
 
 
-def _get_synth(soundfont_path: str, sample_rate: int) -> _LoadedSynth:
-    """Caller holds _SYNTH_LOCK."""
-    key = (soundfont_path, sample_rate)
-    if key not in _SYNTHS:
-        _SYNTHS[key] = _load_synth(soundfont_path, sample_rate)
-    return _SYNTHS[key]
-
-
 def warm_up(soundfont_path: str | None = None, sample_rate: int = SAMPLE_RATE) -> None:
     """Load the SoundFont now (e.g. at worker start) instead of on the first request."""
-    with _SYNTH_LOCK:
-        _get_synth(_resolve_soundfont(soundfont_path), sample_rate)
+    path = _resolve_soundfont(soundfont_path)
+    with _KEEPERS_LOCK:
+        if path not in _KEEPERS:
+            _KEEPERS[path] = _load_synth(path, sample_rate)
 
 
 # --- scheduling ---------------------------------------------------------------
@@ -140,11 +142,8 @@ def _schedule(piece: Piece, sample_rate: int, channels: dict[int, int]) -> list[
 # --- rendering ----------------------------------------------------------------
 
 
-def _prepare_channels(loaded: _LoadedSynth, channels: dict[int, int], sample_rate: int) -> None:
-    """Silence whatever the previous piece left, so each render depends on its piece only."""
+def _prepare_channels(loaded: _LoadedSynth, channels: dict[int, int]) -> None:
     synth = loaded.synth
-    synth.system_reset()
-    synth.get_samples(int(REVERB_FLUSH_SECONDS * sample_rate))
     for program, channel in channels.items():
         synth.program_select(channel, loaded.soundfont_id, 0, program)
         synth.cc(channel, 10, CHANNEL_PANS[MELODIC_CHANNELS.index(channel)])
@@ -194,11 +193,13 @@ def render_piece(
     channels = _channel_programs(piece)
     events = _schedule(piece, sample_rate, channels)
     path = _resolve_soundfont(soundfont_path)
-    with _SYNTH_LOCK:
-        loaded = _get_synth(path, sample_rate)
-        _prepare_channels(loaded, channels, sample_rate)
+    warm_up(path, sample_rate)
+    loaded = _load_synth(path, sample_rate)  # a synth of its own: see the module doc
+    try:
+        _prepare_channels(loaded, channels)
         audio = _run_events(loaded.synth, events, total_frames)
-        loaded.synth.system_reset()
+    finally:
+        loaded.synth.delete()
     if not stereo:
         audio = audio.mean(axis=1, keepdims=True)
     fade = min(FADE_OUT_SECONDS, duration_seconds / 4)
