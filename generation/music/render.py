@@ -6,17 +6,20 @@ render gets a synth of its own, so its audio depends on its piece alone. A synth
 that rendered before keeps a trace of it that neither `system_reset` nor 30 s of
 silence clears, and pulling a single frame more before a render changes the
 render (FluidSynth works in 64-frame blocks): the same piece came out differently
-depending on what the process had rendered before. A
-process keeps one synth per SoundFont loaded, so the samples stay in
-FluidSynth's sample cache and a new synth's load is a cache hit (about 27 ms),
-instead of each render reading ~15-150 MB.
+depending on what the process had rendered before. The SoundFont is loaded once
+per process, into a synth that never plays, and each render's synth borrows it
+(`fluid_synth_add_sfont`): a fresh `sfload` would cost about 25 ms a render.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ SYNTH_GAIN = 0.6  # headroom: the synth writes int16, so clipping there would be
 SYNTH_POLYPHONY = 96  # long pad releases pile up; stealing the oldest saves CPU unheard
 FADE_OUT_SECONDS = 0.5
 OPUS_SAMPLE_RATES = (8000, 12000, 16000, 24000, 48000)
+FLUID_WARN = 2  # FluidSynth's log level for warnings
 
 
 def _installed_soundfont() -> str | None:
@@ -71,32 +75,102 @@ class _LoadedSynth:
     soundfont_id: int
 
 
-_KEEPERS_LOCK = threading.Lock()
-# One loaded synth per SoundFont, never played: it keeps the SoundFont's samples in
-# FluidSynth's cache for the synths each render makes.
-_KEEPERS: dict[str, _LoadedSynth] = {}
+@dataclass
+class _SoundFont:
+    owner: _LoadedSynth  # loaded it and keeps it; never plays
+    handle: int  # the C fluid_sfont_t*, lent to each render's synth
 
 
-def _load_synth(soundfont_path: str, sample_rate: int) -> _LoadedSynth:
+_SOUNDFONTS_LOCK = threading.Lock()
+_SOUNDFONTS: dict[tuple[str, int], _SoundFont] = {}
+_SYNTH_CHANNELS = 16  # pyfluidsynth's default is 256; the renders use 16
+
+
+def _new_synth(sample_rate: int) -> Any:
     import fluidsynth  # imported lazily: the C library is only needed to render
 
     synth = fluidsynth.Synth(
-        gain=SYNTH_GAIN, samplerate=float(sample_rate), **{"synth.polyphony": SYNTH_POLYPHONY}
+        gain=SYNTH_GAIN,
+        samplerate=float(sample_rate),
+        channels=_SYNTH_CHANNELS,
+        **{"synth.polyphony": SYNTH_POLYPHONY},
     )
     synth.setting("synth.chorus.active", 0)  # chorus smears the mono SoundFont; reverb stays
-    soundfont_id = synth.sfload(soundfont_path)
-    if soundfont_id < 0:
+    return synth
+
+
+def _soundfont(soundfont_path: str, sample_rate: int) -> _SoundFont:
+    import fluidsynth
+
+    key = (soundfont_path, sample_rate)
+    with _SOUNDFONTS_LOCK:
+        if key not in _SOUNDFONTS:
+            synth = _new_synth(sample_rate)
+            soundfont_id = synth.sfload(soundfont_path)
+            if soundfont_id < 0:
+                synth.delete()
+                raise RuntimeError(f"FluidSynth could not load SoundFont {soundfont_path}")
+            handle = fluidsynth.fluid_synth_get_sfont_by_id(synth.synth, soundfont_id)
+            _SOUNDFONTS[key] = _SoundFont(_LoadedSynth(synth, soundfont_id), handle)
+        return _SOUNDFONTS[key]
+
+
+@functools.cache
+def _fluid(name: str, result: Any, *arguments: tuple[str, Any]) -> Any:
+    """A FluidSynth C function that pyfluidsynth does not wrap."""
+    import fluidsynth
+
+    return fluidsynth.cfunc(name, result, *((arg, kind, 1) for arg, kind in arguments))
+
+
+_SYNTH_AND_FONT = (("synth", ctypes.c_void_p), ("sfont", ctypes.c_void_p))
+
+
+@contextmanager
+def _render_synth(soundfont_path: str, sample_rate: int) -> Iterator[_LoadedSynth]:
+    """A fresh synth that borrows the process's loaded SoundFont, handed back before the
+    synth is deleted (deleting a synth deletes the SoundFonts it holds)."""
+    soundfont = _soundfont(soundfont_path, sample_rate)
+    synth = _new_synth(sample_rate)
+    soundfont_id = _fluid("fluid_synth_add_sfont", ctypes.c_int, *_SYNTH_AND_FONT)(
+        synth.synth, soundfont.handle
+    )
+    try:
+        if soundfont_id < 0:
+            raise RuntimeError(f"FluidSynth could not share SoundFont {soundfont_path}")
+        yield _LoadedSynth(synth, soundfont_id)
+    finally:
+        if soundfont_id >= 0:
+            with _fluid_warnings_off():  # every channel says it lost its preset
+                _fluid("fluid_synth_remove_sfont", ctypes.c_int, *_SYNTH_AND_FONT)(
+                    synth.synth, soundfont.handle
+                )
         synth.delete()
-        raise RuntimeError(f"FluidSynth could not load SoundFont {soundfont_path}")
-    return _LoadedSynth(synth, soundfont_id)
+
+
+_LOG_LOCK = threading.Lock()  # the log handler is global: one thread swaps it at a time
+
+
+@contextmanager
+def _fluid_warnings_off() -> Iterator[None]:
+    set_log = _fluid(
+        "fluid_set_log_function",
+        ctypes.c_void_p,  # the handler it replaces
+        ("level", ctypes.c_int),
+        ("fun", ctypes.c_void_p),
+        ("data", ctypes.c_void_p),
+    )
+    with _LOG_LOCK:
+        previous = set_log(FLUID_WARN, None, None)
+        try:
+            yield
+        finally:
+            set_log(FLUID_WARN, previous, None)
 
 
 def warm_up(soundfont_path: str | None = None, sample_rate: int = SAMPLE_RATE) -> None:
     """Load the SoundFont now (e.g. at worker start) instead of on the first request."""
-    path = _resolve_soundfont(soundfont_path)
-    with _KEEPERS_LOCK:
-        if path not in _KEEPERS:
-            _KEEPERS[path] = _load_synth(path, sample_rate)
+    _soundfont(_resolve_soundfont(soundfont_path), sample_rate)
 
 
 # --- scheduling ---------------------------------------------------------------
@@ -192,14 +266,9 @@ def render_piece(
     total_frames = round(duration_seconds * sample_rate)
     channels = _channel_programs(piece)
     events = _schedule(piece, sample_rate, channels)
-    path = _resolve_soundfont(soundfont_path)
-    warm_up(path, sample_rate)
-    loaded = _load_synth(path, sample_rate)  # a synth of its own: see the module doc
-    try:
+    with _render_synth(_resolve_soundfont(soundfont_path), sample_rate) as loaded:
         _prepare_channels(loaded, channels)
         audio = _run_events(loaded.synth, events, total_frames)
-    finally:
-        loaded.synth.delete()
     if not stereo:
         audio = audio.mean(axis=1, keepdims=True)
     fade = min(FADE_OUT_SECONDS, duration_seconds / 4)

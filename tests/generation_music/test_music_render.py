@@ -91,7 +91,7 @@ def test_concurrent_renders_match_renders_one_at_a_time(ballad, techno):
     for name, audio in expected.items():
         assert np.array_equal(results[name], audio)
     # The SoundFont stays loaded once per process, in the synth that keeps it cached.
-    assert list(render._KEEPERS) == [render._resolve_soundfont(None)]
+    assert list(render._SOUNDFONTS) == [(render._resolve_soundfont(None), RATE)]
 
 
 def test_prompts_are_audible_in_the_rendered_audio(ballad, techno):
