@@ -26,7 +26,7 @@ PROGRESS_EVERY_STEPS = 10
 RUN_SETTINGS = frozenset({
     "batch_size", "plan_batch_size", "learning_rate", "min_learning_rate", "warmup_steps",
     "seed", "checkpoint_every", "eval_prompts", "held_out_share", "register_shift_share",
-    "short_prompt_share", "num_threads",
+    "short_prompt_share", "num_threads", "data_workers",
 })  # fmt: skip
 
 

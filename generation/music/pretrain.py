@@ -16,6 +16,11 @@ Prompts are split by a hash of their text (`prompts.prompt_is_held_out`): traini
 only training prompts and evaluation only held-out ones, so no evaluation prompt was ever
 trained on, whichever stream it came from.
 
+A data worker (`data_workers`, a process of its own) composes and embeds the batches of the
+next steps while the current one trains, in the same order and from the same seeds: the
+model's step runs on one core (small ops), so the corpus's composing and the prompt
+encoder, a third of a step when done in line, take the other.
+
 Each step trains both parts of `PlannedMusicGPT` (planned.py): the body on `batch_size`
 composed pieces (its loss is on the notes), the planner on the plans of `plan_batch_size`
 prompts (the pieces' own and more: a plan is a dozen tokens, so the planner sees thousands of
@@ -25,9 +30,11 @@ distinct prompts cheaply). The two parts share no weight, so each is clipped on 
 from __future__ import annotations
 
 import math
+import multiprocessing
+import queue
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,12 +84,16 @@ class TrainConfig:
     checkpoint_every: int = 50
     eval_prompts: int = 256  # held-out prompts the finished model is evaluated on
     num_threads: int = 1  # see SamplingConfig.num_threads: small ops, busy cores
+    data_workers: int = 1  # 0: compose and embed each step's batch in line (tests, daemons)
+    prefetch_steps: int = 4  # batches the data worker may hold ready
 
     def __post_init__(self) -> None:
         if self.plan_batch_size < self.batch_size:
             raise ValueError("plan_batch_size holds the batch's own pieces: >= batch_size")
         if not 0 < self.held_out_share < 1:
             raise ValueError("held_out_share must lie in (0, 1)")
+        if self.data_workers not in (0, 1) or self.prefetch_steps < 1:
+            raise ValueError("data_workers is 0 or 1, prefetch_steps at least 1")
 
     def model_config(self) -> PlannedConfig:
         return self.model or SIZES[self.size]
@@ -155,6 +166,94 @@ def held_out_examples(config: TrainConfig, count: int) -> list[CorpusExample]:
     return [corpus_example(rng, config, held_out=True) for _ in range(count)]
 
 
+class PromptEmbeddings:
+    """A step's prompt vectors, looked up as `TextEncoder.encode` would give them (`collate`
+    takes either)."""
+
+    def __init__(self, prompts: list[str], vectors: torch.Tensor) -> None:
+        self._by_prompt = dict(zip(prompts, vectors, strict=True))
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        return torch.stack([self._by_prompt[text] for text in texts])
+
+
+@dataclass
+class PreparedStep:
+    step: int
+    examples: list[CorpusExample]
+    embeddings: PromptEmbeddings
+
+
+def prepare_step(config: TrainConfig, step: int, encoder: TextEncoder) -> PreparedStep:
+    """The step's examples and their prompts' embeddings, in one encoder call: the encoder,
+    not the model, was most of a tiny model's step."""
+    examples = training_batch(config, step)
+    prompts = [example.prompt for example in examples]
+    return PreparedStep(step, examples, PromptEmbeddings(prompts, encoder.encode(prompts)))
+
+
+def prepared_steps(
+    config: TrainConfig, start: int, stop: int, encoder: TextEncoder
+) -> Iterator[PreparedStep]:
+    """The prepared batches of steps start..stop-1, in order: from a data worker process
+    when config.data_workers is 1 (and this process may have children: a Celery pool
+    process is a daemon and may not), else composed here."""
+    if config.data_workers == 0 or multiprocessing.current_process().daemon:
+        for step in range(start, stop):
+            with torch_threads(config.text_threads):
+                prepared = prepare_step(config, step, encoder)
+            yield prepared
+        return
+    # spawn, not fork: a forked child of a process that has run torch can hang in OpenMP.
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue(maxsize=config.prefetch_steps)
+    worker = context.Process(
+        target=_data_worker, args=(config, start, stop, str(encoder.path), ready), daemon=True
+    )
+    worker.start()
+    try:
+        for _ in range(start, stop):
+            prepared = _next_prepared(ready, worker)
+            yield prepared
+    finally:
+        worker.terminate()
+        worker.join()
+        ready.close()
+
+
+def _next_prepared(ready: multiprocessing.Queue, worker: multiprocessing.Process) -> PreparedStep:
+    while True:
+        try:
+            item = ready.get(timeout=1.0)
+        except queue.Empty:
+            if not worker.is_alive():
+                raise RuntimeError(f"the data worker died (exit code {worker.exitcode})") from None
+            continue
+        if isinstance(item, str):  # the worker's traceback
+            raise RuntimeError(f"the data worker failed:\n{item}")
+        step, examples, vectors = item
+        prompts = [example.prompt for example in examples]
+        return PreparedStep(step, examples, PromptEmbeddings(prompts, torch.from_numpy(vectors)))
+
+
+def _data_worker(
+    config: TrainConfig, start: int, stop: int, encoder_path: str, ready: multiprocessing.Queue
+) -> None:
+    import traceback
+
+    torch.set_num_threads(1)  # the training step has the other core
+    try:
+        encoder = get_text_encoder(encoder_path)
+        for step in range(start, stop):
+            prepared = prepare_step(config, step, encoder)
+            prompts = [example.prompt for example in prepared.examples]
+            # As an array: a tensor would travel as a shared-memory handle that dies with
+            # this process.
+            ready.put((step, prepared.examples, prepared.embeddings.encode(prompts).numpy()))
+    except Exception:
+        ready.put(traceback.format_exc())
+
+
 def text_statistics(config: TrainConfig, encoder: TextEncoder) -> torch.Tensor:
     """Embeddings of training prompts (from their own seed stream) for centring."""
     rng = random.Random(2 * HELD_OUT_SEED_OFFSET + config.seed)
@@ -167,7 +266,9 @@ def text_statistics(config: TrainConfig, encoder: TextEncoder) -> torch.Tensor:
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def collate(sequences: list[list[int]], prompts: list[str], encoder: TextEncoder) -> Batch:
+def collate(
+    sequences: list[list[int]], prompts: list[str], encoder: TextEncoder | PromptEmbeddings
+) -> Batch:
     """(text embeddings, inputs = BOS + ids[:-1], targets = ids), right-padded with
     PAD: with causal attention, padding after a sequence cannot change its logits."""
     longest = max(len(ids) for ids in sequences)
@@ -185,14 +286,16 @@ def length_buckets(examples: list[CorpusExample], size: int) -> list[list[Corpus
     return [ordered[start : start + size] for start in range(0, len(ordered), size)]
 
 
-def piece_batches(examples: list[CorpusExample], size: int, encoder: TextEncoder) -> list[Batch]:
+def piece_batches(
+    examples: list[CorpusExample], size: int, encoder: TextEncoder | PromptEmbeddings
+) -> list[Batch]:
     return [
         collate([e.token_ids for e in bucket], [e.prompt for e in bucket], encoder)
         for bucket in length_buckets(examples, size)
     ]
 
 
-def plan_batch(examples: list[CorpusExample], encoder: TextEncoder) -> Batch:
+def plan_batch(examples: list[CorpusExample], encoder: TextEncoder | PromptEmbeddings) -> Batch:
     return collate([e.plan_ids for e in examples], [e.prompt for e in examples], encoder)
 
 
@@ -327,29 +430,25 @@ def train(
         model.set_text_statistics(text_statistics(config, encoder))
     decay_steps = config.lr_decay_steps or steps
     started, tokens = time.perf_counter(), 0
-    with torch_threads(config.num_threads):
-        for step in range(start, steps):
-            examples = training_batch(config, step)
-            with torch_threads(config.text_threads):
-                # One encoder call per step fills the cache that `collate` reads: the
-                # prompt encoder, not the model, was most of a tiny model's step.
-                encoder.encode([example.prompt for example in examples])
-            pieces = examples[: config.batch_size]
-            lr = learning_rate(config, step, decay_steps)
+    for prepared in prepared_steps(config, start, steps, encoder):
+        step, examples, embeddings = prepared.step, prepared.examples, prepared.embeddings
+        pieces = examples[: config.batch_size]
+        lr = learning_rate(config, step, decay_steps)
+        with torch_threads(config.num_threads):
             losses = train_step(
                 model,
                 optimizer,
-                piece_batches(pieces, config.micro_batch_size, encoder),
-                plan_batch(examples, encoder),
+                piece_batches(pieces, config.micro_batch_size, embeddings),
+                plan_batch(examples, embeddings),
                 lr=lr,
                 grad_clip=config.grad_clip,
             )
-            tokens += sum(len(example.token_ids) for example in pieces)
-            history.append({"step": step + 1, **losses, "lr": lr})
-            if progress_callback:
-                progress_callback(step + 1, steps, history[-1])
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
-                save_checkpoint(checkpoint_path, model, optimizer, config, step + 1, history)
+        tokens += sum(len(example.token_ids) for example in pieces)
+        history.append({"step": step + 1, **losses, "lr": lr})
+        if progress_callback:
+            progress_callback(step + 1, steps, history[-1])
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
+            save_checkpoint(checkpoint_path, model, optimizer, config, step + 1, history)
     seconds = time.perf_counter() - started
     return _finish(
         config, model, encoder, history, checkpoint_path, tokens, seconds, evaluate_after

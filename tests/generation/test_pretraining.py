@@ -20,8 +20,9 @@ pytestmark = pytest.mark.django_db
 def test_train_generator_registers_an_evaluated_active_learned_version(tmp_path):
     out = io.StringIO()
     call_command(
-        "train_generator", "--size", "tiny", "--steps", "4", "--set", "eval_prompts=8", stdout=out
-    )
+        "train_generator", "--size", "tiny", "--steps", "4", "--set", "eval_prompts=8",
+        "--set", "data_workers=0", stdout=out,
+    )  # fmt: skip
 
     run = PretrainingRun.objects.get()
     version = GeneratorVersion.objects.get(pretraining_run=run)
@@ -39,7 +40,8 @@ def test_train_generator_registers_an_evaluated_active_learned_version(tmp_path)
 
 def test_the_generation_job_renders_clips_with_the_learned_generator():
     call_command(
-        "train_generator", "--size", "tiny", "--steps", "2", "--set", "eval_prompts=4",
+        "train_generator", "--size", "tiny", "--steps", "2",
+        "--set", "eval_prompts=4", "--set", "data_workers=0",
         stdout=io.StringIO(),
     )  # fmt: skip
     version = GeneratorVersion.objects.get(backend="symbolic")
@@ -63,9 +65,12 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint():
     from generation.music.pretrain import TrainConfig, load_checkpoint, make_optimizer, train
 
     run = PretrainingRun.objects.create(
-        size="tiny", steps=6, status=PretrainingRun.Status.FAILED, settings={"eval_prompts": 4}
+        size="tiny",
+        steps=6,
+        status=PretrainingRun.Status.FAILED,
+        settings={"eval_prompts": 4, "data_workers": 0},
     )
-    config = TrainConfig(size="tiny", checkpoint_every=1, eval_prompts=4)
+    config = TrainConfig(size="tiny", checkpoint_every=1, eval_prompts=4, data_workers=0)
     train(config, steps=3, checkpoint_dir=run.directory, evaluate_after=False)  # then "crash"
 
     call_command("train_generator", "--resume", str(run.pk), stdout=io.StringIO())
@@ -108,7 +113,8 @@ def test_unknown_pretraining_settings_are_refused_before_a_run_is_recorded():
 
 def test_a_finished_run_trained_further_registers_a_child_version_with_its_own_file():
     call_command(
-        "train_generator", "--size", "tiny", "--steps", "2", "--set", "eval_prompts=4",
+        "train_generator", "--size", "tiny", "--steps", "2",
+        "--set", "eval_prompts=4", "--set", "data_workers=0",
         stdout=io.StringIO(),
     )  # fmt: skip
     run = PretrainingRun.objects.get()

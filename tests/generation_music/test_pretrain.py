@@ -1,6 +1,7 @@
 import random
 import statistics
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from generation.music.pretrain import (
     evaluate,
     held_out_examples,
     held_out_loss,
+    prepared_steps,
     train,
     training_batch,
 )
@@ -43,6 +45,7 @@ def tiny_config(**overrides) -> TrainConfig:
         lr_decay_steps=20,
         checkpoint_every=2,
         eval_prompts=4,
+        data_workers=0,  # a worker process costs seconds to start: one test below starts one
     )
     return TrainConfig(**{**defaults, **overrides})
 
@@ -92,6 +95,24 @@ def test_resuming_from_a_checkpoint_gives_the_same_next_step_loss(encoder, tmp_p
         assert resumed.metrics[curve][-1][1] == pytest.approx(
             straight.metrics[curve][-1][1], abs=1e-5
         )
+
+
+def test_a_data_worker_prepares_the_same_batches_as_composing_in_line(encoder):
+    in_line = list(prepared_steps(tiny_config(), 3, 6, encoder))
+    from_worker = list(prepared_steps(tiny_config(data_workers=1), 3, 6, encoder))
+
+    assert [p.step for p in from_worker] == [p.step for p in in_line] == [3, 4, 5]
+    for ours, theirs in zip(in_line, from_worker, strict=True):
+        assert [e.token_ids for e in theirs.examples] == [e.token_ids for e in ours.examples]
+        prompts = [example.prompt for example in ours.examples]
+        assert torch.equal(theirs.embeddings.encode(prompts), ours.embeddings.encode(prompts))
+
+
+def test_a_failing_data_worker_stops_training_with_its_error(encoder, tmp_path):
+    broken = SimpleNamespace(path=tmp_path / "no-encoder-here")  # the worker cannot load it
+
+    with pytest.raises(RuntimeError, match="data worker failed"):
+        next(prepared_steps(tiny_config(data_workers=1), 0, 2, broken))
 
 
 def test_training_never_draws_a_held_out_prompt_and_evaluation_draws_only_those():
