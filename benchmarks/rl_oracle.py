@@ -4,6 +4,7 @@ with a simulated taste as the exact reward, no votes and no reward model in betw
     .venv/bin/python benchmarks/rl_oracle.py [--taste default_preference] [--steps 60]
         [--learning-rate 1e-4] [--planner-lr-scale 1] [--kl-loss 0.25] [--beta 0.02]
         [--prompts-per-step 8] [--samples-per-prompt 4] [--best-of 8] [--threads 2]
+        [--estimator rloo|best_of_group] [--plan-kl-weight 0]
 
 The closed loop (`musicrl_loop`) can fall short for two reasons: its preference model got the
 taste wrong, or RL cannot move the generator far enough. This separates them. The reward of a
@@ -61,6 +62,8 @@ def main() -> int:
     parser.add_argument("--best-of", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--estimator", choices=("rloo", "best_of_group"), default="rloo")
+    parser.add_argument("--plan-kl-weight", type=float, default=0.0)
     args = parser.parse_args()
     if args.steps < 1 or args.best_of < 1:
         parser.error("--steps and --best-of must be at least 1")
@@ -127,6 +130,8 @@ def main() -> int:
         beta=args.beta,
         kl_loss=args.kl_loss,
         reward_weights={"taste": 1.0},
+        estimator=args.estimator,
+        plan_kl_weight=args.plan_kl_weight,
     )
     curve: list[dict[str, float]] = []
 

@@ -270,6 +270,8 @@ def closed_loop_run(
                 "kl_loss": budget.rl_kl_loss,
                 "prompts_per_step": budget.rl_prompts_per_step,
                 "samples_per_prompt": budget.rl_samples_per_prompt,
+                "estimator": budget.rl_estimator,
+                "plan_kl_weight": budget.rl_plan_kl_weight,
                 "num_threads": budget.rl_num_threads,
                 "train_prompts": budget.rl_train_prompts,
                 "held_out_prompts": budget.rl_held_out_prompts,

@@ -30,6 +30,8 @@ class Budget:
     rl_kl_loss: float = 0.25
     rl_prompts_per_step: int = 8
     rl_samples_per_prompt: int = 4
+    rl_estimator: str = "rloo"  # reward/learning/rl.py: "rloo" or "best_of_group"
+    rl_plan_kl_weight: float = 0.0
     rl_num_threads: int = 2  # the loop has the machine to itself (finetune's num_threads)
     rl_train_prompts: int = 2000  # the pools RL samples from and is judged on
     rl_held_out_prompts: int = 64  # also the evaluation campaign's prompts

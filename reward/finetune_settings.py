@@ -41,8 +41,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # The planner's weights reach only the dozen plan tokens, so a taste that lives in the
     # plan (tempo, register, mode, instruments) moves there without disturbing the notes.
     "planner_lr_scale": 1.0,
+    # How a step learns from its samples (reward/learning/rl.py): "rloo" from every sample's
+    # leave-one-out advantage, "best_of_group" from each prompt's best sample.
+    "estimator": "rloo",
+    # Each plan token's per-token KL term counts 1 + this many times (rl.py, RLOOConfig).
+    "plan_kl_weight": 0.0,
 }
-STRING_SETTINGS = {"guard_action": ("warn", "stop")}
+STRING_SETTINGS = {"guard_action": ("warn", "stop"), "estimator": ("rloo", "best_of_group")}
 
 
 class FineTuneError(ValueError):

@@ -128,6 +128,9 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             kl_limit=config["kl_limit"],
             diversity_floor=config["diversity_floor"],
             guard_action=config["guard_action"],
+            # Runs stored before the setting existed used RLOO's advantages.
+            estimator=config.get("estimator", "rloo"),
+            plan_kl_weight=float(config.get("plan_kl_weight", 0.0)),
         )
         if resumed := jobs.resume_step(stage_dir):
             jobs.job_note_resume(FineTuneRun, run.pk, offset + resumed)

@@ -78,6 +78,12 @@ class FineTuneRunForm(forms.Form):
     samples_per_prompt = forms.IntegerField(min_value=2, max_value=32, initial=4, label="K")
     prompts_per_step = forms.IntegerField(min_value=1, max_value=64, initial=8)
     kl_limit = forms.FloatField(min_value=0, initial=40.0, help_text="Nats per sequence.")
+    estimator = forms.ChoiceField(
+        choices=[("rloo", "RLOO: every sample's advantage"),
+                 ("best_of_group", "best of group: each prompt's best sample")],
+        initial="rloo",
+        help_text="RLOO only: how a step learns from the K samples of each prompt.",
+    )  # fmt: skip
     guard_action = forms.ChoiceField(
         choices=[("warn", "warn"), ("stop", "stop")],
         help_text="What to do when the KL or the sample diversity passes its limit.",

@@ -17,7 +17,7 @@ from reward.models import FineTuneRun
 # The run settings the form sets; the rest keep their defaults (reward.finetune_settings).
 RUN_SETTINGS = (
     "learning_rate", "beta", "kl_loss", "samples_per_prompt", "prompts_per_step", "kl_limit",
-    "guard_action",
+    "guard_action", "estimator",
 )  # fmt: skip
 
 

@@ -72,6 +72,8 @@ def test_bad_runs_are_refused_and_store_nothing(learned_base, attribute_match):
          "settings": {"num_threads": 0}},
         {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
          "settings": {"planner_lr_scale": -1}},
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"estimator": "ppo"}},
     ]  # fmt: skip
     for attempt in attempts:
         with pytest.raises(finetune.FineTuneError):
@@ -85,7 +87,7 @@ def test_an_ru_run_registers_a_candidate_whose_parent_is_the_base(learned_base, 
     run = finetune.finetune_run_create(
         name="ru", base_version=learned_base, algorithm="rloo", preset="RU", steps=4,
         stage_rewards=[{attribute_match.pk: 1.0}, {attribute_match.pk: 1.0}],
-        settings=QUICK, queue=False,
+        settings=QUICK | {"estimator": "best_of_group"}, queue=False,
     )  # fmt: skip
 
     run = finetune.finetune_run_execute(run_id=run.pk)

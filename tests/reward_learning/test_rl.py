@@ -13,11 +13,12 @@ import torch
 from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
 from generation.music.planned import SIZES, PlannedMusicGPT
 from generation.music.text_encoder import get_text_encoder
-from generation.music.tokenizer import TOKENS
+from generation.music.tokenizer import TOKENS, header_length
 from reward.learning.loop import CHECKPOINT_NAME, Cancelled, EarlyStop, LoopConfig, run_loop
 from reward.learning.rl import (
     RewardStatistics,
     RLOOConfig,
+    best_in_groups,
     logprobs_against_reference,
     rloo_advantages,
     sampler_for,
@@ -126,6 +127,35 @@ def test_leave_one_out_advantages_sum_to_zero_in_each_prompt_group():
     torch.testing.assert_close(rloo_advantages(objective + 5.0, 4), advantages)
 
 
+def test_the_best_of_each_group_is_its_highest_objective_and_the_first_on_a_tie():
+    objective = torch.tensor([1.0, 2.0, 6.0, -1.0, 0.5, 0.5, 0.5, 0.5, 3.0, 10.0, 10.0, 2.0])
+
+    assert best_in_groups(objective, group_size=4).tolist() == [2, 4, 9]
+
+
+def plan_tempo(samples) -> dict[str, torch.Tensor]:
+    """A taste that lives in the plan: the faster the declared tempo, the better."""
+    return {"high": torch.tensor([sample.piece.tempo_bpm / 200 for sample in samples])}
+
+
+def test_best_of_group_raises_a_plan_reward_by_learning_from_each_prompt_s_best_sample(
+    encoder, tmp_path
+):
+    policy, reference = models(encoder)
+    settings = config(estimator="best_of_group", kl_loss=0.1, loop={"steps": 30, "eval_every": 30})
+
+    result = train_rloo(settings, policy, reference, PROMPTS, HELD_OUT, plan_tempo, tmp_path)
+
+    history, metrics = result.history, result.metrics
+    # Seen when written: the held-out reward rose from 0.847 to 0.956 (4 held-out prompts x 2
+    # samples; a tempo step of the grid is 0.02 to 0.05).
+    assert metrics["heldout_reward_high"] > metrics["initial"]["heldout_reward_high"] + 0.05
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-3)
+    assert all(math.isfinite(entry["kl"]) for entry in history)
+    assert 0 < metrics["kl"] < 50
+    assert all(math.isfinite(entry["grad_norm"]) and entry["grad_norm"] > 0 for entry in history)
+
+
 def test_scoring_against_the_reference_matches_scoring_each_model_alone(encoder):
     policy, reference = models(encoder)
     with torch.no_grad():
@@ -147,9 +177,15 @@ def test_scoring_against_the_reference_matches_scoring_each_model_alone(encoder)
     with torch.no_grad():
         tokens, _ = policy.token_logprobs([first.prompt], [first.token_ids])
         reference_tokens, _ = reference.token_logprobs([first.prompt], [first.token_ids])
-    by_hand = 0.5 * ((tokens.double() - reference_tokens.double()) ** 2).sum()
-    assert float(squared.detach()[0]) == pytest.approx(float(by_hand), rel=1e-6)
+    by_hand = 0.5 * ((tokens.double() - reference_tokens.double()) ** 2)[0]
+    assert float(squared.detach()[0]) == pytest.approx(float(by_hand.sum()), rel=1e-6)
     assert bool((squared > 0).all())
+    # plan_weight: each header token (the plan and the Bar closing it) counts 1 + 3 times
+    _, _, weighted = logprobs_against_reference(policy, reference, samples[:1], plan_weight=3.0)
+    plan = header_length(first.token_ids) + 1
+    assert 1 < plan < len(first.token_ids)
+    expected = by_hand.sum() + 3.0 * by_hand[:plan].sum()
+    assert float(weighted.detach()[0]) == pytest.approx(float(expected), rel=1e-6)
 
 
 def test_the_per_token_kl_term_vanishes_with_its_gradient_at_the_reference(encoder):
@@ -379,6 +415,10 @@ def test_configs_round_trip_and_bad_settings_are_refused():
         RLOOConfig(guard_action="panic")
     with pytest.raises(ValueError, match="kl_loss"):
         RLOOConfig(kl_loss=-1.0)
+    with pytest.raises(ValueError, match="estimator"):
+        RLOOConfig(estimator="ppo")
+    with pytest.raises(ValueError, match="plan_kl_weight"):
+        RLOOConfig(plan_kl_weight=-1.0)
 
 
 def test_each_part_of_a_planned_policy_steps_at_its_own_scale_of_the_rate(encoder, tmp_path):
