@@ -29,6 +29,7 @@ distinct prompts cheaply). The two parts share no weight, so each is clipped on 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import queue
@@ -430,25 +431,28 @@ def train(
         model.set_text_statistics(text_statistics(config, encoder))
     decay_steps = config.lr_decay_steps or steps
     started, tokens = time.perf_counter(), 0
-    for prepared in prepared_steps(config, start, steps, encoder):
-        step, examples, embeddings = prepared.step, prepared.examples, prepared.embeddings
-        pieces = examples[: config.batch_size]
-        lr = learning_rate(config, step, decay_steps)
-        with torch_threads(config.num_threads):
-            losses = train_step(
-                model,
-                optimizer,
-                piece_batches(pieces, config.micro_batch_size, embeddings),
-                plan_batch(examples, embeddings),
-                lr=lr,
-                grad_clip=config.grad_clip,
-            )
-        tokens += sum(len(example.token_ids) for example in pieces)
-        history.append({"step": step + 1, **losses, "lr": lr})
-        if progress_callback:
-            progress_callback(step + 1, steps, history[-1])
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
-            save_checkpoint(checkpoint_path, model, optimizer, config, step + 1, history)
+    # closing(): a step that raises (a cancel, a crash) stops the data worker then and
+    # there, whatever still refers to the generator.
+    with contextlib.closing(prepared_steps(config, start, steps, encoder)) as batches:
+        for prepared in batches:
+            step, examples, embeddings = prepared.step, prepared.examples, prepared.embeddings
+            pieces = examples[: config.batch_size]
+            lr = learning_rate(config, step, decay_steps)
+            with torch_threads(config.num_threads):
+                losses = train_step(
+                    model,
+                    optimizer,
+                    piece_batches(pieces, config.micro_batch_size, embeddings),
+                    plan_batch(examples, embeddings),
+                    lr=lr,
+                    grad_clip=config.grad_clip,
+                )
+            tokens += sum(len(example.token_ids) for example in pieces)
+            history.append({"step": step + 1, **losses, "lr": lr})
+            if progress_callback:
+                progress_callback(step + 1, steps, history[-1])
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
+                save_checkpoint(checkpoint_path, model, optimizer, config, step + 1, history)
     seconds = time.perf_counter() - started
     return _finish(
         config, model, encoder, history, checkpoint_path, tokens, seconds, evaluate_after

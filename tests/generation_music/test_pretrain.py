@@ -1,3 +1,4 @@
+import multiprocessing
 import random
 import statistics
 from dataclasses import replace
@@ -113,6 +114,20 @@ def test_a_failing_data_worker_stops_training_with_its_error(encoder, tmp_path):
 
     with pytest.raises(RuntimeError, match="data worker failed"):
         next(prepared_steps(tiny_config(data_workers=1), 0, 2, broken))
+
+
+def test_a_step_that_raises_stops_the_data_worker_at_once(encoder, tmp_path):
+    def crash(step, total, entry):
+        if step == 2:
+            raise RuntimeError("crashed at step 2")
+
+    with pytest.raises(RuntimeError, match="crashed at step 2"):
+        train(
+            tiny_config(data_workers=1), steps=6, checkpoint_dir=tmp_path, text_encoder=encoder,
+            evaluate_after=False, progress_callback=crash,
+        )  # fmt: skip
+
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
 
 
 def test_training_never_draws_a_held_out_prompt_and_evaluation_draws_only_those():
