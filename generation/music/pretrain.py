@@ -172,10 +172,11 @@ class PromptEmbeddings:
     takes either)."""
 
     def __init__(self, prompts: list[str], vectors: torch.Tensor) -> None:
-        self._by_prompt = dict(zip(prompts, vectors, strict=True))
+        self.vectors = vectors  # one row per prompt, in the step's order
+        self._row = {prompt: row for row, prompt in enumerate(prompts)}
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        return torch.stack([self._by_prompt[text] for text in texts])
+        return self.vectors[[self._row[text] for text in texts]]
 
 
 @dataclass
@@ -247,10 +248,9 @@ def _data_worker(
         encoder = get_text_encoder(encoder_path)
         for step in range(start, stop):
             prepared = prepare_step(config, step, encoder)
-            prompts = [example.prompt for example in prepared.examples]
             # As an array: a tensor would travel as a shared-memory handle that dies with
             # this process.
-            ready.put((step, prepared.examples, prepared.embeddings.encode(prompts).numpy()))
+            ready.put((step, prepared.examples, prepared.embeddings.vectors.numpy()))
     except Exception:
         ready.put(traceback.format_exc())
 

@@ -368,12 +368,7 @@ def training_step(
     if config.estimator == "best_of_group":
         return best_of_group_step(run, samples)
     scored, logprobs, squared_log_ratio = run.score(samples)
-    if config.normalise_rewards:
-        # This batch first: so the first step has a scale, and no batch is judged by
-        # statistics that have never seen rewards as high (or low) as its own.
-        run.module.statistics.update(scored.raw)
-    total = weighted_total(config, run.module.statistics, scored.raw)
-    objective = total - config.beta * scored.kl
+    objective = objective_of(run, scored)
     advantages = rloo_advantages(objective, k)
     loss = rloo_loss(advantages, logprobs)
     if config.kl_loss:
@@ -383,18 +378,32 @@ def training_step(
     return loss, figures
 
 
+def objective_of(run: RLOORun, scored: Scored) -> torch.Tensor:
+    """R_i = sum_k w_k r_k,i - beta * KL_i, the running reward statistics updated first."""
+    if run.config.normalise_rewards:
+        # This batch first: so the first step has a scale, and no batch is judged by
+        # statistics that have never seen rewards as high (or low) as its own.
+        run.module.statistics.update(scored.raw)
+    total = weighted_total(run.config, run.module.statistics, scored.raw)
+    return total - run.config.beta * scored.kl
+
+
 def best_of_group_step(
     run: RLOORun, samples: list[Sample]
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The best_of_group loss: every sample scored without grad, then the group's best with
-    grad, its log-prob and KL term each a mean over its tokens (so long and short samples
-    teach alike, as in supervised training)."""
+    """The best_of_group loss: every sample's KL from the log-probs the sampler recorded
+    (as teacher-forced scoring gives them) and one pass of the reference, then the group's
+    best scored with grad, its log-prob and KL term each a mean over its tokens (so long and
+    short samples teach alike, as in supervised training)."""
     config, k = run.config, run.config.samples_per_prompt
     with torch.no_grad():
-        scored, _, _ = run.score(samples)
-    if config.normalise_rewards:
-        run.module.statistics.update(scored.raw)
-    objective = weighted_total(config, run.module.statistics, scored.raw) - config.beta * scored.kl
+        reference = run.reference.seq_logprobs(
+            [sample.prompt for sample in samples], [sample.token_ids for sample in samples]
+        )
+    recorded = torch.stack([sample.logprobs.double().sum() for sample in samples])
+    raw = raw_rewards(samples, run.reward_fn, config.reward_names)
+    scored = Scored(samples, raw, recorded - reference)
+    objective = objective_of(run, scored)
     best = [samples[index] for index in best_in_groups(objective, k).tolist()]
     logprobs, _, squared_log_ratio = logprobs_against_reference(
         run.sampler, run.reference, best, plan_weight=config.plan_kl_weight
