@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from generation.music import drums, theory
@@ -147,6 +148,34 @@ def assign_roles(instruments: tuple[int, ...]) -> tuple[int, tuple[int, ...], in
     return lead, middle, bass
 
 
+# A lead that accompanies itself plays like a pianist's two hands: the melody above this
+# pitch, the accompaniment at or below it (a keyboard's split point). Keeping the hands apart
+# is what lets a listener, and `melody_notes`, tell the melody's rhythm and register from
+# the chords under it.
+HANDS_SPLIT = 62  # D4
+MIN_MELODY_SPAN = 12  # semitones the melody keeps when the split raises its floor
+
+
+def accompanies_itself(lead: int, programs: Iterable[int]) -> bool:
+    """Whether `lead`, among the pitched `programs` a piece plays, accompanies itself: what
+    `assign_roles` decides, read from the set of programs (with a single other program it
+    does not matter which of the two a roster lists last)."""
+    others = sorted(set(programs) - {lead})
+    return assign_roles((lead, *others))[1] == (lead,)
+
+
+def melody_notes(notes: Iterable[Note], lead: int | None) -> list[Note]:
+    """The lead's melody: its notes, and only those above HANDS_SPLIT when it accompanies
+    itself. This is the line whose rhythm and register a plan's density and register name."""
+    pitched = [note for note in notes if not note.is_drum]
+    if lead is None:
+        return []
+    lead_notes = [note for note in pitched if note.program == lead]
+    if accompanies_itself(lead, {note.program for note in pitched}):
+        return [note for note in lead_notes if note.pitch > HANDS_SPLIT]
+    return lead_notes
+
+
 # --- melody -----------------------------------------------------------------
 
 
@@ -161,6 +190,9 @@ def _melody_pitches(plan: _Plan) -> tuple[list[int], int]:
     low, high = MELODY_RANGES.get(plan.lead, (60, 84))
     shift = MOOD_REGISTER_SHIFT.get(plan.attrs.mood, 0) + plan.style.register_shift
     low, high = max(24, low + shift), min(108, high + shift)
+    if plan.lead in plan.harmonies:  # the right hand: above the accompanying left
+        low = max(low, HANDS_SPLIT + 1)
+        high = max(high, low + MIN_MELODY_SPAN)
     scale = set(theory.melody_steps(plan.attrs.genre, plan.attrs.key_root, plan.attrs.mode))
     pitches = [pitch for pitch in range(low, high + 1) if pitch % 12 in scale]
     return pitches, len(pitches) // 2
@@ -457,8 +489,14 @@ def _accompaniment(
         for tick, duration, pitches in _harmony_bar(plan, bar, style, pattern, center, left_hand):
             start = bar * TICKS_PER_BAR + tick
             velocity = plan.velocity("harmony", start)
+            if program == plan.lead:  # the left hand stays below the split
+                pitches = [_below_split(pitch) for pitch in pitches]
             notes += [_make_note(start, duration, p, velocity, program) for p in pitches]
     return notes
+
+
+def _below_split(pitch: int) -> int:
+    return pitch - 12 * math.ceil(max(0, pitch - HANDS_SPLIT) / 12)
 
 
 # --- drums and assembly ---------------------------------------------------------

@@ -10,9 +10,9 @@ The genre and mood carry the style (rhythms, accompaniment, dynamics), the rest 
 listener can check. Instruments are listed in their roles' order: the lead first, the bass
 (if any) last, then Drums, so the plan also says which instrument carries the melody.
 Register is the band (REGISTER_STEP semitones wide) that holds the median pitch of the
-lead's notes, counted from the key's tonic pitch class (MIDI 0..11), as the body writes its
-pitches (tokenizer.py): the body then reads its register straight off the plan, with no sum
-of key and band to learn.
+lead's melody (`composer.melody_notes`), counted from the key's tonic pitch class (MIDI
+0..11), as the body writes its pitches (tokenizer.py): the body then reads its register
+straight off the plan, with no sum of key and band to learn.
 
 `plan_for_piece` reads the plan of a composed piece (its attributes, and what it plays),
 which is what pretraining writes; `plan_agreement` checks a piece against a declared plan,
@@ -30,7 +30,8 @@ from generation.music.attributes_measure import (
     estimate_key,
     playable_density,
 )
-from generation.music.events import TEMPO_BUCKETS, Note, Piece
+from generation.music.composer import melody_notes
+from generation.music.events import TEMPO_BUCKETS, Piece
 from generation.music.prompts import DENSITY_LEVELS, GENRES, MODES, MOODS, MusicAttributes
 
 REGISTER_STEP = 4  # semitones per register band: a major third
@@ -134,14 +135,10 @@ def register_band(pitch: float) -> int:
     return min(REGISTER_HIGH, max(REGISTER_LOW, band))
 
 
-def lead_notes(piece: Piece, lead: int | None) -> list[Note]:
-    return [n for n in piece.notes if not n.is_drum and lead is not None and n.program == lead]
-
-
 def lead_register(piece: Piece, lead: int | None, key_root: int) -> int | None:
-    """The register band of the lead's median pitch, counted from the key's tonic; None if
-    the lead plays nothing."""
-    pitches = [note.pitch for note in lead_notes(piece, lead)]
+    """The register band of the median pitch of the lead's melody (`melody_notes`), counted
+    from the key's tonic; None if the lead plays no melody."""
+    pitches = [note.pitch for note in melody_notes(piece.notes, lead)]
     return register_band(statistics.median(pitches) - key_root) if pitches else None
 
 
@@ -185,9 +182,9 @@ BODY_FIELDS = AGREEMENT_FIELDS[1:]
 def plan_agreement(plan: Plan, piece: Piece) -> dict[str, float]:
     """How well the notes keep to a declared plan, per field in [0, 1]: tempo, instruments
     (the played set is the declared one), drums, key and mode (`estimate_key` of the
-    notes), density (the lead's onsets per bar against those the declared density means at
-    the plan's tempo, scored as prompt adherence scores it) and register
-    (the lead's median pitch lies in the declared band). An empty piece agrees with nothing."""
+    notes), density (the onsets per bar of the lead's melody against those the declared
+    density means at the plan's tempo, scored as prompt adherence scores it) and register
+    (the melody's median pitch lies in the declared band). An empty piece agrees with nothing."""
     if not piece.notes:
         return dict.fromkeys(AGREEMENT_FIELDS, 0.0)
     key_root, mode = estimate_key(piece.notes)

@@ -75,10 +75,17 @@ def test_fitting_needs_both_modes():
 
 
 @pytest.mark.parametrize("tempo_bpm", [60, 94, 120, 150, 180])
-def test_a_composed_lead_shows_the_density_asked_for_at_every_level_and_tempo(tempo_bpm):
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a calm folk song with flute, acoustic guitar and acoustic bass",
+        "slow sad piano ballad",  # a lone piano: its own chords are not its melody
+    ],
+)
+def test_a_composed_lead_shows_the_density_asked_for_at_every_level_and_tempo(prompt, tempo_bpm):
     """The body-plays-its-plan check credits the composer fully: its lead plays whole
     onsets, and a requested density is compared as the onsets it means at the tempo."""
-    base = parse_prompt("a calm folk song with flute, acoustic guitar and acoustic bass")
+    base = parse_prompt(prompt)
     for density in DENSITY_LEVELS.values():
         attrs = replace(base, density=density, tempo_bpm=tempo_bpm)
         piece = compose(attrs, seed=7, duration_seconds=16)

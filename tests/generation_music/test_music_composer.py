@@ -3,7 +3,15 @@ import statistics
 import pytest
 
 from generation.music.backends import ProceduralConfig
-from generation.music.composer import ComposerStyle, assign_roles, bars_for, compose
+from generation.music.composer import (
+    HANDS_SPLIT,
+    ComposerStyle,
+    accompanies_itself,
+    assign_roles,
+    bars_for,
+    compose,
+    melody_notes,
+)
 from generation.music.drums import KICK, SNARE
 from generation.music.events import TICKS_PER_BAR, piece_to_events
 from generation.music.prompts import GENRES, parse_prompt
@@ -141,3 +149,41 @@ def test_roles_put_a_bass_register_instrument_last():
     assert assign_roles((0,)) == (0, (0,), None)  # a lone piano accompanies itself
     assert assign_roles((42, 48)) == (42, (48,), None)  # cello leads when it comes first
     assert assign_roles((73,)) == (73, (), None)
+
+
+def test_whether_a_lead_accompanies_itself_is_what_its_roles_say_in_any_roster_order():
+    for roster in [(0,), (0, 33), (48, 42), (0, 48), (0, 48, 33), (73,), (73, 33), (42, 0)]:
+        lead = roster[0]
+        expected = assign_roles(roster)[1] == (lead,)
+        assert accompanies_itself(lead, roster) == expected
+        assert accompanies_itself(lead, reversed(roster)) == expected  # a set, read unordered
+    assert accompanies_itself(0, [0]) and accompanies_itself(0, [0, 33])
+    assert not accompanies_itself(0, [0, 48]) and not accompanies_itself(73, [73])
+
+
+@pytest.mark.parametrize(
+    "prompt", ["slow sad piano ballad", "dark classical piece for harpsichord", "calm folk guitar"]
+)
+def test_a_lead_that_accompanies_itself_keeps_its_hands_apart(prompt):
+    """Melody above the split, accompaniment at or below it: `melody_notes` then reads the
+    melody the composer wrote, note for note, from the notes alone."""
+    attrs = parse_prompt(prompt)
+    lead = attrs.instruments[0]
+    assert assign_roles(attrs.instruments)[1] == (lead,)
+    for seed in range(4):
+        piece = compose(attrs, seed=seed, duration_seconds=12)
+        played = [n for n in piece.notes if n.program == lead and not n.is_drum]
+        melody = melody_notes(piece.notes, lead)
+        left = [n for n in played if n not in melody]
+        assert melody and left  # both hands play
+        assert min(n.pitch for n in melody) > HANDS_SPLIT >= max(n.pitch for n in left)
+        # one melody note per onset: the right hand plays a single line
+        assert len({n.start for n in melody}) == len(melody)
+
+
+def test_a_lead_with_other_accompaniment_is_all_melody():
+    attrs = parse_prompt("a calm folk song with flute, acoustic guitar and acoustic bass")
+    piece = compose(attrs, seed=1, duration_seconds=8)
+    lead = attrs.instruments[0]
+    assert melody_notes(piece.notes, lead) == [n for n in piece.notes if n.program == lead]
+    assert melody_notes(piece.notes, None) == []
