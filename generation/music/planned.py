@@ -13,7 +13,10 @@ One sequence, two networks (`tokenizer.PLAN_GRAMMAR` gives the sequence's form):
 - The body is a decoder over the whole sequence that never sees the prompt: only the plan.
   The plan reaches each body token twice, through attention and as a summary vector (the
   mean of the plan tokens' own embeddings) added to every token after the plan, the direct
-  path that the first generator's per-token prompt vector gave it.
+  path that the first generator's per-token prompt vector gave it. Each body token also gets
+  the running tallies of its melody against the plan (melody_features.py: the onsets the bar
+  still owes, which side of the declared register the melody sits on, the bar's place in
+  its phrase), so keeping to the declared density and register is a local decision.
 
 Why two networks: training the plan through a conditioning path shared with the notes
 damaged the notes (well-formed samples fell from 0.99 to 0.45 in the measurement behind
@@ -29,12 +32,14 @@ scoring matches the log-probs recorded while sampling.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from generation.music.melody_features import FEATURE_SIZES, MelodyFeatures, MelodyTracker
 from generation.music.model import (
     Block,
     GPTConfig,
@@ -61,6 +66,9 @@ class BodyConfig:
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
+    # The running tallies of melody_features.py added to each body token. Off in the
+    # checkpoints from before them (their configs do not name it), so those still load.
+    melody_features: bool = False
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -97,10 +105,10 @@ class PlannedConfig:
 SIZES: dict[str, PlannedConfig] = {
     "tiny": PlannedConfig(
         planner=planner_config(n_layer=1, n_head=2, n_embd=32, n_prefix=2),
-        body=BodyConfig(block_size=512, n_layer=2, n_head=2, n_embd=64),
+        body=BodyConfig(block_size=512, n_layer=2, n_head=2, n_embd=64, melody_features=True),
     ),
-    "small": PlannedConfig(),
-    "base": PlannedConfig(body=BodyConfig(n_layer=6, n_head=8, n_embd=256)),
+    "small": PlannedConfig(body=BodyConfig(melody_features=True)),
+    "base": PlannedConfig(body=BodyConfig(n_layer=6, n_head=8, n_embd=256, melody_features=True)),
 }
 
 
@@ -116,6 +124,18 @@ class BodyGPT(nn.Module):
         # The plan summary: its tokens' mean embedding, projected, added to every body token.
         self.plan_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.plan_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.melody = MelodyFeatures() if config.melody_features else None
+        # One table for all features, each at its own offset; a token gets their sum.
+        self.feature_emb = (
+            nn.Embedding(sum(FEATURE_SIZES.values()), config.n_embd)
+            if config.melody_features
+            else None
+        )
+        self.register_buffer(
+            "feature_offsets",
+            torch.tensor([0, *itertools.accumulate(FEATURE_SIZES.values())][:-1]),
+            persistent=False,
+        )
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))  # type: ignore[arg-type]
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -138,15 +158,26 @@ class BodyGPT(nn.Module):
             raise ValueError(f"sequence of {idx.shape[1]} exceeds block_size")
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(positions) + self.plan_vectors(idx)
+        if self.melody is not None:
+            x = x + self.feature_vectors(self.melody.sequence_features(idx))
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x)) + self.logit_mask
 
+    def feature_vectors(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., C): the summed embeddings of (..., F) melody feature indices."""
+        assert self.feature_emb is not None
+        return self.feature_emb(features + self.feature_offsets).sum(-2)
+
+    def tracker(self, batch: int) -> MelodyTracker | None:
+        return MelodyTracker(self.melody, batch) if self.melody is not None else None
+
     def step(
-        self, token: torch.Tensor, plan_vector: torch.Tensor, caches: list[KVCache], pos: int
+        self, token: torch.Tensor, vector: torch.Tensor, caches: list[KVCache], pos: int
     ) -> torch.Tensor:
-        """Read the token at `pos` (with its plan vector) into the caches; the next logits."""
-        x = (self.tok_emb(token) + plan_vector)[:, None] + self.pos_emb.weight[pos]
+        """Read the token at `pos` into the caches, with the vector added to it (its plan
+        vector and melody features); the next logits."""
+        x = (self.tok_emb(token) + vector)[:, None] + self.pos_emb.weight[pos]
         for block, cache in zip(self.blocks, caches, strict=True):
             x = block(x, cache, pos)
         return self.lm_head(self.ln_f(x[:, -1])) + self.logit_mask
@@ -235,11 +266,19 @@ class PlannedMusicGPT(nn.Module):
         body_caches = new_cache(self.config.body, batch, 1 + max_new_tokens)  # type: ignore[arg-type]
         cond = self.planner.conditioning(text_emb)
         summary = PlanSummary(self.body, batch)
+        tracker = self.body.tracker(batch)
+
+        def body_vector(token: torch.Tensor, in_body: torch.Tensor) -> torch.Tensor:
+            vector = summary.vector(token, in_body)
+            if tracker is not None:
+                vector = vector + self.body.feature_vectors(tracker.advance(token))
+            return vector
+
         mask = self.grammar_mask
         state = mask.initial(batch)
         bos = torch.full((batch,), BOS_ID, dtype=torch.long)
         plan_logits = self.planner.start(text_emb, plan_caches)
-        body_logits = self.body.step(bos, summary.vector(bos, state[4]), body_caches, 0)
+        body_logits = self.body.step(bos, body_vector(bos, state[4]), body_caches, 0)
         sampler = StepSampler(batch, max_bars, temperature, top_k, top_p, generator)
         for index in range(1, max_new_tokens + 1):
             planning = ~state[4]
@@ -250,6 +289,5 @@ class PlannedMusicGPT(nn.Module):
                 break
             if bool((~state[4]).any()):
                 plan_logits = self.planner.feed(token, cond, plan_caches, index)
-            vector = summary.vector(token, state[4])
-            body_logits = self.body.step(token, vector, body_caches, index)
+            body_logits = self.body.step(token, body_vector(token, state[4]), body_caches, index)
         return sampler.result()
