@@ -45,6 +45,7 @@ from generation.music.tokenizer import (
     encode_piece,
     is_well_formed,
     loop_piece,
+    one_strike_per_key,
 )
 
 # One checkpoint format per architecture; `load` reads either.
@@ -207,8 +208,9 @@ class SymbolicTransformerBackend:
         (DPO learns from votes on stored tracks): the stored clip's notes cropped to
         max_bars behind this model's header, then EOS, cut to the model's context. A
         planned model's own tracks carry the plan it declared; other tracks (the composer's,
-        the first generator's) get the plan of their attributes and what they play."""
-        piece = events_to_piece(list(events))
+        the first generator's) get the plan of their attributes and what they play. A key
+        struck twice at one onset is kept once, as the grammar requires."""
+        piece = one_strike_per_key(events_to_piece(list(events)))
         max_bars, limit = self.sampling.max_bars, self.model.max_sequence_tokens
         if not isinstance(self.model, PlannedMusicGPT):
             return encode_piece(piece, max_bars=max_bars, max_tokens=limit)

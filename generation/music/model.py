@@ -8,7 +8,9 @@ block, the planner of `planned.PlannedMusicGPT`. Sampling keeps a preallocated k
 cache per layer, which makes each new token cost one token's compute.
 
 Tokens the grammar forbids get probability 0 (a logit mask, `GrammarMask`): the kind that
-may come next, rising onsets, instruments ascending within an onset, header instruments
+may come next, rising onsets, instruments ascending within an onset, pitches rising within an
+onset's instrument (the canonical order of events.py, so a chord ends and a sample cannot
+pile notes onto one onset without end), header instruments
 ascending (first format) or each at most once (plan), and, once the body has begun, only
 the instruments the header declared. So every sample is well formed and plays only what its
 header names, and a tiny model spends none of its training on syntax. The mask is applied in
@@ -37,6 +39,7 @@ from generation.music.tokenizer import (
     VOCAB_SIZE,
     Grammar,
     grammar_state,
+    pitch_value,
     position_value,
     token_kind,
 )
@@ -67,8 +70,11 @@ SIZES: dict[str, GPTConfig] = {
 }
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
-# (state kind index, current onset, current instrument id, declared (.., V), in body)
-GrammarState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# (state kind index, current onset, current instrument id, declared (.., V), in body, current
+# pitch within the onset's instrument)
+GrammarState = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]
 
 
 class CausalSelfAttention(nn.Module):
@@ -131,13 +137,14 @@ class GrammarMask(nn.Module):
         declares nothing (a checkpoint from before headers) constrains nothing, so every
         state leaves at least one token open. Shapes broadcast: logits (..., V), the state's
         per-row fields (...) and declared (..., V)."""
-        kind, position, instrument, declared, in_body = state
+        kind, position, instrument, declared, in_body, pitch = state
         vocab = torch.arange(self.vocab_size, device=logits.device)
         body = in_body[..., None]
         allowed = self.allowed[kind]
         allowed = allowed & ~(
             (self.position_value >= 0) & (self.position_value <= position[..., None])
         )
+        allowed = allowed & ~((self.pitch_value >= 0) & (self.pitch_value <= pitch[..., None]))
         not_ascending = self.is_instrument & (vocab <= instrument[..., None])
         if not self.grammar.ordered_header:
             not_ascending = not_ascending & body
@@ -160,6 +167,8 @@ class GrammarMask(nn.Module):
         position = _segment_max(self.position_value[idx], (idx == BAR_ID).cumsum(1))
         instruments = torch.where(self.is_instrument[idx], idx, -1)
         instrument = _segment_max(instruments, self.starts_segment[idx].cumsum(1))
+        chord = (self.starts_segment[idx] | self.is_instrument[idx]).cumsum(1)
+        pitch = _segment_max(self.pitch_value[idx], chord)
         header_ids = idx.masked_fill(in_body | ~self.is_instrument[idx], PAD_ID)
         if self.grammar.ordered_header:
             declared = torch.zeros(
@@ -172,18 +181,18 @@ class GrammarMask(nn.Module):
             read = read & self.is_instrument
             steps = torch.arange(idx.shape[1], device=idx.device).clamp(max=read.shape[1] - 1)
             declared = read[:, steps]
-        return kind, position, instrument, declared, in_body
+        return kind, position, instrument, declared, in_body, pitch
 
     def initial(self, batch: int, device: torch.device | None = None) -> GrammarState:
         """The state after BOS, one row per sequence."""
         bos = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=device)
-        kind, position, instrument, declared, in_body = self.state(bos)
+        kind, position, instrument, declared, in_body, pitch = self.state(bos)
         declared = declared[:, 0].expand(batch, self.vocab_size).clone()
-        return kind[:, 0], position[:, 0], instrument[:, 0], declared, in_body[:, 0]
+        return kind[:, 0], position[:, 0], instrument[:, 0], declared, in_body[:, 0], pitch[:, 0]
 
     def advance(self, state: GrammarState, token: torch.Tensor) -> GrammarState:
         """The grammar state after one more token per row (`state`, stepwise)."""
-        _, position, instrument, declared, in_body = state
+        _, position, instrument, declared, in_body, pitch = state
         in_body = in_body | (token == BAR_ID)
         kind = torch.where(in_body, self.body_state[token], self.header_state[token])
         position = torch.where(
@@ -194,10 +203,15 @@ class GrammarMask(nn.Module):
             -1,
             torch.maximum(instrument, torch.where(self.is_instrument[token], token, -1)),
         )
+        pitch = torch.where(
+            self.starts_segment[token] | self.is_instrument[token],
+            -1,
+            torch.maximum(pitch, self.pitch_value[token]),
+        )
         rows = torch.arange(len(token), device=token.device)
         declared = declared.clone()
         declared[rows, token] |= ~in_body & self.is_instrument[token]
-        return kind, position, instrument, declared, in_body
+        return kind, position, instrument, declared, in_body, pitch
 
 
 class MusicGPT(nn.Module):
@@ -438,6 +452,7 @@ def _grammar_tables(grammar: Grammar, vocab_size: int) -> dict[str, torch.Tensor
         "body_state": torch.tensor([index(i, False) for i in range(vocab_size)]),
         "header_state": torch.tensor([index(i, True) for i in range(vocab_size)]),
         "position_value": torch.tensor([position_value(i) for i in range(vocab_size)]),
+        "pitch_value": torch.tensor([pitch_value(i) for i in range(vocab_size)]),
         "starts_segment": torch.tensor([kind in SEGMENT_KINDS for kind in kinds]),
         "is_instrument": is_instrument,
     }

@@ -173,6 +173,12 @@ def position_value(token_id: int) -> int:
     return int(value) if kind == "Position" else -1
 
 
+def pitch_value(token_id: int) -> int:
+    """The pitch of a Pitch token, -1 for any other token."""
+    kind, _, value = TOKENS[token_id].partition("_")
+    return int(value) if kind == "Pitch" else -1
+
+
 def crop_piece(piece: Piece, bars: int) -> Piece:
     """The first `bars` bars; notes that start later are dropped."""
     limit = bars * TICKS_PER_BAR
@@ -188,6 +194,20 @@ def loop_piece(piece: Piece, bars: int) -> Piece:
     repeats = -(-bars // piece.bars)
     notes = [replace(n, start=n.start + k * period) for k in range(repeats) for n in piece.notes]
     return crop_piece(replace(piece, notes=notes, bars=piece.bars * repeats), bars)
+
+
+def one_strike_per_key(piece: Piece) -> Piece:
+    """The piece without a note that strikes a key its instrument already strikes at the same
+    onset (the first, in canonical order, stays): one key sounds once per onset, and the
+    grammar (pitches rise within an onset's instrument) admits nothing else."""
+    seen: set[tuple[int, bool, int, int]] = set()
+    notes = []
+    for note in canonical_notes(piece.notes):
+        key = (note.start, note.is_drum, note.program, note.pitch)
+        if key not in seen:
+            seen.add(key)
+            notes.append(note)
+    return replace(piece, notes=notes)
 
 
 def header_events(piece: Piece) -> list[str]:
@@ -288,12 +308,13 @@ def is_well_formed(
     """Strict check against `grammar` (by default the one the sequence's first token
     names): the header, then bars, at least one note, and a proper end (EOS, or one Bar
     past the bar budget). The rules are those the model's sampling mask enforces: onsets
-    rise within each bar, instruments ascend within each onset, header instruments ascend
+    rise within each bar, instruments ascend within each onset, pitches rise within each
+    onset's instrument, header instruments ascend
     (first format) or appear once each and at most max_header_instruments times (plan),
     and body instruments are among those the header declares. An empty first-format
     header (Tempo alone, as written before headers existed) constrains nothing."""
     grammar = grammar or grammar_of(ids)
-    state, position, instrument, bars, notes = "start", -1, -1, 0, 0
+    state, position, instrument, pitch, bars, notes = "start", -1, -1, -1, 0, 0
     declared: set[int] = set()
     for token_id in (i for i in ids if i != PAD_ID):
         kind = token_kind(TOKENS[token_id])
@@ -303,6 +324,12 @@ def is_well_formed(
             return notes > 0
         if kind in SEGMENT_KINDS:
             instrument = -1
+        if kind in SEGMENT_KINDS or kind in ("Program", "Drums"):
+            pitch = -1
+        if kind == "Pitch":
+            if pitch_value(token_id) <= pitch:
+                return False
+            pitch = pitch_value(token_id)
         if kind == "Bar":
             bars, position = bars + 1, -1
             if max_bars is not None and bars > max_bars:

@@ -10,11 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from generation.music.composer import compose
+from generation.music.events import note_sort_key
 from generation.music.model import SIZES as FIRST_SIZES
 from generation.music.model import MusicGPT
 from generation.music.plan import plan_for_piece
 from generation.music.planned import SIZES, PlannedMusicGPT
 from generation.music.prompt_sampling import random_attributes
+from generation.music.prompts import parse_prompt
 from generation.music.tokenizer import (
     BAR_ID,
     BOS_ID,
@@ -26,6 +28,7 @@ from generation.music.tokenizer import (
     decode_plan,
     encode_piece,
     is_well_formed,
+    one_strike_per_key,
 )
 
 
@@ -112,3 +115,50 @@ def test_the_plan_grammar_refuses_a_repeated_instrument_and_a_missing_field():
     assert not is_well_formed(repeated)
     assert not is_well_formed(without_mode)
     assert not is_well_formed(ascending_tempo_first, grammar=PLAN_GRAMMAR)
+
+
+def test_pitches_rise_within_an_onset_s_instrument_in_the_check_and_the_mask():
+    """A chord is written lowest note first; a repeated or falling pitch within one onset's
+    instrument is refused by `is_well_formed` and gets probability 0 from the mask (a sample
+    that piled notes onto one onset ran on until its token budget was spent), while a new
+    onset or instrument starts over."""
+    attrs = parse_prompt("slow sad piano ballad")
+    piece = crop_piece(compose(attrs, seed=2, duration_seconds=8), 1)
+    plan = plan_for_piece(attrs, piece)
+    header = encode_piece(piece, plan=plan)[: len(plan.events())]
+
+    def note(pitch: int) -> list[int]:
+        return [
+            TOKEN_TO_ID[f"Pitch_{pitch}"],
+            TOKEN_TO_ID["Velocity_71"],
+            TOKEN_TO_ID["Duration_4"],
+        ]
+
+    onset, piano = [BAR_ID, TOKEN_TO_ID["Position_0"]], TOKEN_TO_ID["Program_0"]
+    rising = [*header, *onset, piano, *note(48), *note(55), *note(60), EOS_ID]
+    again = [*header, *onset, piano, *note(48), *note(55), *note(55), EOS_ID]
+    falling = [*header, *onset, piano, *note(48), *note(55), *note(52), EOS_ID]
+    next_onset = [*header, *onset, piano, *note(55), TOKEN_TO_ID["Position_4"], piano, *note(52)]
+
+    assert is_well_formed(rising) and is_well_formed([*next_onset, EOS_ID])
+    assert not is_well_formed(again) and not is_well_formed(falling)
+    torch.manual_seed(0)
+    scores = teacher_forced_logprobs(PLANNED.eval(), [rising, again, falling])
+    per_sequence = scores.split(len(rising))
+    assert torch.isfinite(per_sequence[0]).all()
+    offending = len(header) + 3 + 6  # BAR, Position, Program, two notes, then the third pitch
+    for refused in per_sequence[1:]:
+        assert refused[offending] == float("-inf")
+        assert torch.isfinite(refused[:offending]).all()
+
+
+def test_a_stored_clip_that_strikes_one_key_twice_at_once_is_rescored_with_it_once():
+    piece = crop_piece(
+        compose(parse_prompt("slow sad piano ballad"), seed=2, duration_seconds=8), 1
+    )
+    doubled = replace(piece, notes=[*piece.notes, piece.notes[0]])
+
+    once = one_strike_per_key(doubled)
+
+    assert sorted(once.notes, key=note_sort_key) == sorted(piece.notes, key=note_sort_key)
+    assert is_well_formed(encode_piece(once, plan=plan_for_piece(parse_prompt("piano"), once)))

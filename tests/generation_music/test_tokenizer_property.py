@@ -87,7 +87,10 @@ def test_arbitrary_note_lists_on_the_grid_round_trip(notes):
 
     assert decoded.notes == piece.notes
     assert decoded.tempo_bpm == 100
-    assert is_well_formed(ids)  # the header declares exactly the instruments played
+    # the header declares exactly the instruments played; a key struck twice at one onset
+    # round-trips, but the grammar (pitches rise within an onset's instrument) refuses it
+    keys = [(n.start, n.is_drum, n.program, n.pitch) for n in notes]
+    assert is_well_formed(ids) == (len(set(keys)) == len(keys))
 
 
 @FAST
