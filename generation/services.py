@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 
 from generation.models import GeneratorVersion, PretrainingRun, Prompt, Track
 from generation.music.backends import (
+    FIRST_GENERATOR,
     PARENT_GENERATOR,
     SHIPPED_GENERATOR,
     GeneratedClip,
@@ -27,10 +28,16 @@ from generation.music.prompts import parse_prompt
 logger = logging.getLogger(__name__)
 
 
-# The shipped learned generators' version names: the planned generator, the default, and its
-# parent, the first learned generator (kept: votes and runs of existing databases use it).
-SHIPPED_VERSION_NAME = "planned-small-v1"
-PARENT_VERSION_NAME = "symbolic-small-v1"
+# The shipped learned generators, oldest first, each the parent of the next, and the last the
+# default: (version name, checkpoint). The older ones are kept: votes and runs of existing
+# databases use them.
+SHIPPED_LINEAGE: tuple[tuple[str, str], ...] = (
+    ("symbolic-small-v1", FIRST_GENERATOR),
+    ("planned-small-v1", PARENT_GENERATOR),
+    ("planned-small-v2", SHIPPED_GENERATOR),
+)
+SHIPPED_VERSION_NAME = SHIPPED_LINEAGE[-1][0]
+PARENT_VERSION_NAME = SHIPPED_LINEAGE[-2][0]
 
 
 def shipped_evaluation(checkpoint: str) -> dict:
@@ -79,21 +86,24 @@ def generator_version_register(
 
 def shipped_version_register() -> GeneratorVersion | None:
     """The learned generator the repository ships, registered once as an active version, with
-    the first learned generator registered as its parent (retired: the planned one replaces
-    it for new collection). None if the checkpoint file is absent. Existing rows are kept as
-    they are, so a database made before the planned generator keeps its versions."""
+    its ancestors (`SHIPPED_LINEAGE`) registered as its parent, grandparent..., retired: the
+    newest replaces them for new collection. None if its checkpoint file is absent. Existing
+    rows are kept as they are, so a database made before a newer generator keeps its
+    versions, and each version keeps its own checkpoint file."""
     if not (Path(settings.BASE_DIR) / SHIPPED_GENERATOR).exists():
         return None
     with transaction.atomic():
         parent = None
-        if (Path(settings.BASE_DIR) / PARENT_GENERATOR).exists():
-            parent = generator_version_register(
-                name=PARENT_VERSION_NAME,
-                backend="symbolic",
-                checkpoint=PARENT_GENERATOR,
-                status=GeneratorVersion.Status.RETIRED,
-                metrics=shipped_evaluation(PARENT_GENERATOR),
-            )
+        for name, checkpoint in SHIPPED_LINEAGE[:-1]:
+            if (Path(settings.BASE_DIR) / checkpoint).exists():
+                parent = generator_version_register(
+                    name=name,
+                    backend="symbolic",
+                    checkpoint=checkpoint,
+                    parent=parent,
+                    status=GeneratorVersion.Status.RETIRED,
+                    metrics=shipped_evaluation(checkpoint),
+                )
         return generator_version_register(
             name=SHIPPED_VERSION_NAME,
             backend="symbolic",

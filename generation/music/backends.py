@@ -92,11 +92,14 @@ def _symbolic_backend(config: dict[str, Any] | None) -> MusicBackend:
     return create_backend(config)
 
 
-# The learned generator the repository ships (relative to the project root), so a fresh
-# machine has one without training, and its parent, the first learned generator (a header of
-# tempo and instruments, no plan); README.md gives the commands that made them.
-SHIPPED_GENERATOR = "generation/checkpoints/planned-small.pt"
-PARENT_GENERATOR = "generation/checkpoints/symbolic-small.pt"
+# The learned generators the repository ships (relative to the project root), so a fresh
+# machine has one without training: the default, its parent (the first planned generator,
+# whose body had no melody tallies) and the first learned generator (a header of tempo and
+# instruments, no plan), each the parent of the next; README.md gives the commands that
+# made them. The older ones stay: votes and runs in existing databases use them.
+SHIPPED_GENERATOR = "generation/checkpoints/planned-small-v2.pt"
+PARENT_GENERATOR = "generation/checkpoints/planned-small.pt"
+FIRST_GENERATOR = "generation/checkpoints/symbolic-small.pt"
 
 BackendFactory = Callable[[dict[str, Any] | None], MusicBackend]
 _BACKENDS: dict[str, BackendFactory] = {

@@ -26,7 +26,7 @@ def test_the_pretraining_run_admin_lists_runs(site_admin_client):
 
 
 def test_the_shipped_version_s_page_shows_its_held_out_evaluation_as_a_table(site_admin_client):
-    from generation.services import shipped_version_register
+    from generation.services import SHIPPED_VERSION_NAME, shipped_version_register
 
     version = shipped_version_register()
     evaluation = version.metrics["eval"]
@@ -41,4 +41,4 @@ def test_the_shipped_version_s_page_shows_its_held_out_evaluation_as_a_table(sit
     parent = site_admin_client.get(
         f"/admin/generation/generatorversion/{version.parent.pk}/change/"
     )
-    assert "planned-small-v1" in parent.content.decode()  # the child, under its parent
+    assert SHIPPED_VERSION_NAME in parent.content.decode()  # the child, under its parent

@@ -88,6 +88,7 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint():
 def test_the_shipped_planned_generator_is_registered_once_with_its_parent_and_evaluation():
     from generation.services import (
         PARENT_VERSION_NAME,
+        SHIPPED_LINEAGE,
         SHIPPED_VERSION_NAME,
         shipped_version_register,
     )
@@ -95,9 +96,12 @@ def test_the_shipped_planned_generator_is_registered_once_with_its_parent_and_ev
     version = shipped_version_register()
     again = shipped_version_register()
 
-    assert again == version and GeneratorVersion.objects.count() == 2
+    assert again == version and GeneratorVersion.objects.count() == len(SHIPPED_LINEAGE) == 3
     assert (version.name, version.status) == (SHIPPED_VERSION_NAME, "active")
     assert (version.parent.name, version.parent.status) == (PARENT_VERSION_NAME, "retired")
+    first = version.parent.parent
+    assert (first.name, first.status, first.parent) == (SHIPPED_LINEAGE[0][0], "retired", None)
+    assert version.metrics["eval"] != version.parent.metrics["eval"]  # each its own file's
     evaluation = version.metrics["eval"]
     assert evaluation["prompts"] >= 200 and evaluation["mean_fit"] > 0.8
 

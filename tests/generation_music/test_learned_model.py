@@ -176,14 +176,22 @@ def test_save_load_and_the_registry_give_the_same_model(encoder, architecture, t
     assert type(loaded.model) is type(backend.model)
 
 
-def test_the_first_generator_s_shipped_checkpoint_still_loads_samples_and_scores(encoder):
-    """The first learned generator is the planned one's parent: its file must keep working."""
-    from generation.music.backends import PARENT_GENERATOR
+@pytest.mark.parametrize("ancestor", ["first", "first planned"])
+def test_the_older_shipped_checkpoints_still_load_sample_and_score(encoder, ancestor):
+    """The shipped generator's ancestors (the first learned generator, and the first planned
+    one, whose body has no melody tallies) are registered as its parents: their files must
+    keep working."""
+    from generation.music.backends import FIRST_GENERATOR, PARENT_GENERATOR
 
-    backend = SymbolicTransformerBackend.load(PARENT_GENERATOR, text_encoder=encoder)
+    checkpoint = FIRST_GENERATOR if ancestor == "first" else PARENT_GENERATOR
+    backend = SymbolicTransformerBackend.load(checkpoint, text_encoder=encoder)
     samples = backend.sample(PROMPTS[:2], 1, seed=0)
 
-    assert isinstance(backend.model, MusicGPT) and all(s.plan is None for s in samples)
+    if ancestor == "first":
+        assert isinstance(backend.model, MusicGPT) and all(s.plan is None for s in samples)
+    else:
+        assert isinstance(backend.model, PlannedMusicGPT) and backend.model.body.melody is None
+        assert all(s.plan is not None for s in samples)
     rescored = backend.seq_logprobs([s.prompt for s in samples], [s.token_ids for s in samples])
     recorded = torch.tensor([s.logprob for s in samples], dtype=torch.float64)
     torch.testing.assert_close(rescored.detach(), recorded, atol=1e-3, rtol=0)

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from generation.models import GeneratorVersion
-from generation.services import PARENT_VERSION_NAME, SHIPPED_VERSION_NAME
+from generation.services import PARENT_VERSION_NAME, SHIPPED_LINEAGE, SHIPPED_VERSION_NAME
 from ratings.models import Campaign
 
 pytestmark = pytest.mark.django_db
@@ -20,8 +20,9 @@ def test_seeding_twice_registers_each_demo_version_once_with_its_parent(settings
         call_command("seed_demo", "--clip-seconds", "2", stdout=io.StringIO())
 
     versions = {v.name: v for v in GeneratorVersion.objects.select_related("parent")}
-    assert set(versions) == {"procedural-v1", "procedural-v2", SHIPPED_VERSION_NAME,
-                             PARENT_VERSION_NAME}  # fmt: skip
+    assert set(versions) == {"procedural-v1", "procedural-v2"} | {
+        name for name, _ in SHIPPED_LINEAGE
+    }
     assert versions["procedural-v2"].parent == versions["procedural-v1"]
     assert versions["procedural-v2"].config == {"humanize": 0.6, "variation": 0.8}
     assert versions["procedural-v1"].status == GeneratorVersion.Status.ACTIVE

@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
-from generation.services import track_generate
+from generation.services import SHIPPED_VERSION_NAME, track_generate
 from ratings.dataset import DataFilters
 from ratings.models import Campaign
 from reward import finetune, finetune_data, finetune_results
@@ -36,7 +36,7 @@ QUICK = {
 @pytest.fixture
 def learned_base():
     return GeneratorVersion.objects.create(
-        name="planned-small-v1", backend="symbolic", checkpoint=SHIPPED_GENERATOR,
+        name=SHIPPED_VERSION_NAME, backend="symbolic", checkpoint=SHIPPED_GENERATOR,
         status=GeneratorVersion.Status.ACTIVE,
     )  # fmt: skip
 

@@ -8,6 +8,7 @@ import pytest
 
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR
+from generation.services import SHIPPED_VERSION_NAME
 from reward import finetune
 from reward.learning.loop import CHECKPOINT_NAME
 from reward.models import FineTuneRun, RewardModel
@@ -25,7 +26,7 @@ SETTINGS = {
 @pytest.fixture
 def run_setup():
     base = GeneratorVersion.objects.create(
-        name="planned-small-v1", backend="symbolic", checkpoint=SHIPPED_GENERATOR,
+        name=SHIPPED_VERSION_NAME, backend="symbolic", checkpoint=SHIPPED_GENERATOR,
         status="active",
     )  # fmt: skip
     exact = RewardModel.objects.create(
