@@ -207,7 +207,7 @@ class MelodyTracker:
     """`MelodyFeatures.sequence_features`, token by token, for a batch being sampled."""
 
     def __init__(self, features: MelodyFeatures, batch: int) -> None:
-        self.f = features
+        self.features = features
         zeros = torch.zeros(batch, dtype=torch.long)
         self.header = {name: zeros - 1 for name in ("key", "tempo", "density", "register")}
         self.lead, self.other, self.programs = zeros - 1, zeros - 1, zeros.clone()
@@ -217,30 +217,32 @@ class MelodyTracker:
 
     def advance(self, token: torch.Tensor) -> torch.Tensor:
         """(B, 4) feature indices after reading one more token per row."""
-        f = self.f
+        features = self.features
         in_header = self.bars == 0
         self.bars = self.bars + (token == BAR_ID)
         in_body = self.bars > 0
         for name in self.header:
-            value = getattr(f, f"{name}_of")[token]
+            value = getattr(features, f"{name}_of")[token]
             self.header[name] = torch.where(in_header & (value >= 0), value, self.header[name])
-        program = in_header & (token != BAR_ID) & (f.program_of[token] >= 0)
+        program = in_header & (token != BAR_ID) & (features.program_of[token] >= 0)
         self.lead = torch.where(program & (self.lead < 0), token, self.lead)
         self.other = torch.where(program, token, self.other)
         self.programs = self.programs + program
         header = {
             **self.header,
             "lead": self.lead,
-            "alone": f._alone(self.lead, self.programs, self.other),
+            "alone": features._alone(self.lead, self.programs, self.other),
         }
-        self.instrument = torch.where(f.is_instrument[token] & in_body, token, self.instrument)
-        melody = f._is_melody(header, self.instrument, token) & in_body
-        starts = (f.position_of[token] >= 0) | (token == BAR_ID)
+        self.instrument = torch.where(
+            features.is_instrument[token] & in_body, token, self.instrument
+        )
+        melody = features._is_melody(header, self.instrument, token) & in_body
+        starts = (features.position_of[token] >= 0) | (token == BAR_ID)
         onset = melody & ~(self.onset_open & ~starts)
         self.onset_open = torch.where(starts, False, self.onset_open | melody)
         self.count = torch.where(token == BAR_ID, 0, self.count + onset)
-        below, above = f._sides(header, token)
+        below, above = features._sides(header, token)
         self.below = self.below + (melody & below).long() - (melody & ~below).long()
         self.above = self.above + (melody & above).long() - (melody & ~above).long()
-        owed = f._owed(header, self.bars, self.count)
-        return f._indices(in_body, self.bars, owed, self.below, self.above)
+        owed = features._owed(header, self.bars, self.count)
+        return features._indices(in_body, self.bars, owed, self.below, self.above)
