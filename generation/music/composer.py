@@ -185,15 +185,80 @@ class _Motif:
     steps: list[int]  # scale-index moves between consecutive notes
 
 
-def _melody_pitches(plan: _Plan) -> tuple[list[int], int]:
+# The melody's home: the REGISTER_STEP-wide band of pitches (counted from the tonic's pitch
+# class, as a plan's Register is) that holds the middle of its range. A walk free to wander
+# puts its median anywhere within a few bands of home, so a register read off afterwards
+# would name where one random walk ended up, which a note-by-note player can only match by
+# luck. Drawing the walk back once nearly half its notes lie on one side of the band makes
+# the band a target kept bar by bar, by a rule that reads only the notes so far (as the
+# body's `melody_features` tallies do).
+REGISTER_STEP = 4  # semitones per register band: a major third
+REGISTER_LOW, REGISTER_HIGH = 12, 104  # semitones above the tonic's pitch class
+HOME_PULL = 1.5  # how hard a step is held back, per note it would put that side past the margin
+HOME_MARGIN = 2  # notes a side may come within half of before the pull starts
+
+
+def register_band(pitch: float) -> int:
+    """The lowest pitch of the REGISTER_STEP-wide band that holds `pitch`."""
+    band = REGISTER_LOW + REGISTER_STEP * int((pitch - REGISTER_LOW) // REGISTER_STEP)
+    return min(REGISTER_HIGH, max(REGISTER_LOW, band))
+
+
+@dataclass
+class _Home:
+    """The melody's home band (absolute pitches [low, low + REGISTER_STEP)) and how many of
+    its notes so far lie below it, above it, and in all."""
+
+    low: int
+    below: int = 0
+    above: int = 0
+    count: int = 0
+
+    def _side(self, pitch: int) -> int | None:
+        if pitch < self.low:
+            return self.below
+        return self.above if pitch >= self.low + REGISTER_STEP else None
+
+    def weight(self, pitch: int) -> float:
+        side = self._side(pitch)
+        if side is None:
+            return 1.0
+        lead = 2 * side + 1 - self.count  # that side minus the others, counting this note
+        return math.exp(-HOME_PULL * max(0, lead + HOME_MARGIN))
+
+    def add(self, pitch: int, sign: int = 1) -> None:
+        self.below += sign * (pitch < self.low)
+        self.above += sign * (pitch >= self.low + REGISTER_STEP)
+        self.count += sign
+
+    def replay_weight(self, pitches: Iterable[int]) -> float:
+        """The weight of playing `pitches` one after another (the first best on ties)."""
+        trial, weight = _Home(self.low, self.below, self.above, self.count), 1.0
+        for pitch in pitches:
+            weight *= trial.weight(pitch)
+            trial.add(pitch)
+        return weight
+
+
+def home_register(attrs: MusicAttributes, style: ComposerStyle | None = None) -> int:
+    """The register band (counted from the tonic, as a plan's Register is) that the lead's
+    melody keeps to: the one holding the middle of its range."""
+    lead, harmonies, _ = assign_roles(attrs.instruments)
+    pitches, center = _melody_pitches(attrs, style or ComposerStyle(), lead, harmonies)
+    return register_band(pitches[center] - attrs.key_root)
+
+
+def _melody_pitches(
+    attrs: MusicAttributes, style: ComposerStyle, lead: int, harmonies: tuple[int, ...]
+) -> tuple[list[int], int]:
     """Allowed melody pitches (scale tones in the lead's range) and the start index."""
-    low, high = MELODY_RANGES.get(plan.lead, (60, 84))
-    shift = MOOD_REGISTER_SHIFT.get(plan.attrs.mood, 0) + plan.style.register_shift
+    low, high = MELODY_RANGES.get(lead, (60, 84))
+    shift = MOOD_REGISTER_SHIFT.get(attrs.mood, 0) + style.register_shift
     low, high = max(24, low + shift), min(108, high + shift)
-    if plan.lead in plan.harmonies:  # the right hand: above the accompanying left
+    if lead in harmonies:  # the right hand: above the accompanying left
         low = max(low, HANDS_SPLIT + 1)
         high = max(high, low + MIN_MELODY_SPAN)
-    scale = set(theory.melody_steps(plan.attrs.genre, plan.attrs.key_root, plan.attrs.mode))
+    scale = set(theory.melody_steps(attrs.genre, attrs.key_root, attrs.mode))
     pitches = [pitch for pitch in range(low, high + 1) if pitch % 12 in scale]
     return pitches, len(pitches) // 2
 
@@ -252,16 +317,21 @@ def _step_weight(plan: _Plan, distance: int, drift: int, chord_tone: bool, stron
     return weight * math.exp(-abs(drift) / 5)
 
 
-def _next_index(plan: _Plan, pitches: list[int], current: int, tick: int, center: int) -> int:
+def _next_index(
+    plan: _Plan, pitches: list[int], current: int, tick: int, center: int, home: _Home
+) -> int:
     chord = chord_at(plan.chords, tick)
     max_leap = 2 + round(4 * plan.variation)
     candidates = range(max(0, current - max_leap), min(len(pitches), current + max_leap + 1))
     strong = tick % 8 == 0
     weights = [
         _step_weight(plan, c - current, c - center, pitches[c] % 12 in chord.tones, strong)
+        * home.weight(pitches[c])
         for c in candidates
     ]
-    return plan.rng.choices(list(candidates), weights)[0]
+    index = plan.rng.choices(list(candidates), weights)[0]
+    home.add(pitches[index])
+    return index
 
 
 def _nearest_chord_tone(pitches: list[int], index: int, tones: tuple[int, ...]) -> int:
@@ -276,39 +346,53 @@ def _walk(
     pitches: list[int],
     current: int,
     center: int,
+    home: _Home,
 ) -> list[int]:
     """Scale-index path for one bar's onsets; the piece's last note lands on the tonic."""
     indices = []
     for tick, _ in rhythm:
-        current = _next_index(plan, pitches, current, bar * TICKS_PER_BAR + tick, center)
+        current = _next_index(plan, pitches, current, bar * TICKS_PER_BAR + tick, center, home)
         indices.append(current)
     if bar == plan.bars - 1 and plan.bars > 1 and indices:
         tonic = (plan.attrs.key_root,)
-        indices[-1] = _nearest_chord_tone(pitches, indices[-1], tonic)  # end home
+        home.add(pitches[indices[-1]], sign=-1)
+        indices[-1] = _nearest_chord_tone(pitches, indices[-1], tonic)  # end on the tonic
+        home.add(pitches[indices[-1]])
+    return indices
+
+
+def _motif_from(start: int, motif: _Motif, pitches: list[int]) -> list[int]:
+    indices = [start]
+    for step in motif.steps:
+        indices.append(max(0, min(len(pitches) - 1, indices[-1] + step)))
     return indices
 
 
 def _repeat_motif(
-    plan: _Plan, motif: _Motif, bar: int, pitches: list[int], current: int
+    plan: _Plan, motif: _Motif, bar: int, pitches: list[int], current: int, home: _Home
 ) -> tuple[list[tuple[int, int]], list[int]]:
-    """Replay the phrase's opening motif, moved onto the current chord."""
+    """Replay the phrase's opening motif, moved onto the current chord: from the chord tone
+    nearest the current note, or the next one up or down if that keeps the melody home."""
     chord = chord_at(plan.chords, bar * TICKS_PER_BAR)
-    index = _nearest_chord_tone(pitches, current, chord.tones)
-    indices = [index]
-    for step in motif.steps:
-        indices.append(max(0, min(len(pitches) - 1, indices[-1] + step)))
+    chord_tones = [i for i, pitch in enumerate(pitches) if pitch % 12 in chord.tones]
+    starts = sorted(chord_tones, key=lambda i: (abs(i - current), i))[:3] or [current]
+    replays = [_motif_from(start, motif, pitches) for start in starts]
+    indices = max(replays, key=lambda replay: home.replay_weight(pitches[i] for i in replay))
+    for index in indices:
+        home.add(pitches[index])
     return motif.rhythm, indices
 
 
 def _melody_part(plan: _Plan) -> list[Note]:
-    pitches, center = _melody_pitches(plan)
+    pitches, center = _melody_pitches(plan.attrs, plan.style, plan.lead, plan.harmonies)
+    home = _Home(low=plan.attrs.key_root + home_register(plan.attrs, plan.style))
     current, motif, notes = center, None, []
     for bar in range(plan.bars):
         if bar % 4 == 2 and motif and plan.rng.random() > 0.6 * plan.variation:
-            rhythm, indices = _repeat_motif(plan, motif, bar, pitches, current)
+            rhythm, indices = _repeat_motif(plan, motif, bar, pitches, current, home)
         else:
             rhythm = _rhythm(plan, bar)
-            indices = _walk(plan, bar, rhythm, pitches, current, center)
+            indices = _walk(plan, bar, rhythm, pitches, current, center, home)
             if bar % 4 == 0 and indices:
                 motif = _Motif(rhythm, [b - a for a, b in itertools.pairwise(indices)])
         for (tick, duration), index in zip(rhythm, indices, strict=True):

@@ -30,12 +30,16 @@ from generation.music.attributes_measure import (
     estimate_key,
     playable_density,
 )
-from generation.music.composer import melody_notes
+from generation.music.composer import (
+    REGISTER_HIGH,
+    REGISTER_LOW,
+    REGISTER_STEP,
+    melody_notes,
+    register_band,
+)
 from generation.music.events import TEMPO_BUCKETS, Piece
 from generation.music.prompts import DENSITY_LEVELS, GENRES, MODES, MOODS, MusicAttributes
 
-REGISTER_STEP = 4  # semitones per register band: a major third
-REGISTER_LOW, REGISTER_HIGH = 12, 104  # semitones above the tonic's pitch class
 DENSITY_VALUES: tuple[float, ...] = tuple(sorted(set(DENSITY_LEVELS.values())))
 
 # The plan's own tokens, appended to the event vocabulary (tokenizer.TOKENS).
@@ -127,12 +131,6 @@ class Plan:
         data = asdict(self)
         data["instruments"] = list(self.instruments)
         return data
-
-
-def register_band(pitch: float) -> int:
-    """The lowest pitch of the REGISTER_STEP-wide band that holds `pitch`."""
-    band = REGISTER_LOW + REGISTER_STEP * int((pitch - REGISTER_LOW) // REGISTER_STEP)
-    return min(REGISTER_HIGH, max(REGISTER_LOW, band))
 
 
 def lead_register(piece: Piece, lead: int | None, key_root: int) -> int | None:

@@ -1,7 +1,9 @@
+import random
 import statistics
 
 import pytest
 
+from generation.music import composer
 from generation.music.backends import ProceduralConfig
 from generation.music.composer import (
     HANDS_SPLIT,
@@ -10,10 +12,13 @@ from generation.music.composer import (
     assign_roles,
     bars_for,
     compose,
+    home_register,
     melody_notes,
 )
 from generation.music.drums import KICK, SNARE
 from generation.music.events import TICKS_PER_BAR, piece_to_events
+from generation.music.plan import lead_register
+from generation.music.prompt_sampling import random_prompt_text
 from generation.music.prompts import GENRES, parse_prompt
 
 BALLAD = "slow sad piano ballad"
@@ -187,3 +192,25 @@ def test_a_lead_with_other_accompaniment_is_all_melody():
     lead = attrs.instruments[0]
     assert melody_notes(piece.notes, lead) == [n for n in piece.notes if n.program == lead]
     assert melody_notes(piece.notes, None) == []
+
+
+def _home_kept(count: int = 80) -> float:
+    """The share of composed pieces whose melody's median lies in its home register band."""
+    rng = random.Random(11)
+    kept = 0
+    for seed in range(count):
+        _, attrs = random_prompt_text(rng, short_prompt_share=0.5)
+        style = ComposerStyle(register_shift=rng.choice((-7, 0, 0, 4)))
+        piece = compose(attrs, seed=seed, duration_seconds=4 * 240 / attrs.tempo_bpm, style=style)
+        lead = assign_roles(attrs.instruments)[0]
+        kept += lead_register(piece, lead, attrs.key_root) == home_register(attrs, style)
+    return kept / count
+
+
+def test_the_melody_keeps_to_its_home_register_band(monkeypatch):
+    """A plan declares the band its melody's median lies in; the composer keeps the melody
+    there note by note, so the band is a target a player can keep, not where one random
+    walk ended up. Measured on these 80 pieces: 0.925 with the pull, 0.44 without."""
+    kept = _home_kept()
+    monkeypatch.setattr(composer, "HOME_PULL", 0.0)
+    assert kept >= 0.85 and _home_kept() <= 0.6
