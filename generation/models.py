@@ -68,6 +68,15 @@ class PretrainingRun(models.Model):
     steps = models.PositiveIntegerField()
     # TrainConfig fields the run sets beyond its size (generation.pretraining.RUN_SETTINGS).
     settings = models.JSONField(default=dict, blank=True)
+    starts_from = models.ForeignKey(
+        GeneratorVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="continued_by",
+        help_text="The version whose weights the run starts from (a warm start), if any; "
+        "the run's version is its child.",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     step = models.PositiveIntegerField(default=0)
     loss_curve = models.JSONField(default=list, blank=True)

@@ -35,20 +35,43 @@ class PretrainingSettingsError(ValueError):
 
 
 def pretraining_run_create(
-    *, size: str, steps: int, queue: bool, settings: dict[str, float] | None = None
+    *,
+    size: str,
+    steps: int,
+    queue: bool,
+    settings: dict[str, float] | None = None,
+    starts_from: GeneratorVersion | None = None,
 ) -> PretrainingRun:
-    """Record a run; with queue=True a worker on the `train` queue executes it."""
+    """Record a run; with queue=True a worker on the `train` queue executes it. A run that
+    `starts_from` a version trains that version's weights further (on the corpus as the
+    composer writes it now) instead of a fresh model; the version must be a planned
+    generator of the run's size."""
     from generation import tasks
 
     settings = dict(settings or {})
     unknown = sorted(set(settings) - RUN_SETTINGS)
     if unknown:
         raise PretrainingSettingsError(f"unknown settings {unknown}; known: {sorted(RUN_SETTINGS)}")
+    if starts_from is not None:
+        _check_warm_start(starts_from, size)
     with transaction.atomic():
-        run = PretrainingRun.objects.create(size=size, steps=steps, settings=settings)
+        run = PretrainingRun.objects.create(
+            size=size, steps=steps, settings=settings, starts_from=starts_from
+        )
         if queue:
             tasks.pretrain_generator.delay_on_commit(run.pk)
     return run
+
+
+def _check_warm_start(version: GeneratorVersion, size: str) -> None:
+    from generation.music.pretrain import warm_start_mismatch  # torch: only when asked
+
+    checkpoint = version.backend_config().get("checkpoint")
+    if version.backend != "symbolic" or not checkpoint or not Path(checkpoint).exists():
+        raise PretrainingSettingsError(f"{version} has no symbolic generator file to start from")
+    problem = warm_start_mismatch(Path(checkpoint), size)
+    if problem:
+        raise PretrainingSettingsError(f"cannot start a {size} run from {version}: {problem}")
 
 
 def pretraining_run_extend(*, run: PretrainingRun, steps: int) -> PretrainingRun:
@@ -82,6 +105,9 @@ def pretraining_run_execute(
             steps=run.steps,
             checkpoint_dir=run.directory,
             progress_callback=_progress_recorder(run, on_progress),
+            init_from=(
+                Path(run.starts_from.backend_config()["checkpoint"]) if run.starts_from else None
+            ),
         )
     except Exception:
         PretrainingRun.objects.filter(pk=run.pk).update(
@@ -105,8 +131,9 @@ def _progress_recorder(run: PretrainingRun, on_progress: ProgressCallback | None
 
 
 def _register_version(run: PretrainingRun, metrics: dict, generator_path: Path) -> GeneratorVersion:
-    """The run's result as an active version; a run trained further (pretraining_run_extend)
-    registers a child of its previous version, named by its steps."""
+    """The run's result as an active version, a child of the version it started from (if
+    any); a run trained further (pretraining_run_extend) registers a child of its previous
+    version, named by its steps."""
     curves = ("loss_curve", "plan_loss_curve")
     summary = {key: value for key, value in metrics.items() if key not in curves}
     previous = run.versions.order_by("-pk").first()
@@ -118,7 +145,7 @@ def _register_version(run: PretrainingRun, metrics: dict, generator_path: Path) 
     with transaction.atomic():
         version = generator_version_register(
             name=name if previous is None else f"{name}-step{run.steps}",
-            parent=previous,
+            parent=previous or run.starts_from,
             backend="symbolic",
             checkpoint=str(generator_path),
             status=GeneratorVersion.Status.ACTIVE,

@@ -45,7 +45,12 @@ import torch.nn.functional as F
 
 from generation.music.composer import ComposerStyle, compose
 from generation.music.evaluation import GeneratedPiece, adherence_report
-from generation.music.learned import SamplingConfig, SymbolicTransformerBackend, torch_threads
+from generation.music.learned import (
+    PLANNED_CHECKPOINT_FORMAT,
+    SamplingConfig,
+    SymbolicTransformerBackend,
+    torch_threads,
+)
 from generation.music.plan import Plan, plan_for_piece
 from generation.music.planned import SIZES, PlannedConfig, PlannedMusicGPT
 from generation.music.prompt_sampling import random_prompt_text
@@ -386,6 +391,33 @@ def save_checkpoint(
     temporary.replace(path)  # a crash mid-write leaves the previous checkpoint intact
 
 
+def _generator_payload(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def warm_start_mismatch(path: Path, size: str) -> str | None:
+    """Why the generator file at `path` cannot start a run of `size`, or None if it can."""
+    try:
+        payload = _generator_payload(path)
+    except Exception as error:  # any unreadable file gets the same answer
+        return f"{path.name} is not readable as a generator ({type(error).__name__})"
+    if payload.get("format") != PLANNED_CHECKPOINT_FORMAT:
+        return f"{path.name} is not a planned generator"
+    if payload["model_config"] != SIZES[size].to_dict():
+        return f"{path.name} holds a different model than size {size}"
+    return None
+
+
+def warm_start(path: Path, model: PlannedMusicGPT) -> None:
+    """Load a generator file's weights (text statistics included) into a fresh model."""
+    payload = _generator_payload(path)
+    if payload.get("format") != PLANNED_CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a planned generator")
+    if payload["model_config"] != model.config.to_dict():
+        raise ValueError(f"{path} holds a different model config")
+    model.load_state_dict(payload["state_dict"])
+
+
 def load_checkpoint(
     path: Path, model: PlannedMusicGPT, optimizer: torch.optim.Optimizer
 ) -> tuple[int, list[dict[str, float]]]:
@@ -416,8 +448,10 @@ def train(
     progress_callback: ProgressCallback | None = None,
     text_encoder: TextEncoder | None = None,
     evaluate_after: bool = True,
+    init_from: Path | None = None,
 ) -> TrainResult:
-    """Train (or resume, if checkpoint_dir holds a checkpoint) up to `steps` steps."""
+    """Train (or resume, if checkpoint_dir holds a checkpoint) up to `steps` steps: a fresh
+    model, or the weights of the generator file `init_from` (a warm start)."""
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_path = checkpoint_dir / CHECKPOINT_NAME
     encoder = text_encoder or get_text_encoder()
@@ -427,6 +461,8 @@ def train(
     start, history = 0, []
     if checkpoint_path.exists():
         start, history = load_checkpoint(checkpoint_path, model, optimizer)
+    elif init_from is not None:
+        warm_start(init_from, model)
     else:
         model.set_text_statistics(text_statistics(config, encoder))
     decay_steps = config.lr_decay_steps or steps

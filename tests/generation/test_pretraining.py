@@ -136,3 +136,56 @@ def test_a_finished_run_trained_further_registers_a_child_version_with_its_own_f
     assert Path(first_file).read_bytes() == before  # the first version's model is unchanged
     with pytest.raises(CommandError, match="ask for more"):
         call_command("train_generator", "--resume", str(run.pk), "--steps", "3")
+
+
+def _state(version: GeneratorVersion) -> dict:
+    import torch
+
+    path = version.backend_config()["checkpoint"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_a_run_started_from_a_version_trains_its_weights_and_registers_its_child():
+    import torch
+
+    tiny = ("--size", "tiny", "--set", "eval_prompts=4", "--set", "data_workers=0")
+    call_command("train_generator", *tiny, "--steps", "2", "--set", "warmup_steps=1",
+                 stdout=io.StringIO())  # fmt: skip
+    first = GeneratorVersion.objects.get()
+    # A step far too small to move a weight by 1e-5, so the child holds the first's weights;
+    # a fresh model of the same seed differs from them by the first run's two full steps.
+    call_command("train_generator", *tiny, "--steps", "1", "--from", first.name,
+                 "--set", "learning_rate=1e-7", "--set", "min_learning_rate=1e-8",
+                 stdout=io.StringIO())  # fmt: skip
+
+    run = PretrainingRun.objects.get(starts_from=first)
+    child = GeneratorVersion.objects.get(pretraining_run=run)
+    assert (child.parent, run.status, run.step) == (first, "finished", 1)
+    parent_state, child_state = _state(first), _state(child)
+    moved = max((child_state[name] - weights).abs().max() for name, weights in parent_state.items())
+    assert moved < 1e-5
+    from generation.music.planned import SIZES, PlannedMusicGPT
+
+    torch.manual_seed(0)
+    fresh = PlannedMusicGPT(SIZES["tiny"]).state_dict()
+    assert max((fresh[name] - parent_state[name]).abs().max() for name in fresh) > 1e-3
+
+
+def test_a_warm_start_from_a_version_that_cannot_start_the_run_is_refused_before_recording():
+    call_command(
+        "train_generator", "--size", "tiny", "--steps", "1",
+        "--set", "eval_prompts=4", "--set", "data_workers=0", stdout=io.StringIO(),
+    )  # fmt: skip
+    tiny = GeneratorVersion.objects.get()
+    procedural = GeneratorVersion.objects.create(name="procedural-x", backend="procedural")
+
+    with pytest.raises(CommandError, match="different model than size small"):
+        call_command("train_generator", "--size", "small", "--from", tiny.name)
+    with pytest.raises(CommandError, match="no symbolic generator file"):
+        call_command("train_generator", "--size", "tiny", "--from", procedural.name)
+    with pytest.raises(CommandError, match="No generator version named"):
+        call_command("train_generator", "--size", "tiny", "--from", "no-such-version")
+    with pytest.raises(CommandError, match="pick one"):
+        call_command("train_generator", "--resume", "1", "--from", tiny.name)
+
+    assert PretrainingRun.objects.count() == 1  # only the first run

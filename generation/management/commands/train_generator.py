@@ -5,6 +5,7 @@ python manage.py train_generator --size small --steps 600 --queue     # on the t
 python manage.py train_generator --resume 7                           # after a crash
 python manage.py train_generator --resume 7 --steps 7000   # a finished run, trained longer
 python manage.py train_generator --size tiny --steps 50 --set eval_prompts=16
+python manage.py train_generator --from planned-small-v2 --steps 1800   # a warm start
 """
 
 import json
@@ -14,7 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from generation import pretraining
-from generation.models import PretrainingRun
+from generation.models import GeneratorVersion, PretrainingRun
+from generation.services import SHIPPED_LINEAGE, shipped_version_register
 
 SIZES = ("tiny", "small", "base")  # generation.music.planned.SIZES (torch-free here)
 
@@ -31,6 +33,10 @@ class Command(BaseCommand):
         parser.add_argument("--queue", action="store_true", help="Run on a Celery worker.")
         parser.add_argument("--resume", type=int, metavar="RUN_ID", help="Continue a run.")
         parser.add_argument(
+            "--from", dest="starts_from", metavar="VERSION",
+            help="Start from this version's weights (a warm start); its child is registered.",
+        )  # fmt: skip
+        parser.add_argument(
             "--export", type=Path, help="Also copy the trained generator to this path."
         )
         parser.add_argument(
@@ -39,9 +45,12 @@ class Command(BaseCommand):
         )  # fmt: skip
 
     def handle(self, *args, size: str, steps: int | None, queue: bool, resume: int | None,
-               export: Path | None, run_settings: list[str], **options) -> None:  # fmt: skip
+               starts_from: str | None, export: Path | None, run_settings: list[str],
+               **options) -> None:  # fmt: skip
         if steps is not None and steps < 1:
             raise CommandError("--steps must be at least 1.")
+        if resume is not None and starts_from is not None:
+            raise CommandError("--from starts a new run; --resume continues one: pick one.")
         if resume is not None:
             run = PretrainingRun.objects.filter(pk=resume).first()
             if run is None:
@@ -55,7 +64,11 @@ class Command(BaseCommand):
             steps = 600 if steps is None else steps
             try:
                 run = pretraining.pretraining_run_create(
-                    size=size, steps=steps, queue=queue, settings=self._settings(run_settings)
+                    size=size,
+                    steps=steps,
+                    queue=queue,
+                    settings=self._settings(run_settings),
+                    starts_from=self._version(starts_from) if starts_from else None,
                 )
             except pretraining.PretrainingSettingsError as error:
                 raise CommandError(str(error)) from None
@@ -67,6 +80,16 @@ class Command(BaseCommand):
         if export:
             pretraining.generator_export(version=version, destination=export)
             self.stdout.write(f"Exported the generator to {export}")
+
+    @staticmethod
+    def _version(name: str) -> GeneratorVersion:
+        """A registered version by name; the shipped lineage's are registered on first use."""
+        if name in {lineage_name for lineage_name, _ in SHIPPED_LINEAGE}:
+            shipped_version_register()
+        version = GeneratorVersion.objects.filter(name=name).first()
+        if version is None:
+            raise CommandError(f"No generator version named {name!r}.")
+        return version
 
     @staticmethod
     def _settings(pairs: list[str]) -> dict[str, float]:
