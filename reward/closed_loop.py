@@ -27,7 +27,7 @@ from django.db import connections
 from django.db.models import F, Sum
 
 from generation.models import GeneratorVersion
-from generation.music.backends import SHIPPED_GENERATOR
+from generation.music.backends import SHIPPED_GENERATOR, get_backend
 from generation.music.evaluation import composer_ceiling
 from generation.music.variants import VARIANT_AXES
 from generation.services import shipped_version_register
@@ -314,10 +314,13 @@ def closed_loop_run(
             )  # fmt: skip
             report = evaluation_refresh(evaluation)
         stage("report")
-        # The most the adherence measurements can credit on these prompts and clip length.
+        # The most the adherence measurements can credit on these prompts and clip length,
+        # for pieces as long as the base writes them.
+        sampling = getattr(get_backend(base.backend, base.backend_config()), "sampling", None)
         report["adherence_ceiling"] = composer_ceiling(
             list(evaluation.campaign.prompts.values_list("text", flat=True)),
             duration_seconds=budget.clip_seconds,
+            piece_bars=sampling.max_bars if sampling else None,
         )
     stage("done")
     return result | {

@@ -100,15 +100,29 @@ def adherence_report(pieces: Sequence[GeneratedPiece]) -> dict[str, object]:
 
 
 def composer_ceiling(
-    prompts: Sequence[str], *, duration_seconds: float, seed: int = 0
+    prompts: Sequence[str],
+    *,
+    duration_seconds: float,
+    seed: int = 0,
+    piece_bars: int | None = None,
 ) -> dict[str, float]:
     """Mean `piece_fit` per attribute of the composer given each prompt's parsed attributes:
     the most the measurements can credit a generator with on these prompts (the estimators
-    miss some of what the composer plays as asked)."""
-    from generation.music.composer import compose
+    miss some of what the composer plays as asked).
 
-    rows = [
-        piece_fit(target, compose(target, seed=seed + index, duration_seconds=duration_seconds))
-        for index, target in enumerate(parse_prompt(prompt) for prompt in prompts)
-    ]
+    A generator that writes pieces of `piece_bars` bars and loops or crops them to the clip
+    (as the learned one does) is measured on the composer's pieces of that length presented
+    the same way: a clip shorter than the piece stops before its cadence, where the key
+    estimate reads the closing bar, so the ceiling of whole short pieces (piece_bars None)
+    would credit a key and mode that no crop can show."""
+    from generation.music.composer import bars_for, compose
+    from generation.music.tokenizer import loop_piece
+
+    rows = []
+    for index, target in enumerate(parse_prompt(prompt) for prompt in prompts):
+        seconds = duration_seconds if piece_bars is None else piece_bars * 240 / target.tempo_bpm
+        piece = compose(target, seed=seed + index, duration_seconds=seconds)
+        if piece_bars is not None:
+            piece = loop_piece(piece, bars_for(duration_seconds, piece.tempo_bpm))
+        rows.append(piece_fit(target, piece))
     return mean_by_key(rows, (*FIT_PARTS, "score"))

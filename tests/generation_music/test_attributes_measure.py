@@ -101,3 +101,17 @@ def test_density_fit_is_full_for_the_asked_onsets_and_falls_with_the_distance():
     # DENSITY_TOLERANCE is 0.4: 0.2 away scores 0.5, 0.4 away scores 0
     assert attribute_fit(target, density=asked + 0.2, **kwargs).density == pytest.approx(0.5)
     assert attribute_fit(target, density=min(1.0, asked + 0.45), **kwargs).density == 0.0
+
+
+def test_the_composer_ceiling_of_clips_cut_from_longer_pieces_is_measured_on_those_cuts():
+    """A 4-s clip of a 4-bar piece stops before the cadence the key estimate reads in the
+    closing bar: the ceiling for such clips must be measured on such cuts, not on whole
+    2-bar pieces. On these 32 prompts: key 1.00 on whole short pieces, 0.375 on the cuts."""
+    from generation.music.evaluation import composer_ceiling
+    from reward.closed_loop import loop_prompts
+
+    prompts = loop_prompts(32, 0)
+    whole = composer_ceiling(prompts, duration_seconds=4.0)
+    cuts = composer_ceiling(prompts, duration_seconds=4.0, piece_bars=4)
+    assert whole["key"] - cuts["key"] > 0.3
+    assert cuts["tempo"] == cuts["instruments"] == cuts["drums"] == 1.0  # all heard in a cut
