@@ -4,7 +4,7 @@ with a simulated taste as the exact reward, no votes and no reward model in betw
     .venv/bin/python benchmarks/rl_oracle.py [--taste default_preference] [--steps 60]
         [--learning-rate 1e-4] [--planner-lr-scale 1] [--kl-loss 0.25] [--beta 0.02]
         [--prompts-per-step 8] [--samples-per-prompt 4] [--best-of 8] [--threads 2]
-        [--estimator rloo|best_of_group] [--plan-kl-weight 0]
+        [--estimator rloo|best_of_group] [--plan-kl-weight 0] [--part all|plan]
 
 The closed loop (`musicrl_loop`) can fall short for two reasons: its preference model got the
 taste wrong, or RL cannot move the generator far enough. This separates them. The reward of a
@@ -64,6 +64,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--estimator", choices=("rloo", "best_of_group"), default="rloo")
     parser.add_argument("--plan-kl-weight", type=float, default=0.0)
+    parser.add_argument(
+        "--part", choices=("all", "plan"), default="all",
+        help="plan: RL on plans alone, each heard as the composer plays it (rl.py).",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.steps < 1 or args.best_of < 1:
         parser.error("--steps and --best-of must be at least 1")
@@ -132,6 +136,7 @@ def main() -> int:
         reward_weights={"taste": 1.0},
         estimator=args.estimator,
         plan_kl_weight=args.plan_kl_weight,
+        part=args.part,
     )
     curve: list[dict[str, float]] = []
 

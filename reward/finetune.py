@@ -67,6 +67,14 @@ def custom_stage(weights: dict[int, float], steps: int) -> list[dict[str, Any]]:
     return [{"rewards": {str(k): float(w) for k, w in weights.items()}, "steps": steps}]
 
 
+def with_plan_stages(stages: list[dict[str, Any]], plan_steps: int) -> list[dict[str, Any]]:
+    """Each stage preceded by `plan_steps` steps on the plan alone, with the same rewards."""
+    expanded = []
+    for stage in stages:
+        expanded += [{**stage, "steps": plan_steps, "part": "plan"}, {**stage, "part": "all"}]
+    return expanded
+
+
 def finetune_run_create(
     *,
     name: str,
@@ -105,6 +113,8 @@ def finetune_run_create(
             stages = preset_stages(preset, steps)
         else:
             raise FineTuneError(f"unknown preset {preset!r}")
+        if config["plan_steps"]:
+            stages = with_plan_stages(stages, int(config["plan_steps"]))
     elif algorithm == FineTuneRun.Algorithm.DPO:
         stages = [{"steps": steps}]
     else:

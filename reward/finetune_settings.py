@@ -46,6 +46,14 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "estimator": "rloo",
     # Each plan token's per-token KL term counts 1 + this many times (rl.py, RLOOConfig).
     "plan_kl_weight": 0.0,
+    # Steps on the plan alone before each stage (a planned generator): the planner's plans
+    # heard as the composer plays them, at milliseconds a sample, so a taste that lives in
+    # the plan (tempo, register, mode, instruments, density) moves in many cheap samples;
+    # the stage's own steps then tune the whole sequence from there. 0: none.
+    "plan_steps": 0,
+    "plan_prompts_per_step": 16,
+    "plan_samples_per_prompt": 8,
+    "plan_learning_rate": 1e-3,
 }
 STRING_SETTINGS = {"guard_action": ("warn", "stop"), "estimator": ("rloo", "best_of_group")}
 
@@ -68,8 +76,11 @@ def finetune_run_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
             isinstance(value, bool) or not isinstance(value, int | float) or value < 0
         ):
             raise FineTuneError(f"{key} must be a non-negative number")
-    if merged["samples_per_prompt"] < 2:
+    if merged["samples_per_prompt"] < 2 or merged["plan_samples_per_prompt"] < 2:
         raise FineTuneError("RLOO needs at least 2 samples per prompt")
+    for whole in ("plan_steps", "plan_prompts_per_step", "plan_samples_per_prompt"):
+        if int(merged[whole]) != merged[whole]:
+            raise FineTuneError(f"{whole} must be a whole number")
     if not 0 < merged["test_share"] < 1:
         raise FineTuneError("test_share must lie strictly between 0 and 1")
     if not 1 <= merged["clip_seconds"] <= 30:

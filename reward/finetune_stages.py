@@ -9,6 +9,7 @@ torch is imported inside the functions that train: the web process imports this 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +119,18 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
         heartbeat.phase(f"stage {index + 1}/{len(run.stages)}: loading the generator")
         policy = _load_backend(reference_path)
         reference = _load_backend(reference_path)
+        # Stages stored before plan stages existed trained the whole sequence.
+        on_plan = stage.get("part", "all") == "plan"
+        prefix = "plan_" if on_plan else ""  # a plan stage's own batch settings
+        loop = loop_config(config, steps=stage["steps"], seed=int(config["seed"]) + index)
+        if on_plan:
+            rate = float(config["plan_learning_rate"])
+            loop = replace(loop, learning_rate=rate, min_learning_rate=rate / 10)
         rloo = RLOOConfig(
-            loop=loop_config(config, steps=stage["steps"], seed=int(config["seed"]) + index),
-            prompts_per_step=int(config["prompts_per_step"]),
-            samples_per_prompt=int(config["samples_per_prompt"]),
+            loop=loop,
+            prompts_per_step=int(config[f"{prefix}prompts_per_step"]),
+            samples_per_prompt=int(config[f"{prefix}samples_per_prompt"]),
+            part="plan" if on_plan else "all",
             beta=float(config["beta"]),
             kl_loss=float(config["kl_loss"]),
             reward_weights=weights,

@@ -32,7 +32,7 @@ from generation.music.composer import bars_for
 from generation.music.events import Piece, events_to_piece
 from generation.music.interface import GeneratedClip, check_duration, encode_clip
 from generation.music.model import GPTConfig, MusicGPT
-from generation.music.plan import Plan, plan_for_piece
+from generation.music.plan import Plan, plan_for_piece, plan_piece
 from generation.music.planned import PlannedConfig, PlannedMusicGPT
 from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.text_encoder import TextEncoder, get_text_encoder
@@ -53,6 +53,7 @@ CHECKPOINT_FORMAT = "musicpref-symbolic-v1"  # MusicGPT, the first learned gener
 PLANNED_CHECKPOINT_FORMAT = "musicpref-symbolic-planned-v1"  # PlannedMusicGPT
 GeneratorModel = MusicGPT | PlannedMusicGPT
 MAX_SAMPLING_BATCH = 32  # bounds the KV cache's memory
+MAX_PLAN_BATCH = 256  # plans are a dozen tokens: their caches are small
 SCORING_CHUNK = 16  # sequences per teacher-forced pass, grouped by length
 
 
@@ -156,6 +157,52 @@ class SymbolicTransformerBackend:
         if render:
             for sample in samples:
                 sample.clip = self.render(sample, duration_seconds)
+        return samples
+
+    def sample_plans(self, prompts: Sequence[str], n: int, seed: int) -> list[Sample]:
+        """n plans per prompt, prompt-major, each played by the composer (`plan_piece`)
+        instead of the body: a Sample whose tokens are the plan and the Bar that closes it
+        (scored, like any sample, by `token_logprobs`: the planner's tokens only) and whose
+        piece is what a body that keeps to its plan would play. For judging plans by how
+        they sound at milliseconds a sample; planned generators only."""
+        if not isinstance(self.model, PlannedMusicGPT):
+            raise TypeError("only a planned generator writes a plan of its own")
+        rows = [prompt for prompt in prompts for _ in range(n)]
+        generator = torch.Generator().manual_seed(seed)
+        planner = self.model.config.planner
+        room = planner.block_size - planner.n_prefix
+        config = self.sampling
+        samples: list[Sample] = []
+        for start in range(0, len(rows), MAX_PLAN_BATCH):
+            batch = rows[start : start + MAX_PLAN_BATCH]
+            with torch_threads(config.num_threads):
+                # max_bars=0: each row ends at the Bar that closes its plan.
+                tokens, logprobs, lengths = self.model.sample(
+                    self.embed(batch),
+                    max_new_tokens=room,
+                    max_bars=0,
+                    temperature=config.temperature,
+                    top_k=config.top_k,
+                    top_p=config.top_p,
+                    generator=generator,
+                )
+            for row, prompt in enumerate(batch):
+                ids = tokens[row, : lengths[row]].tolist()
+                plan = decode_plan(ids)
+                if plan is None:  # the grammar closes every plan within the planner's room
+                    raise RuntimeError(f"an unfinished plan: {ids}")
+                piece_seed = int(torch.randint(2**31, (1,), generator=generator))
+                piece = plan_piece(plan, seed=piece_seed, bars=config.max_bars)
+                samples.append(
+                    Sample(
+                        prompt=prompt,
+                        token_ids=ids,
+                        logprobs=logprobs[row, : lengths[row]].clone(),
+                        piece=replace(piece, caption=prompt),
+                        well_formed=True,
+                        plan=plan,
+                    )
+                )
         return samples
 
     def _sample_batch(self, prompts: list[str], generator: torch.Generator) -> list[Sample]:

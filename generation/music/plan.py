@@ -34,6 +34,9 @@ from generation.music.composer import (
     REGISTER_HIGH,
     REGISTER_LOW,
     REGISTER_STEP,
+    ComposerStyle,
+    compose,
+    home_register,
     melody_notes,
     register_band,
 )
@@ -197,3 +200,29 @@ def plan_agreement(plan: Plan, piece: Piece) -> dict[str, float]:
         "density": density_fit(played_density, playable_density(plan.density, plan.tempo_bpm)),
         "register": float(lead_register(piece, plan.lead, plan.key_root) == plan.register),
     }
+
+
+MAX_REGISTER_SHIFT = 12  # semitones: ComposerStyle's limit
+
+
+def plan_piece(plan: Plan, *, seed: int, bars: int) -> Piece:
+    """The plan played by the composer: its style, tempo, key, mode, density, instruments and
+    drums, with the melody moved to the declared register band. It is what a body that
+    plays its plan would play, at a fraction of the cost of sampling one (milliseconds, not a
+    third of a second), so a plan can be judged by how it sounds before any notes are
+    sampled. A plan of drums alone has no melody to compose: its piece is empty."""
+    if not plan.instruments:
+        return Piece(notes=[], tempo_bpm=plan.tempo_bpm, bars=bars)
+    attrs = MusicAttributes(
+        genre=plan.genre,
+        tempo_bpm=plan.tempo_bpm,
+        key_root=plan.key_root,
+        mode=plan.mode,
+        instruments=plan.instruments,
+        drums=plan.drums,
+        mood=plan.mood,
+        density=plan.density,
+    )
+    shift = plan.register - home_register(attrs)
+    style = ComposerStyle(register_shift=max(-MAX_REGISTER_SHIFT, min(MAX_REGISTER_SHIFT, shift)))
+    return compose(attrs, seed=seed, duration_seconds=bars * 240 / plan.tempo_bpm, style=style)

@@ -80,6 +80,7 @@ from reward.learning.reward_hacking import (
 KIND = "rloo"
 GUARD_ACTIONS = ("stop", "warn")
 ESTIMATORS = ("rloo", "best_of_group")
+PARTS = ("all", "plan")  # what a step samples and learns: whole sequences, or plans alone
 # A reward that has been constant so far normalises to 0 rather than to 0/0.
 MIN_REWARD_STD = 1e-6
 
@@ -109,10 +110,13 @@ class RLOOConfig:
     temperature: float | None = None  # None: the policy's own sampling temperature
     estimator: str = "rloo"  # or "best_of_group" (see the module doc)
     plan_kl_weight: float = 0.0  # each plan token's KL term counts 1 + this (module doc)
+    part: str = "all"  # "plan": plans alone, heard as the composer plays them (module doc)
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}")
+        if self.part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}")
         if self.samples_per_prompt < 2:
             raise ValueError("RLOO needs samples_per_prompt >= 2 (the leave-one-out baseline)")
         if self.prompts_per_step < 1 or self.held_out_samples < 1:
@@ -334,12 +338,16 @@ class RLOORun:
         )
         return Scored(samples, raw, kl), logprobs, squared
 
+    def sample(self, prompts: Sequence[str], n: int, seed: int) -> list[Sample]:
+        """n samples per prompt of the part the run trains: whole sequences, or plans."""
+        if self.config.part == "plan":
+            return self.sampler.sample_plans(prompts, n, seed)
+        return self.sampler.sample(prompts, n, seed)
+
     def held_out(self, prompts: list[str]) -> Scored:
         """Held-out prompts sampled with the fixed held-out seed, scored."""
         with torch.no_grad():
-            samples = self.sampler.sample(
-                prompts, self.config.held_out_samples, self.config.held_out_seed
-            )
+            samples = self.sample(prompts, self.config.held_out_samples, self.config.held_out_seed)
             scored, _, _ = self.score(samples)
         return scored
 
@@ -364,7 +372,7 @@ def training_step(
     # Dropout off for the whole step: the gradient must be that of the policy that sampled.
     run.module.policy.eval()
     chosen = choose_prompts(prompts, config.prompts_per_step, rng)
-    samples = run.sampler.sample(chosen, k, seed=rng.randrange(2**31))
+    samples = run.sample(chosen, k, seed=rng.randrange(2**31))
     if config.estimator == "best_of_group":
         return best_of_group_step(run, samples)
     scored, logprobs, squared_log_ratio = run.score(samples)
@@ -495,7 +503,7 @@ def train_rloo(
             module.policy.eval()
             with torch.no_grad():
                 samples = run.sampler.sample(checkpoint_prompts, 1, config.held_out_seed)
-            on_checkpoint(step, samples)
+            on_checkpoint(step, samples)  # the body's notes, whatever part the run trains
 
     def step_fn(step: int, rng: random.Random) -> tuple[torch.Tensor, dict[str, float]]:
         return training_step(run, prompts, rng)

@@ -74,6 +74,10 @@ def test_bad_runs_are_refused_and_store_nothing(learned_base, attribute_match):
          "settings": {"planner_lr_scale": -1}},
         {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
          "settings": {"estimator": "ppo"}},
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"plan_steps": 1.5}},
+        {"base_version": learned_base, "reward_weights": {attribute_match.pk: 1.0},
+         "settings": {"plan_samples_per_prompt": 1}},
     ]  # fmt: skip
     for attempt in attempts:
         with pytest.raises(finetune.FineTuneError):
@@ -185,4 +189,30 @@ def test_a_u_run_optimises_a_measured_preference_model_read_from_the_notes(learn
     assert len(rewards) == 2 and all(np.isfinite(rewards))
     # The raw reward is (tempo - 100) / 20, so tempos of 40-240 bpm keep it in [-3, 7].
     assert all(-3.0 <= value <= 7.0 for value in rewards)
+    assert run.result_version.parent == learned_base
+
+
+def test_plan_steps_tune_the_plan_heard_through_the_composer_before_the_whole_sequence(
+    learned_base, attribute_match
+):
+    run = finetune.finetune_run_create(
+        name="plan-first", base_version=learned_base, algorithm="rloo", preset="U", steps=2,
+        stage_rewards=[{attribute_match.pk: 1.0}],
+        settings=QUICK | {"plan_steps": 2, "plan_prompts_per_step": 2,
+                          "plan_samples_per_prompt": 3},
+        queue=False,
+    )  # fmt: skip
+    assert [stage.get("part") for stage in run.stages] == ["plan", "all"]
+    assert [stage["steps"] for stage in run.stages] == [2, 2] and run.steps == 4
+
+    run = finetune.finetune_run_execute(run_id=run.pk)
+
+    assert run.status == FineTuneRun.Status.FINISHED, run.error
+    assert [(point["step"], point["stage"]) for point in run.curve] == [
+        (1, 0), (2, 0), (3, 1), (4, 1)
+    ]  # fmt: skip
+    plan_points, sequence_points = run.curve[:2], run.curve[2:]
+    # The plan stage's samples are plans (a dozen tokens); the next stage's are pieces.
+    assert all(point["length"] < 20 for point in plan_points)
+    assert all(point["length"] > 40 for point in sequence_points)
     assert run.result_version.parent == learned_base
