@@ -171,25 +171,14 @@ def closed_loop_run(
         "stage_started_at_seconds": stages,
     }
     collects: list[Campaign] = []
-    with LocalServer() as server:
-        stage("reward models: the music tower")
-        # Trained on the composer's captioned corpus, it then starts the preference model's
-        # audio encoder, which a few hundred votes could not train.
-        music_tower = train_reward(
-            f"{tag} adherence (two towers)",
-            "adherence",
-            "learned",
-            [],
-            budget.adherence_steps,
-            {
-                "corpus_size": budget.adherence_corpus,
-                "held_out_size": min(64, budget.adherence_corpus // 2),
-                "clip_seconds": budget.clip_seconds,
-                "eval_every": max(1, budget.adherence_steps // 4),
-            },
-            say,
+    reward_models: dict[str, RewardModel] = {}
+    if budget.most_votes() < budget.audio_min_votes:
+        say(
+            f"  the audio preference network is not trained: this budget collects at most "
+            f"{budget.most_votes()} votes, and it needs {budget.audio_min_votes} to beat "
+            "chance; the measured-feature model is trained on every round"
         )
-        reward_models: dict[str, RewardModel] = {"music_tower": music_tower}
+    with LocalServer() as server:
         while True:
             round_number = len(collects) + 1
             stage(f"collect campaign {round_number}: generating clips")
@@ -219,16 +208,22 @@ def closed_loop_run(
             rows = list(vote_rows(DataFilters(campaign_ids=tuple(c.pk for c in collects))))
             result["snapshot"] = {"votes": len(rows), "sha256": rows_sha256(rows)}
             say(f"  {result['snapshot']}")
+            if len(rows) >= budget.audio_min_votes and "music_tower" not in reward_models:
+                stage("reward models: the music tower")
+                reward_models["music_tower"] = _music_tower(tag, budget, say)
             stage("reward models: preference models on the votes")
             reward_models |= _preference_models(
-                tag, round_number, collects, budget, music_tower, say
+                tag, round_number, collects, budget, reward_models.get("music_tower"), say
             )
             decision = objective_decide(
                 objective=objective,
-                preference_models=[reward_models["preference"], reward_models["measured"]],
+                preference_models=[
+                    reward_models[role] for role in ("preference", "measured")
+                    if role in reward_models
+                ],
                 rounds_done=round_number,
                 max_rounds=budget.max_collect_rounds,
-            )
+            )  # fmt: skip
             say(f"  {decision.reason}")
             if decision.action != "collect":
                 break
@@ -334,33 +329,55 @@ def closed_loop_run(
     }
 
 
+def _music_tower(tag: str, budget: Budget, say: Say) -> RewardModel:
+    """Trained on the composer's captioned corpus, it starts the audio preference network's
+    encoder, which a few hundred votes could not train."""
+    return train_reward(
+        f"{tag} adherence (two towers)",
+        "adherence",
+        "learned",
+        [],
+        budget.adherence_steps,
+        {
+            "corpus_size": budget.adherence_corpus,
+            "held_out_size": min(64, budget.adherence_corpus // 2),
+            "clip_seconds": budget.clip_seconds,
+            "eval_every": max(1, budget.adherence_steps // 4),
+        },
+        say,
+    )
+
+
 def _preference_models(
     tag: str,
     round_number: int,
     collects: list[Campaign],
     budget: Budget,
-    music_tower: RewardModel,
+    music_tower: RewardModel | None,
     say: Say,
 ) -> dict[str, RewardModel]:
-    """Both preference models on every collection round's votes so far: the audio network
-    (its encoder started from the music tower) and the measured-feature model."""
+    """The preference models on every collection round's votes so far: the measured-feature
+    model, and the audio network (its encoder started from the music tower) once there is a
+    music tower, that is once the votes are enough for it (`Budget.audio_min_votes`)."""
     test_share = 0.2
     suffix = f" (round {round_number})" if round_number > 1 else ""
-    learned = train_reward(
-        f"{tag} preference{suffix}",
-        "preference",
-        "learned",
-        collects,
-        budget.reward_steps,
-        {
-            "test_share": test_share,
-            "learning_rate": 1e-3,
-            "eval_every": max(1, budget.reward_steps // 4),
-            "encoder_from": music_tower.pk,
-        },
-        say,
-    )
-    measured = train_reward(
+    models: dict[str, RewardModel] = {}
+    if music_tower is not None:
+        models["preference"] = train_reward(
+            f"{tag} preference{suffix}",
+            "preference",
+            "learned",
+            collects,
+            budget.reward_steps,
+            {
+                "test_share": test_share,
+                "learning_rate": 1e-3,
+                "eval_every": max(1, budget.reward_steps // 4),
+                "encoder_from": music_tower.pk,
+            },
+            say,
+        )
+    models["measured"] = train_reward(
         f"{tag} preference (measured features){suffix}",
         "preference",
         "measured",
@@ -369,7 +386,7 @@ def _preference_models(
         {"test_share": test_share},
         say,
     )
-    return {"preference": learned, "measured": measured}
+    return models
 
 
 def _decisive(report: dict[str, Any]) -> int:

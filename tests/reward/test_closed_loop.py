@@ -55,3 +55,33 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects():
     assert set(report["adherence"]) == {candidate.name, result["baseline"]}
     assert report["adherence_ceiling"]["tempo"] == 1.0  # the composer plays the asked tempo
     assert any("report" in line for line in said)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(monkeypatch):
+    """A budget that can never collect the votes the audio network needs trains neither it
+    nor the music tower that starts it; when the measured-feature model does not beat chance
+    on its held-out votes either, the loop stops and says why: no RL run, no candidate."""
+    from dataclasses import replace
+
+    from reward import closed_loop
+
+    budgets = closed_loop.BUDGETS | {
+        "one-round": replace(closed_loop.BUDGETS["tiny"], audio_min_votes=1000,
+                             max_collect_rounds=1),
+    }  # fmt: skip
+    monkeypatch.setattr(closed_loop, "BUDGETS", budgets)
+    said: list[str] = []
+
+    result = closed_loop_run(
+        preference=default_preference, preference_name="default", budget_name="one-round",
+        say=said.append,
+    )  # fmt: skip
+
+    assert "no preference model beats chance" in result["stopped"]
+    assert result["collect_rounds"] == 1 and result["decision"]["action"] == "stop"
+    models = {(m.kind, m.method) for m in RewardModel.objects.all()}
+    assert models == {("preference", "measured")}
+    assert set(result["reward_models"]) == {"measured"}
+    assert any("audio preference network is not trained" in line for line in said)
+    assert not FineTuneRun.objects.exists() and not Evaluation.objects.exists()
