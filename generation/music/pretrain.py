@@ -61,7 +61,7 @@ from generation.music.tokenizer import BOS_ID, PAD_ID, crop_piece, encode_piece,
 CHECKPOINT_NAME = "checkpoint.pt"  # model + optimizer + configs + step: for resuming
 GENERATOR_NAME = "generator.pt"  # what the platform loads (SymbolicTransformerBackend.load)
 HELD_OUT_SEED_OFFSET = 1_000_003  # eval prompts come from a stream training never draws
-REGISTER_SHIFTS = (-7, -4, 4, 7)  # semitones: one or two register bands down or up
+REGISTER_SHIFTS = (-12, -8, -4, 4, 8, 12)  # semitones: one to three register bands down or up
 
 ProgressCallback = Callable[[int, int, dict[str, float]], None]
 
