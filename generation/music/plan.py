@@ -223,6 +223,23 @@ def plan_piece(plan: Plan, *, seed: int, bars: int) -> Piece:
         mood=plan.mood,
         density=plan.density,
     )
-    shift = plan.register - home_register(attrs)
-    style = ComposerStyle(register_shift=max(-MAX_REGISTER_SHIFT, min(MAX_REGISTER_SHIFT, shift)))
-    return compose(attrs, seed=seed, duration_seconds=bars * 240 / plan.tempo_bpm, style=style)
+    return compose(
+        attrs,
+        seed=seed,
+        duration_seconds=bars * 240 / plan.tempo_bpm,
+        style=ComposerStyle(register_shift=_shift_to(attrs, plan.register)),
+    )
+
+
+def _shift_to(attrs: MusicAttributes, register: int) -> int:
+    """The melody shift nearest the register's distance from home that puts the melody's
+    home in that band: the scale tones of a shifted range are not the home range's moved, so
+    its middle can land a band off."""
+    wanted = register - home_register(attrs)
+    shifts = sorted(
+        range(-MAX_REGISTER_SHIFT, MAX_REGISTER_SHIFT + 1), key=lambda s: abs(s - wanted)
+    )
+    for shift in shifts:
+        if home_register(attrs, ComposerStyle(register_shift=shift)) == register:
+            return shift
+    return max(-MAX_REGISTER_SHIFT, min(MAX_REGISTER_SHIFT, wanted))

@@ -115,3 +115,36 @@ def test_the_composer_ceiling_of_clips_cut_from_longer_pieces_is_measured_on_tho
     cuts = composer_ceiling(prompts, duration_seconds=4.0, piece_bars=4)
     assert whole["key"] - cuts["key"] > 0.3
     assert cuts["tempo"] == cuts["instruments"] == cuts["drums"] == 1.0  # all heard in a cut
+
+
+def test_the_composer_plays_a_plan_as_declared_and_in_the_declared_register():
+    """`plan_piece` is what RL on plans hears: the composer playing each plan of composed
+    pieces, moved to registers one to three bands from where the piece played, keeps the
+    plan's instruments, drums, tempo and density and mostly its register band (0.82 of these
+    60 plans when written: a piano's melody cannot go below its hands' split point, and a
+    range is clipped at the keyboard's ends)."""
+    from dataclasses import replace as replaced
+
+    from generation.music.plan import plan_piece
+
+    rng = random.Random(4)
+    registers = []
+    for seed in range(60):
+        attrs = random_attributes(rng)
+        composed = compose(attrs, seed=seed, duration_seconds=4 * 240 / attrs.tempo_bpm)
+        plan = plan_for_piece(attrs, composed)
+        plan = replaced(plan, register=plan.register + 4 * rng.choice((-3, -1, 1, 2)))
+        agreement = plan_agreement(plan, plan_piece(plan, seed=seed, bars=4))
+        assert agreement["tempo"] == agreement["instruments"] == agreement["drums"] == 1.0
+        assert agreement["density"] > 0.5
+        registers.append(agreement["register"])
+    assert sum(registers) / len(registers) >= 0.75
+
+
+def test_a_plan_of_drums_alone_is_played_as_an_empty_piece_of_its_length():
+    from generation.music.plan import Plan, plan_piece
+
+    plan = Plan(genre="techno", mood="energetic", tempo_bpm=128, key_root=0, mode="minor",
+                density=0.5, instruments=(), drums=True, register=60)  # fmt: skip
+    piece = plan_piece(plan, seed=0, bars=4)
+    assert (piece.notes, piece.bars, piece.tempo_bpm) == ([], 4, 128)

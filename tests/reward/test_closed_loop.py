@@ -68,7 +68,7 @@ def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(m
 
     budgets = closed_loop.BUDGETS | {
         "one-round": replace(closed_loop.BUDGETS["tiny"], audio_min_votes=1000,
-                             max_collect_rounds=1),
+                             max_collect_rounds=1, collect_prompts=6),
     }  # fmt: skip
     monkeypatch.setattr(closed_loop, "BUDGETS", budgets)
     said: list[str] = []
