@@ -2,8 +2,8 @@
 held-out prompts, in one run.
 
     .venv/bin/python benchmarks/adherence.py [--prompts 240] [--seed 1234]
-        [--checkpoint generation/checkpoints/planned-small-v2.pt]
-        [--parent generation/checkpoints/planned-small.pt]
+        [--checkpoint generation/checkpoints/planned-small-v3.pt]
+        [--parent generation/checkpoints/planned-small-v2.pt]
 
 Prompts are drawn from the shipped model's own pretraining streams (captions and short
 prompts) on the held-out side of its hash split, so none was trained on. Each generator

@@ -1,7 +1,7 @@
 """Generation speed: audio seconds per wall second, for the composer and the learned model.
 
     .venv/bin/python benchmarks/generation_speed.py [--clips 30] [--seconds 10]
-        [--checkpoint generation/checkpoints/planned-small-v2.pt] [--train-steps 20]
+        [--checkpoint generation/checkpoints/planned-small-v3.pt] [--train-steps 20]
 
 Composer: renders clips for varied prompts in one process after loading the SoundFont once
 (as a warm worker does), timing each stage: composing, FluidSynth rendering, and loudness

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from generation.models import GeneratorVersion, PretrainingRun, Prompt, Track
 from generation.music.backends import (
     FIRST_GENERATOR,
+    FIRST_PLANNED_GENERATOR,
     PARENT_GENERATOR,
     SHIPPED_GENERATOR,
     GeneratedClip,
@@ -33,8 +34,9 @@ logger = logging.getLogger(__name__)
 # databases use them.
 SHIPPED_LINEAGE: tuple[tuple[str, str], ...] = (
     ("symbolic-small-v1", FIRST_GENERATOR),
-    ("planned-small-v1", PARENT_GENERATOR),
-    ("planned-small-v2", SHIPPED_GENERATOR),
+    ("planned-small-v1", FIRST_PLANNED_GENERATOR),
+    ("planned-small-v2", PARENT_GENERATOR),
+    ("planned-small-v3", SHIPPED_GENERATOR),
 )
 SHIPPED_VERSION_NAME = SHIPPED_LINEAGE[-1][0]
 PARENT_VERSION_NAME = SHIPPED_LINEAGE[-2][0]

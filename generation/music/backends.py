@@ -93,12 +93,15 @@ def _symbolic_backend(config: dict[str, Any] | None) -> MusicBackend:
 
 
 # The learned generators the repository ships (relative to the project root), so a fresh
-# machine has one without training: the default, its parent (the first planned generator,
-# whose body had no melody tallies) and the first learned generator (a header of tempo and
-# instruments, no plan), each the parent of the next; README.md gives the commands that
-# made them. The older ones stay: votes and runs in existing databases use them.
-SHIPPED_GENERATOR = "generation/checkpoints/planned-small-v2.pt"
-PARENT_GENERATOR = "generation/checkpoints/planned-small.pt"
+# machine has one without training: the default (its parent's weights trained further on
+# the composer whose melody keeps to its register), its parent (the body with melody
+# tallies), the first planned generator (whose body had none) and the first learned
+# generator (a header of tempo and instruments, no plan), each the parent of the next;
+# README.md gives the commands that made them. The older ones stay: votes and runs in
+# existing databases use them.
+SHIPPED_GENERATOR = "generation/checkpoints/planned-small-v3.pt"
+PARENT_GENERATOR = "generation/checkpoints/planned-small-v2.pt"
+FIRST_PLANNED_GENERATOR = "generation/checkpoints/planned-small.pt"
 FIRST_GENERATOR = "generation/checkpoints/symbolic-small.pt"
 
 BackendFactory = Callable[[dict[str, Any] | None], MusicBackend]

@@ -96,10 +96,11 @@ def test_the_shipped_planned_generator_is_registered_once_with_its_parent_and_ev
     version = shipped_version_register()
     again = shipped_version_register()
 
-    assert again == version and GeneratorVersion.objects.count() == len(SHIPPED_LINEAGE) == 3
+    assert again == version and GeneratorVersion.objects.count() == len(SHIPPED_LINEAGE) == 4
     assert (version.name, version.status) == (SHIPPED_VERSION_NAME, "active")
     assert (version.parent.name, version.parent.status) == (PARENT_VERSION_NAME, "retired")
-    first = version.parent.parent
+    assert [v.name for v in version.lineage()] == [name for name, _ in SHIPPED_LINEAGE][::-1]
+    first = version.lineage()[-1]
     assert (first.name, first.status, first.parent) == (SHIPPED_LINEAGE[0][0], "retired", None)
     assert version.metrics["eval"] != version.parent.metrics["eval"]  # each its own file's
     evaluation = version.metrics["eval"]

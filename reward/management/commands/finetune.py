@@ -1,9 +1,9 @@
 """Fine-tune a learned generator version with RLOO (reward models) or DPO (stored pairs).
 
-python manage.py finetune --base planned-small-v2 --preset U --steps 50
-python manage.py finetune --base planned-small-v2 --preset RU --steps 30 --set beta=0.1
-python manage.py finetune --base planned-small-v2 --reward 3=1.0 --reward 5=0.5 --steps 40
-python manage.py finetune --base planned-small-v2 --algorithm dpo --campaign 2 --steps 60
+python manage.py finetune --base planned-small-v3 --preset U --steps 50
+python manage.py finetune --base planned-small-v3 --preset RU --steps 30 --set beta=0.1
+python manage.py finetune --base planned-small-v3 --reward 3=1.0 --reward 5=0.5 --steps 40
+python manage.py finetune --base planned-small-v3 --algorithm dpo --campaign 2 --steps 60
 python manage.py finetune --resume 4                     # continue a run after a crash
 """
 
