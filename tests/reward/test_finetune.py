@@ -164,9 +164,12 @@ def test_a_dpo_run_learns_from_votes_on_two_clips_of_the_base(learned_base):
     assert all("loss" in point for point in run.curve)
 
 
-def test_a_u_run_optimises_a_measured_preference_model_read_from_the_notes(learned_base, tmp_path):
+def test_a_u_run_optimises_a_measured_preference_model_on_plans_then_on_whole_samples(
+    learned_base, tmp_path
+):
     """The measured model scores RL samples from their notes: here a taste for fast music, so
-    the reward each step records is the weighted, standardised tempo of its samples."""
+    the reward each step records is the weighted, standardised tempo of its samples. With
+    plan_steps, a stage on plans alone (each heard as the composer plays it) comes first."""
     weights = np.zeros(len(FEATURE_NAMES))
     weights[FEATURE_NAMES.index("tempo_bpm")] = 1.0
     scorer = MeasuredPreferenceModel(
@@ -179,31 +182,13 @@ def test_a_u_run_optimises_a_measured_preference_model_read_from_the_notes(learn
     )  # fmt: skip
     run = finetune.finetune_run_create(
         name="u-measured", base_version=learned_base, algorithm="rloo", preset="U", steps=2,
-        stage_rewards=[{taste.pk: 1.0}], settings=QUICK, queue=False,
-    )  # fmt: skip
-
-    run = finetune.finetune_run_execute(run_id=run.pk)
-
-    assert run.status == FineTuneRun.Status.FINISHED, run.error
-    rewards = [point["reward_fast-taste"] for point in run.curve]
-    assert len(rewards) == 2 and all(np.isfinite(rewards))
-    # The raw reward is (tempo - 100) / 20, so tempos of 40-240 bpm keep it in [-3, 7].
-    assert all(-3.0 <= value <= 7.0 for value in rewards)
-    assert run.result_version.parent == learned_base
-
-
-def test_plan_steps_tune_the_plan_heard_through_the_composer_before_the_whole_sequence(
-    learned_base, attribute_match
-):
-    run = finetune.finetune_run_create(
-        name="plan-first", base_version=learned_base, algorithm="rloo", preset="U", steps=2,
-        stage_rewards=[{attribute_match.pk: 1.0}],
+        stage_rewards=[{taste.pk: 1.0}], queue=False,
         settings=QUICK | {"plan_steps": 2, "plan_prompts_per_step": 2,
                           "plan_samples_per_prompt": 3},
-        queue=False,
     )  # fmt: skip
-    assert [stage.get("part") for stage in run.stages] == ["plan", "all"]
-    assert [stage["steps"] for stage in run.stages] == [2, 2] and run.steps == 4
+    assert [(stage.get("part"), stage["steps"]) for stage in run.stages] == [
+        ("plan", 2), ("all", 2)
+    ]  # fmt: skip
 
     run = finetune.finetune_run_execute(run_id=run.pk)
 
@@ -211,8 +196,11 @@ def test_plan_steps_tune_the_plan_heard_through_the_composer_before_the_whole_se
     assert [(point["step"], point["stage"]) for point in run.curve] == [
         (1, 0), (2, 0), (3, 1), (4, 1)
     ]  # fmt: skip
-    plan_points, sequence_points = run.curve[:2], run.curve[2:]
     # The plan stage's samples are plans (a dozen tokens); the next stage's are pieces.
-    assert all(point["length"] < 20 for point in plan_points)
-    assert all(point["length"] > 40 for point in sequence_points)
+    assert all(point["length"] < 20 for point in run.curve[:2])
+    assert all(point["length"] > 40 for point in run.curve[2:])
+    rewards = [point["reward_fast-taste"] for point in run.curve]
+    assert len(rewards) == 4 and all(np.isfinite(rewards))
+    # The raw reward is (tempo - 100) / 20, so tempos of 40-240 bpm keep it in [-3, 7].
+    assert all(-3.0 <= value <= 7.0 for value in rewards)
     assert run.result_version.parent == learned_base
