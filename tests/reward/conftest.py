@@ -20,8 +20,11 @@ from tests.factories import CampaignFactory, GeneratorVersionFactory, vote_on
 MOODS = ("calm", "sad", "happy", "dark", "energetic", "dreamy", "tense", "playful")
 # Styles in which the two versions below differ at least 1.75-fold in notes per bar (in ambient
 # music both are a few held chords, and no listener could tell them apart).
+# Over three tempos, eight moods and two seeds the least fold is 1.93 (lofi beat). Reggae's fell
+# to 1.72 when the composer's melody got a home register, and the preference test's model then
+# ranked 3 of its 10 reggae pairs the wrong way round.
 STYLES = ("piano ballad", "techno", "folk song", "rock", "lofi beat", "blues", "pop", "house",
-          "reggae")  # fmt: skip
+          "metal")  # fmt: skip
 # The two versions differ in something a listener hears at once: how many notes there are.
 SPARSE = "sparse-version"
 BUSY = "busy-version"
