@@ -40,7 +40,12 @@ from ratings.simulation.swarm import RaterSwarm, SimulationConfig
 from ratings.simulation.tastes import PreferenceFn
 from reward import finetune, finetune_results, training
 from reward.closed_loop_budgets import BUDGETS, Budget
-from reward.closed_loop_objective import OBJECTIVES, objective_decide
+from reward.closed_loop_objective import (
+    OBJECTIVES,
+    against_the_raters,
+    objective_decide,
+    raters_agreement_gap,
+)
 from reward.models import FineTuneRun, RewardModel
 
 logger = logging.getLogger(__name__)
@@ -225,6 +230,9 @@ def closed_loop_run(
                 max_rounds=budget.max_collect_rounds,
             )  # fmt: skip
             say(f"  {decision.reason}")
+            for role in ("preference", "measured"):
+                if role in reward_models:
+                    say(f"  {against_the_raters(reward_models[role])}")
             if decision.action != "collect":
                 break
         result |= {
@@ -398,6 +406,8 @@ def _reward_model_figures(models: dict[str, RewardModel]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for role, model in models.items():
         figures[role] = {"id": model.pk, **model.metrics.get("heldout", {})}
+        if model.kind == RewardModel.Kind.PREFERENCE:
+            figures[role]["against_raters"] = raters_agreement_gap(model)
         if model.method == RewardModel.Method.MEASURED:
             figures[role]["weights"] = model.metrics.get("weights", {})
     return figures

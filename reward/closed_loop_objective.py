@@ -6,6 +6,7 @@ admin chose it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from reward.models import RewardModel
 
@@ -79,3 +80,33 @@ def objective_decide(
         f"round(s) of collection ({figures}): the votes do not support a taste to optimise, "
         "so nothing is fine-tuned. Collect more votes (a larger budget) or choose R.",
     )  # fmt: skip
+
+
+def raters_agreement_gap(model: RewardModel) -> dict[str, Any] | None:
+    """A preference model's held-out accuracy against the raters' own agreement on the same
+    held-out pairs (the chance that two votes on a pair agree; `rater_agreement`): a model
+    that predicts a vote as well as another rater's vote does stands at a gap of 0 or more.
+    None when the held-out pairs have too few votes each to measure agreement."""
+    accuracy = (model.metrics.get("heldout") or {}).get("accuracy")
+    raters = (model.metrics.get("noise_ceiling") or {}).get("heldout") or {}
+    if accuracy is None or raters.get("agreement") is None:
+        return None
+    return {
+        "accuracy": accuracy,
+        "raters_agreement": raters["agreement"],
+        "gap": accuracy - raters["agreement"],
+        "raters_leave_one_out_accuracy": raters.get("accuracy"),
+        "best_possible_upper": raters.get("ceiling_upper"),
+        "pairs": raters.get("n_pairs"),
+    }
+
+
+def against_the_raters(model: RewardModel) -> str:
+    figures = raters_agreement_gap(model)
+    if figures is None:
+        return f"{model.name}: the held-out pairs have too few votes to measure agreement"
+    return (
+        f"{model.name}: held-out accuracy {figures['accuracy']:.3f}; the raters' own agreement "
+        f"on the same {figures['pairs']} pairs {figures['raters_agreement']:.3f} (gap "
+        f"{figures['gap']:+.3f}; best possible at most {figures['best_possible_upper']:.3f})"
+    )

@@ -32,6 +32,14 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects():
         ("preference", "learned"), ("preference", "measured"),
     }  # fmt: skip
     assert all(m.status == "finished" and m.usable for m in models.values())
+    # Each preference model is read against the raters' own agreement on its held-out pairs.
+    for role in ("preference", "measured"):
+        assert "against_raters" in result["reward_models"][role]
+        name = models[("preference", "learned" if role == "preference" else "measured")].name
+        assert any(
+            line.startswith(f"  {name}: ") and ("agreement" in line or "too few votes" in line)
+            for line in said
+        ), said
     run = FineTuneRun.objects.get()
     assert run.status == "finished"
     # R, because it was asked for: the run optimises prompt adherence, whatever the votes say.

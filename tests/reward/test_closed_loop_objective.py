@@ -53,3 +53,25 @@ def test_prompt_adherence_runs_only_when_chosen_and_unknown_objectives_are_refus
     assert (chosen.action, chosen.preset) == ("optimise", "R")
     with pytest.raises(ValueError, match="objective"):
         objective_decide(objective="U", preference_models=[], rounds_done=1, max_rounds=1)
+
+
+def test_a_preference_model_is_read_against_the_raters_own_agreement_on_the_same_pairs():
+    from reward.closed_loop_objective import against_the_raters, raters_agreement_gap
+    from reward.learning.metrics import rater_agreement
+
+    # Two held-out pairs, three decisive votes each: 3-0 (agreement 1) and 2-1 (two of the
+    # six ordered pairs of votes agree: 1/3), so the raters agree 2/3 of the time.
+    raters = rater_agreement({0: [1.0, 1.0, 1.0], 1: [1.0, 1.0, 0.0]}, resamples=50)
+    assert raters["agreement"] == pytest.approx(2 / 3)
+    model = preference_model("measured", 0.7, 0.55, 0.8)
+    model.metrics["noise_ceiling"] = {"heldout": raters}
+
+    figures = raters_agreement_gap(model)
+
+    assert figures["gap"] == pytest.approx(0.7 - 2 / 3)
+    assert figures["pairs"] == 2
+    assert "agreement on the same 2 pairs 0.667 (gap +0.033" in against_the_raters(model)
+    # Pairs with a single vote each cannot show agreement: no figure, and the line says why.
+    model.metrics["noise_ceiling"] = {"heldout": rater_agreement({0: [1.0], 1: [0.0]})}
+    assert raters_agreement_gap(model) is None
+    assert "too few votes" in against_the_raters(model)
