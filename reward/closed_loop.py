@@ -46,9 +46,11 @@ from reward.closed_loop_objective import (
     objective_decide,
     raters_agreement_gap,
 )
-from reward.models import FineTuneRun, RewardModel
+from reward.models import Evaluation, FineTuneRun, RewardModel
 
 logger = logging.getLogger(__name__)
+# MusicRL's models: R (prompt adherence), U (the raters' taste), RU (U started from R's result).
+PRESETS = ("R", "U", "RU")
 Say = Callable[[str], None]
 
 
@@ -149,14 +151,24 @@ def closed_loop_run(
     budget_name: str,
     seed: int = 0,
     objective: str = "auto",
+    presets: tuple[str, ...] | None = None,
     say: Say = print,
 ) -> dict[str, Any]:
     """Run the cycle once; returns the evaluation figures (and the objects it made), or,
-    when the votes support no taste, why it stopped (`stopped`) and no candidate."""
-    from reward.evaluations import evaluation_refresh
+    when the votes support no taste, why it stopped (`stopped`) and no candidate.
 
+    presets (any of R, U, RU): instead of the one run the objective decides, one run per
+    preset, each judged against the base, and RU against R: MusicRL's table (`table`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
+    if presets is not None:
+        unknown = set(presets) - set(PRESETS)
+        if unknown or not presets or objective != "auto" or ("RU" in presets) > ("R" in presets):
+            raise ValueError(
+                f"presets are some of {', '.join(PRESETS)} (RU with R: it starts from R's "
+                "result), with the objective left to auto (U and RU need the preference model "
+                "the votes support)"
+            )
     budget = BUDGETS[budget_name]
     tag = f"loop-{int(time.time())}"
     started = time.monotonic()
@@ -245,96 +257,239 @@ def closed_loop_run(
             stage("done")
             return result | {"stopped": decision.reason, "seconds": stages["done"]}
 
-        if decision.preset == "U":
-            stage_rewards = [{decision.reward_model.pk: 1.0}]
-        else:
-            stage("reward models: prompt adherence")
-            adherence = train_reward(
-                f"{tag} adherence", "adherence", "attribute_match", collects, 1,
-                {"held_out_size": 32, "clip_seconds": 2.0}, say,
+        runs = _tune(
+            presets or (decision.preset,),
+            tag=tag, base=base, preference_model=decision.reward_model, collects=collects,
+            reward_models=reward_models, budget=budget, seed=seed, stage=stage, say=say,
+        )  # fmt: skip
+        evaluations: dict[str, Evaluation] = {}
+        reports: dict[str, dict[str, Any]] = {}
+        for label, (candidate_run, baseline) in _comparisons(runs, base).items():
+            stage(f"evaluation campaign: {label}, side by side")
+            evaluations[label] = _evaluation(candidate_run, baseline, budget)
+            reports[label] = _judged(
+                evaluations[label], server=server, preference=preference, budget=budget,
+                seed=seed, say=say,
             )  # fmt: skip
-            reward_models["adherence"] = adherence
-            stage_rewards = [{adherence.pk: 1.0}]
-        stage(f"RL fine-tuning ({decision.preset})")
-        run = finetune.finetune_run_create(
-            name=f"{tag} {decision.preset}",
-            base_version=base,
-            algorithm="rloo",
-            preset=decision.preset,
-            steps=budget.rl_steps,
-            queue=False,
-            stage_rewards=stage_rewards,
-            settings={
-                "clip_seconds": budget.clip_seconds,
-                "seed": seed,
-                "learning_rate": budget.rl_learning_rate,
-                "min_learning_rate": budget.rl_min_learning_rate,
-                "beta": budget.rl_beta,
-                "kl_loss": budget.rl_kl_loss,
-                "prompts_per_step": budget.rl_prompts_per_step,
-                "samples_per_prompt": budget.rl_samples_per_prompt,
-                "estimator": budget.rl_estimator,
-                "plan_kl_weight": budget.rl_plan_kl_weight,
-                "num_threads": budget.rl_num_threads,
-                "train_prompts": budget.rl_train_prompts,
-                "held_out_prompts": budget.rl_held_out_prompts,
-                "eval_every": max(1, budget.rl_steps // 2),
-                "checkpoint_every": max(1, budget.rl_steps // 4),
-            },
-        )
-        run = finetune.finetune_run_execute(run_id=run.pk)
-        if run is None or run.status != FineTuneRun.Status.FINISHED:
-            raise RuntimeError(f"the RL run did not finish: {run and run.error}")
-        say(f"  candidate {run.result_version}; warnings: {run.warnings or 'none'}")
-
-        stage("evaluation campaign: candidate vs base, side by side")
-        evaluation = finetune_results.evaluation_for_run(
-            run=run,
-            votes_per_item=budget.eval_votes_per_item,
-            min_listen_seconds=budget.min_listen_seconds,
-            queue=False,
-        )
-        generate(evaluation.campaign, say)
-        vote(
-            evaluation.campaign,
-            server=server,
-            preference=preference,
-            budget=budget,
-            seed=seed + 1,
-            say=say,
-        )
-        report = evaluation_refresh(evaluation)
-        extra_rounds = 0
-        # An evaluation that cannot tell 0.85 from 0.95 proves nothing: more votes on every
-        # pair until enough are decisive (ties do not count), within the budget.
-        while _decisive(report) < budget.min_decisive_votes and extra_rounds < 3:
-            extra_rounds += 1
-            say(f"  {_decisive(report)} decisive votes: one more vote per pair")
-            campaign_votes_extend(campaign=evaluation.campaign, extra_per_item=1)
-            vote(
-                evaluation.campaign, server=server, preference=preference, budget=budget,
-                seed=seed + 1 + extra_rounds, say=say,
-            )  # fmt: skip
-            report = evaluation_refresh(evaluation)
         stage("report")
         # The most the adherence measurements can credit on these prompts and clip length,
         # for pieces as long as the base writes them.
         sampling = getattr(get_backend(base.backend, base.backend_config()), "sampling", None)
-        report["adherence_ceiling"] = composer_ceiling(
-            list(evaluation.campaign.prompts.values_list("text", flat=True)),
+        ceiling = composer_ceiling(
+            list(next(iter(evaluations.values())).campaign.prompts.values_list("text", flat=True)),
             duration_seconds=budget.clip_seconds,
             piece_bars=sampling.max_bars if sampling else None,
         )
+        for report in reports.values():
+            report["adherence_ceiling"] = ceiling
     stage("done")
-    return result | {
+    result |= {
         "seconds": stages["done"],
         "reward_models": _reward_model_figures(reward_models),
-        "fine_tune_run": run.pk,
-        "preset": decision.preset,
-        "candidate": run.result_version.name,
-        "evaluation": evaluation.pk,
-        "report": report,
     }
+    if presets is None:
+        (preset, run), (label, evaluation) = *runs.items(), *evaluations.items()
+        return result | {
+            "fine_tune_run": run.pk,
+            "preset": preset,
+            "candidate": run.result_version.name,
+            "evaluation": evaluation.pk,
+            "report": reports[label],
+        }
+    table = presets_table(reports)
+    for line in table_lines(table):
+        say(line)
+    say(f"{len(runs)} RL runs and {len(reports)} evaluations; wall time {stages['done']:.0f} s")
+    return result | {
+        "presets": list(presets),
+        "fine_tune_runs": {preset: run.pk for preset, run in runs.items()},
+        "candidates": {preset: run.result_version.name for preset, run in runs.items()},
+        "evaluations": {label: evaluation.pk for label, evaluation in evaluations.items()},
+        "reports": reports,
+        "table": table,
+    }
+
+
+def _tune(
+    presets: tuple[str, ...],
+    *,
+    tag: str,
+    base: GeneratorVersion,
+    preference_model: RewardModel | None,
+    collects: list[Campaign],
+    reward_models: dict[str, RewardModel],
+    budget: Budget,
+    seed: int,
+    stage: Callable[[str], None],
+    say: Say,
+) -> dict[str, FineTuneRun]:
+    """One RL run per preset, in MusicRL's sense: R on prompt adherence, U on the preference
+    model, RU as U started from R's result (so R runs first)."""
+    runs: dict[str, FineTuneRun] = {}
+    for preset in sorted(presets, key=PRESETS.index):
+        if preset in ("R", "RU") and "adherence" not in reward_models:
+            stage("reward models: prompt adherence")
+            reward_models["adherence"] = train_reward(
+                f"{tag} adherence", "adherence", "attribute_match", collects, 1,
+                {"held_out_size": 32, "clip_seconds": 2.0}, say,
+            )  # fmt: skip
+        if preset != "R" and preference_model is None:
+            raise ValueError(f"{preset} needs a preference model that beats chance")
+        starts_from = runs["R"].result_version if preset == "RU" else base
+        reward = reward_models["adherence"] if preset == "R" else preference_model
+        stage(f"RL fine-tuning ({preset}" + (", U from R's result)" if preset == "RU" else ")"))
+        run = _rl_run(
+            f"{tag} {preset}", starts_from, "R" if preset == "R" else "U", reward, budget, seed
+        )
+        say(f"  candidate {run.result_version}; warnings: {run.warnings or 'none'}")
+        runs[preset] = run
+    return runs
+
+
+def _rl_run(
+    name: str,
+    starts_from: GeneratorVersion,
+    preset: str,
+    reward: RewardModel,
+    budget: Budget,
+    seed: int,
+) -> FineTuneRun:
+    run = finetune.finetune_run_create(
+        name=name,
+        base_version=starts_from,
+        algorithm="rloo",
+        preset=preset,
+        steps=budget.rl_steps,
+        queue=False,
+        stage_rewards=[{reward.pk: 1.0}],
+        settings={
+            "clip_seconds": budget.clip_seconds,
+            "seed": seed,
+            "learning_rate": budget.rl_learning_rate,
+            "min_learning_rate": budget.rl_min_learning_rate,
+            "beta": budget.rl_beta,
+            "kl_loss": budget.rl_kl_loss,
+            "prompts_per_step": budget.rl_prompts_per_step,
+            "samples_per_prompt": budget.rl_samples_per_prompt,
+            "estimator": budget.rl_estimator,
+            "plan_kl_weight": budget.rl_plan_kl_weight,
+            "num_threads": budget.rl_num_threads,
+            "train_prompts": budget.rl_train_prompts,
+            "held_out_prompts": budget.rl_held_out_prompts,
+            "eval_every": max(1, budget.rl_steps // 2),
+            "checkpoint_every": max(1, budget.rl_steps // 4),
+        },
+    )
+    run = finetune.finetune_run_execute(run_id=run.pk)
+    if run is None or run.status != FineTuneRun.Status.FINISHED:
+        raise RuntimeError(f"the RL run {name} did not finish: {run and run.error}")
+    return run
+
+
+def _comparisons(
+    runs: dict[str, FineTuneRun], base: GeneratorVersion
+) -> dict[str, tuple[FineTuneRun, GeneratorVersion]]:
+    """What the raters compare: each tuned model against the base, and, as MusicRL did, RU
+    against R. RU's comparison with R, its parent, comes first: a run's first evaluation is
+    the one against its parent (`evaluation_for_run`), which its page shows."""
+    pairs: dict[str, tuple[FineTuneRun, GeneratorVersion]] = {}
+    for preset, run in runs.items():
+        if run.base_version != base:
+            pairs[f"{preset} vs R"] = (run, run.base_version)
+        pairs[f"{preset} vs base"] = (run, base)
+    return pairs
+
+
+def _evaluation(run: FineTuneRun, baseline: GeneratorVersion, budget: Budget) -> Evaluation:
+    """The evaluate campaign of the run's candidate against `baseline` on the run's held-out
+    prompts (the same pool for every run of the loop: the pools depend only on the settings)."""
+    from reward.evaluations import evaluation_create
+
+    if baseline == run.base_version:
+        return finetune_results.evaluation_for_run(
+            run=run, votes_per_item=budget.eval_votes_per_item,
+            min_listen_seconds=budget.min_listen_seconds, queue=False,
+        )  # fmt: skip
+    return evaluation_create(
+        candidate=run.result_version, baseline=baseline,
+        prompt_texts=run.data_summary["held_out_prompts"], fine_tune_run=run,
+        votes_per_item=budget.eval_votes_per_item, clip_seconds=budget.clip_seconds,
+        min_listen_seconds=budget.min_listen_seconds, queue=False,
+    )  # fmt: skip
+
+
+def _judged(
+    evaluation: Evaluation,
+    *,
+    server: LocalServer,
+    preference: PreferenceFn,
+    budget: Budget,
+    seed: int,
+    say: Say,
+) -> dict[str, Any]:
+    """The evaluation's clips generated and voted by the population; its report."""
+    from reward.evaluations import evaluation_refresh
+
+    generate(evaluation.campaign, say)
+    vote(
+        evaluation.campaign, server=server, preference=preference, budget=budget,
+        seed=seed + 1, say=say,
+    )  # fmt: skip
+    report = evaluation_refresh(evaluation)
+    extra_rounds = 0
+    # An evaluation that cannot tell 0.85 from 0.95 proves nothing: more votes on every
+    # pair until enough are decisive (ties do not count), within the budget.
+    while _decisive(report) < budget.min_decisive_votes and extra_rounds < 3:
+        extra_rounds += 1
+        say(f"  {_decisive(report)} decisive votes: one more vote per pair")
+        campaign_votes_extend(campaign=evaluation.campaign, extra_per_item=1)
+        vote(
+            evaluation.campaign, server=server, preference=preference, budget=budget,
+            seed=seed + 1 + extra_rounds, say=say,
+        )  # fmt: skip
+        report = evaluation_refresh(evaluation)
+    return report
+
+
+def presets_table(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """MusicRL's table: per comparison, the win rate with ties excluded and its Wilson
+    interval, win / tie / loss, and each side's mean 1-5 score with its t-interval."""
+    rows = []
+    for label, report in reports.items():
+        comparison, scores = report.get("comparison") or {}, report.get("scores") or {}
+        rows.append({
+            "comparison": label,
+            "win_rate": comparison.get("win_rate"),
+            "win_rate_ci": comparison.get("win_rate_ci"),
+            "wins": comparison.get("wins"), "ties": comparison.get("ties"),
+            "losses": comparison.get("losses"),
+            "candidate_score": (scores.get("candidate") or {}).get("mean"),
+            "candidate_score_ci": (scores.get("candidate") or {}).get("ci"),
+            "baseline_score": (scores.get("baseline") or {}).get("mean"),
+            "baseline_score_ci": (scores.get("baseline") or {}).get("ci"),
+            "wilcoxon_p": (report.get("wilcoxon") or {}).get("p"),
+        })  # fmt: skip
+    return rows
+
+
+def table_lines(table: list[dict[str, Any]]) -> list[str]:
+    def figure(value: float | None, interval: list[float] | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else f"{value:.2f}"
+
+    lines = [
+        f"{'comparison':<12} {'win rate [95%]':<20} {'W/T/L':<12} "
+        f"{'score [95%]':<20} {'other side [95%]':<20}"
+    ]
+    for row in table:
+        wtl = f"{row['wins']}/{row['ties']}/{row['losses']}"
+        lines.append(
+            f"{row['comparison']:<12} {figure(row['win_rate'], row['win_rate_ci']):<20} "
+            f"{wtl:<12} {figure(row['candidate_score'], row['candidate_score_ci']):<20} "
+            f"{figure(row['baseline_score'], row['baseline_score_ci']):<20}"
+        )
+    return lines
 
 
 def _music_tower(tag: str, budget: Budget, say: Say) -> RewardModel:

@@ -5,20 +5,33 @@ job (see the closing notes for its figures)."""
 
 import pytest
 
-from generation.models import GeneratorVersion, Track
+from generation.models import Track
 from ratings.models import Campaign, Vote
 from ratings.simulation.tastes import default_preference
+from reward import finetune_results
 from reward.closed_loop import closed_loop_run
 from reward.models import Evaluation, FineTuneRun, RewardModel
 
 
 @pytest.mark.django_db(transaction=True)
-def test_every_stage_of_the_tiny_loop_produces_its_objects():
+def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(monkeypatch):
+    """The tiny loop with MusicRL's three presets: R on prompt adherence, U on a preference
+    model, RU as U started from R's result; each judged against the base, and RU against R.
+    The tiny budget's 24 votes support no taste, so the decision is made for it here: U on the
+    measured-feature model (the decision itself is tested in test_closed_loop_objective)."""
+    from reward import closed_loop
+    from reward.closed_loop_objective import Decision
+
+    def decide_u(*, preference_models, **_):
+        measured = next(m for m in preference_models if m.method == "measured")
+        return Decision("optimise", "U", measured, "U, as this test decides")
+
+    monkeypatch.setattr(closed_loop, "objective_decide", decide_u)
     said: list[str] = []
 
     result = closed_loop_run(
         preference=default_preference, preference_name="default", budget_name="tiny",
-        objective="R", say=said.append,
+        presets=("R", "U", "RU"), say=said.append,
     )  # fmt: skip
 
     collect = Campaign.objects.get(purpose="collect")
@@ -40,29 +53,58 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects():
             line.startswith(f"  {name}: ") and ("agreement" in line or "too few votes" in line)
             for line in said
         ), said
-    run = FineTuneRun.objects.get()
-    assert run.status == "finished"
-    # R, because it was asked for: the run optimises prompt adherence, whatever the votes say.
-    assert result["decision"]["preset"] == result["preset"] == "R"
-    assert result["collect_rounds"] == 1
-    (stage,) = run.stages
-    optimised = RewardModel.objects.get(pk=int(next(iter(stage["rewards"]))))
-    assert (optimised.kind, optimised.method) == ("adherence", "attribute_match")
-    assert len(run.data_summary["held_out_prompts"]) == 6  # the tiny budget's pools
-    candidate = GeneratorVersion.objects.get(pk=run.result_version_id)
-    assert candidate.parent.name == result["baseline"]
-    evaluation = Evaluation.objects.get()
-    assert evaluation.fine_tune_run == run
-    assert evaluation.campaign.version_a == candidate
-    votes = Vote.objects.filter(campaign=evaluation.campaign).count()
-    assert votes == evaluation.campaign.pairs.count() * 2
-    report = result["report"]
-    assert report["comparison"]["n"] == votes
-    assert report["candidate"] == candidate.name
-    # Adherence per attribute of both versions' clips, and the composer's as the ceiling.
-    assert set(report["adherence"]) == {candidate.name, result["baseline"]}
-    assert report["adherence_ceiling"]["tempo"] == 1.0  # the composer plays the asked tempo
-    assert any("report" in line for line in said)
+    # Three runs: R optimises prompt adherence, U and RU the measured model; RU starts from R.
+    runs = {
+        preset: FineTuneRun.objects.get(pk=pk) for preset, pk in result["fine_tune_runs"].items()
+    }
+    assert set(runs) == {"R", "U", "RU"}
+    assert all(run.status == "finished" for run in runs.values())
+    for preset, (kind, method) in {
+        "R": ("adherence", "attribute_match"), "U": ("preference", "measured"),
+        "RU": ("preference", "measured"),
+    }.items():  # fmt: skip
+        (stage,) = runs[preset].stages
+        optimised = RewardModel.objects.get(pk=int(next(iter(stage["rewards"]))))
+        assert (optimised.kind, optimised.method) == (kind, method)
+    base = runs["R"].base_version
+    assert runs["U"].base_version == base and base.name == result["baseline"]
+    assert runs["RU"].base_version == runs["R"].result_version
+    assert len(runs["R"].data_summary["held_out_prompts"]) == 4  # the tiny budget's pools
+    # Four listening tests, each voted by the population on the runs' held-out prompts.
+    evaluations = {
+        label: Evaluation.objects.get(pk=pk) for label, pk in result["evaluations"].items()
+    }
+    assert set(evaluations) == {"R vs base", "U vs base", "RU vs R", "RU vs base"}
+    expected = {
+        "R vs base": (runs["R"].result_version, base),
+        "U vs base": (runs["U"].result_version, base),
+        "RU vs R": (runs["RU"].result_version, runs["R"].result_version),
+        "RU vs base": (runs["RU"].result_version, base),
+    }  # fmt: skip
+    for label, evaluation in evaluations.items():
+        assert (evaluation.candidate, evaluation.baseline) == expected[label]
+        votes = Vote.objects.filter(campaign=evaluation.campaign).count()
+        assert votes == evaluation.campaign.pairs.count() * 2
+        report = result["reports"][label]
+        assert report["comparison"]["n"] == votes
+        # Adherence per attribute of both versions' clips, and the composer's as the ceiling.
+        assert set(report["adherence"]) == {evaluation.candidate.name, evaluation.baseline.name}
+        assert report["adherence_ceiling"]["tempo"] == 1.0  # the composer plays the asked tempo
+    # RU's page shows its comparison with its parent, R.
+    assert finetune_results.evaluation_for_run(run=runs["RU"]) == evaluations["RU vs R"]
+    # The table, in MusicRL's form, as the reports give it.
+    table = {row["comparison"]: row for row in result["table"]}
+    assert set(table) == set(evaluations)
+    for label, row in table.items():
+        comparison = result["reports"][label]["comparison"]
+        assert (row["wins"], row["ties"], row["losses"]) == (
+            comparison["wins"],
+            comparison["ties"],
+            comparison["losses"],
+        )
+        assert row["win_rate"] == comparison["win_rate"]
+    assert any(line.startswith("RU vs R ") for line in said)
+    assert any("wall time" in line for line in said)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -75,8 +117,12 @@ def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(m
     from reward import closed_loop
 
     budgets = closed_loop.BUDGETS | {
+        # As many raters as votes per pair, so each rater votes on every pair and the votes
+        # are the same in every run (`SimulatedRater.draws`). With the tiny budget's four
+        # raters, which rater got which pair was timing, and on a busy machine the model beat
+        # chance once and the loop went on to RL.
         "one-round": replace(closed_loop.BUDGETS["tiny"], audio_min_votes=1000,
-                             max_collect_rounds=1, collect_prompts=6),
+                             max_collect_rounds=1, collect_prompts=6, raters=2),
     }  # fmt: skip
     monkeypatch.setattr(closed_loop, "BUDGETS", budgets)
     said: list[str] = []

@@ -89,7 +89,7 @@ def test_bad_runs_are_refused_and_store_nothing(learned_base, attribute_match):
 
 def test_an_ru_run_registers_a_candidate_whose_parent_is_the_base(learned_base, attribute_match):
     run = finetune.finetune_run_create(
-        name="ru", base_version=learned_base, algorithm="rloo", preset="RU", steps=4,
+        name="ru", base_version=learned_base, algorithm="rloo", preset="RU", steps=2,
         stage_rewards=[{attribute_match.pk: 1.0}, {attribute_match.pk: 1.0}],
         settings=QUICK | {"estimator": "best_of_group"}, queue=False,
     )  # fmt: skip
@@ -97,7 +97,7 @@ def test_an_ru_run_registers_a_candidate_whose_parent_is_the_base(learned_base, 
     run = finetune.finetune_run_execute(run_id=run.pk)
 
     assert run.status == FineTuneRun.Status.FINISHED, run.error
-    assert run.steps == run.step == 8  # two stages of four steps
+    assert run.steps == run.step == 4  # two stages of two steps
     candidate = run.result_version
     assert candidate.parent == learned_base
     assert candidate.status == GeneratorVersion.Status.CANDIDATE
@@ -105,7 +105,7 @@ def test_an_ru_run_registers_a_candidate_whose_parent_is_the_base(learned_base, 
     assert Path(candidate.backend_config()["checkpoint"]).exists()
     assert {"stage_0", "stage_1"} <= set(run.metrics)
     # One continuous curve over both stages, with the reward and the KL at every step.
-    assert [point["step"] for point in run.curve] == list(range(1, 9))
+    assert [point["step"] for point in run.curve] == list(range(1, 5))
     assert all("reward_exact" in point and "kl" in point for point in run.curve)
     assert {point["stage"] for point in run.curve} == {0, 1}
     assert run.samples and all(default_storage.exists(s["file"]) for s in run.samples)

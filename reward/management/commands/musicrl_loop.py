@@ -5,6 +5,7 @@ python manage.py musicrl_loop                                    # default taste
 python manage.py musicrl_loop --preference ratings.simulation.tastes.prefers_faster
 python manage.py musicrl_loop --budget full --seed 3
 python manage.py musicrl_loop --objective R                      # prompt adherence, by choice
+python manage.py musicrl_loop --presets R,U,RU                   # MusicRL's table
 
 The loop optimises the raters' taste (MusicRL-U) only when a preference model beats chance on
 held-out votes; otherwise it collects more votes, up to the budget's rounds, and then stops
@@ -21,7 +22,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from reward.closed_loop import closed_loop_run
+from reward.closed_loop import PRESETS, closed_loop_run
 from reward.closed_loop_budgets import BUDGETS
 from reward.closed_loop_objective import OBJECTIVES
 
@@ -45,6 +46,11 @@ class Command(BaseCommand):
             default="auto",
             help="auto: the raters' taste where the votes support one; R: prompt adherence.",
         )
+        parser.add_argument(
+            "--presets",
+            help="Comma-separated, e.g. R,U,RU: one RL run per preset (RU is U started from "
+            "R's result), each judged against the base and RU against R: MusicRL's table.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -52,17 +58,28 @@ class Command(BaseCommand):
         except ImportError as error:
             raise CommandError(f"Cannot import --preference: {error}") from error
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        presets = None
+        if options["presets"]:
+            presets = tuple(p.strip() for p in options["presets"].split(",") if p.strip())
+            if not presets or set(presets) - set(PRESETS) or ("RU" in presets) > ("R" in presets):
+                raise CommandError(
+                    f"--presets takes some of {','.join(PRESETS)} (RU needs R), e.g. R,U,RU"
+                )
+            if options["objective"] != "auto":
+                raise CommandError("--presets decides the objectives itself: leave --objective")
         result = closed_loop_run(
             preference=preference,
             preference_name=options["preference"],
             budget_name=options["budget"],
             seed=options["seed"],
             objective=options["objective"],
+            presets=presets,
             say=self.stdout.write,
         )
         if "stopped" in result:
             self.stderr.write(f"stopped: {result['stopped']}")
             self.stdout.write(json.dumps(result, default=str))
             raise SystemExit(NOT_SUPPORTED_EXIT_CODE)
-        self.stdout.write(json.dumps(result["report"], indent=2, default=str))
+        if presets is None:
+            self.stdout.write(json.dumps(result["report"], indent=2, default=str))
         self.stdout.write(json.dumps(result, default=str))
