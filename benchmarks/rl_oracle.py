@@ -5,6 +5,7 @@ with a simulated taste as the exact reward, no votes and no reward model in betw
         [--learning-rate 1e-4] [--planner-lr-scale 1] [--kl-loss 0.25] [--beta 0.02]
         [--prompts-per-step 8] [--samples-per-prompt 4] [--best-of 8] [--threads 2]
         [--estimator rloo|best_of_group] [--plan-kl-weight 0] [--part all|plan]
+        [--heard-seconds 4]
 
 The closed loop (`musicrl_loop`) can fall short for two reasons: its preference model got the
 taste wrong, or RL cannot move the generator far enough. This separates them. The reward of a
@@ -68,6 +69,11 @@ def main() -> int:
         "--part", choices=("all", "plan"), default="all",
         help="plan: RL on plans alone, each heard as the composer plays it (rl.py).",
     )  # fmt: skip
+    parser.add_argument(
+        "--heard-seconds", type=float, default=None,
+        help="judge clips of this length, as the loop's raters do (4), and sample only the "
+        "bars they play; default: whole pieces",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.steps < 1 or args.best_of < 1:
         parser.error("--steps and --best-of must be at least 1")
@@ -95,16 +101,22 @@ def main() -> int:
     policy = SymbolicTransformerBackend.load(checkpoint)
     reference = SymbolicTransformerBackend.load(checkpoint)
 
+    def sampled(backend, prompts, n: int, seed: int):
+        return backend.sample(prompts, n, seed, heard_seconds=args.heard_seconds)
+
     def heard(sample) -> tastes.SimulatedClip:
         """The sample as the simulated raters hear a clip of it."""
-        attributes = tastes.heard_attributes({}, piece_to_events(sample.piece), sample.prompt)
+        piece = sample.piece
+        if args.heard_seconds is not None:
+            piece = base.clip_piece(sample, args.heard_seconds)
+        attributes = tastes.heard_attributes({}, piece_to_events(piece), sample.prompt)
         return tastes.SimulatedClip(b"", sample.prompt, attributes, "sample")
 
     anchors: dict[str, tastes.SimulatedClip] = {}  # one base sample per prompt
 
     def anchor_prompts(prompts) -> None:
         missing = sorted(set(prompts) - set(anchors))
-        for anchor in base.sample(missing, 1, 99) if missing else []:
+        for anchor in sampled(base, missing, 1, 99) if missing else []:
             anchors[anchor.prompt] = heard(anchor)
 
     def utility(sample) -> float:
@@ -137,6 +149,7 @@ def main() -> int:
         estimator=args.estimator,
         plan_kl_weight=args.plan_kl_weight,
         part=args.part,
+        heard_seconds=args.heard_seconds,
     )
     curve: list[dict[str, float]] = []
 
@@ -163,8 +176,8 @@ def main() -> int:
     with torch_threads(args.threads), torch.no_grad():
         tuned_probs, base_fits, tuned_fits = [], [], []
         for seed in HELD_OUT_SEEDS:
-            tuned = policy.sample(held_out, 1, seed)
-            judges = base.sample(held_out, 1, seed + 100)
+            tuned = sampled(policy, held_out, 1, seed)
+            judges = sampled(base, held_out, 1, seed + 100)
             for candidate, judge in zip(tuned, judges, strict=True):
                 tuned_probs.append(taste(candidate.prompt, heard(candidate), heard(judge)))
                 target = parse_prompt(candidate.prompt)
@@ -172,8 +185,8 @@ def main() -> int:
                 base_fits.append(piece_fit(target, judge.piece))
         best_probs = []
         anchor_prompts(held_out)  # the selection's yardstick: any fixed clip per prompt
-        pool = base.sample(held_out, args.best_of, 5)
-        judges = base.sample(held_out, 1, 500)
+        pool = sampled(base, held_out, args.best_of, 5)
+        judges = sampled(base, held_out, 1, 500)
         for index, judge in enumerate(judges):
             options = [heard(s) for s in pool[index * args.best_of : (index + 1) * args.best_of]]
             anchor = anchors[judge.prompt]

@@ -140,6 +140,7 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             # Runs stored before the setting existed used RLOO's advantages.
             estimator=config.get("estimator", "rloo"),
             plan_kl_weight=float(config.get("plan_kl_weight", 0.0)),
+            heard_seconds=float(config["clip_seconds"]),
         )
         if resumed := jobs.resume_step(stage_dir):
             jobs.job_note_resume(FineTuneRun, run.pk, offset + resumed)

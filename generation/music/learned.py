@@ -39,6 +39,7 @@ from generation.music.text_encoder import TextEncoder, get_text_encoder
 from generation.music.tokenizer import (
     BOS_ID,
     PAD_ID,
+    TOKENS,
     crop_piece,
     decode_ids,
     decode_plan,
@@ -147,13 +148,21 @@ class SymbolicTransformerBackend:
         *,
         render: bool = False,
         duration_seconds: float = 10.0,
+        heard_seconds: float | None = None,
     ) -> list[Sample]:
-        """n samples per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
+        """n samples per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...].
+
+        heard_seconds: write only the bars a clip that long plays (`bars_for` at the tempo
+        each sample's header declares, at most max_bars), not max_bars. A clip repeats the
+        bars it needs from the start (`clip_piece`), so its notes come out as they would
+        have, without the bars no one hears; RL, whose rewards hear clips, samples so."""
         rows = [prompt for prompt in prompts for _ in range(n)]
         generator = torch.Generator().manual_seed(seed)
+        limits = None if heard_seconds is None else bar_limits_for_clip(heard_seconds)
         samples: list[Sample] = []
         for start in range(0, len(rows), MAX_SAMPLING_BATCH):
-            samples += self._sample_batch(rows[start : start + MAX_SAMPLING_BATCH], generator)
+            batch = rows[start : start + MAX_SAMPLING_BATCH]
+            samples += self._sample_batch(batch, generator, limits)
         if render:
             for sample in samples:
                 sample.clip = self.render(sample, duration_seconds)
@@ -205,7 +214,9 @@ class SymbolicTransformerBackend:
                 )
         return samples
 
-    def _sample_batch(self, prompts: list[str], generator: torch.Generator) -> list[Sample]:
+    def _sample_batch(
+        self, prompts: list[str], generator: torch.Generator, limits: torch.Tensor | None
+    ) -> list[Sample]:
         config = self.sampling
         with torch_threads(config.num_threads):
             tokens, logprobs, lengths = self.model.sample(
@@ -216,19 +227,19 @@ class SymbolicTransformerBackend:
                 top_k=config.top_k,
                 top_p=config.top_p,
                 generator=generator,
+                bar_limit_of_token=limits,
             )
         samples = []
         for row, prompt in enumerate(prompts):
             ids = tokens[row, : lengths[row]].tolist()
+            bars = _bar_budget(ids, config.max_bars, limits)
             samples.append(
                 Sample(
                     prompt=prompt,
                     token_ids=ids,
                     logprobs=logprobs[row, : lengths[row]].clone(),
-                    piece=decode_ids(ids, max_bars=config.max_bars),
-                    well_formed=is_well_formed(
-                        ids, max_bars=config.max_bars, grammar=self.model.grammar
-                    ),
+                    piece=decode_ids(ids, max_bars=bars),
+                    well_formed=is_well_formed(ids, max_bars=bars, grammar=self.model.grammar),
                     plan=decode_plan(ids),
                 )
             )
@@ -417,3 +428,19 @@ def create_backend(config: dict[str, Any] | None) -> SymbolicTransformerBackend:
     return SymbolicTransformerBackend(
         loaded.model, sampling=sampling, text_encoder=loaded._text_encoder, metadata=loaded.metadata
     )
+
+
+def bar_limits_for_clip(heard_seconds: float) -> torch.Tensor:
+    """Per token id, the bars a clip of heard_seconds plays at that Tempo token's tempo
+    (0 for every other token): `StepSampler`'s bar_limit_of_token."""
+    limits = torch.zeros(len(TOKENS), dtype=torch.long)
+    for token_id, name in enumerate(TOKENS):
+        if name.startswith("Tempo_"):
+            limits[token_id] = bars_for(heard_seconds, int(name.split("_", 1)[1]))
+    return limits
+
+
+def _bar_budget(ids: list[int], max_bars: int, limits: torch.Tensor | None) -> int:
+    """The bars a sampled row was allowed: max_bars, or less where its Tempo lowered it."""
+    lowered = [int(limits[token]) for token in ids if limits is not None and limits[token] > 0]
+    return min([max_bars, *lowered])

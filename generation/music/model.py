@@ -318,13 +318,15 @@ class MusicGPT(nn.Module):
         top_k: int = 0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
+        bar_limit_of_token: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Autoregressive sampling for a batch of prompts.
 
         Returns (tokens, logprobs, lengths): tokens (B, T) padded with PAD after each
         row's end, logprobs (B, T) of each token under the model itself (temperature
         1, no truncation: the policy that `forward` scores, as RL needs), 0 at PAD.
-        A row ends at EOS, or at the Bar token that would open bar `max_bars + 1`.
+        A row ends at EOS, or at the Bar token that would open bar `max_bars + 1` (or
+        the budget its Tempo gives, with `bar_limit_of_token`: see StepSampler).
         """
         batch = len(text_emb)
         max_new_tokens = min(max_new_tokens, self.max_sequence_tokens)
@@ -333,7 +335,9 @@ class MusicGPT(nn.Module):
         mask = self.grammar_mask
         state = mask.initial(batch)
         logits = mask.apply(self.start(text_emb, caches), state)
-        sampler = StepSampler(batch, max_bars, temperature, top_k, top_p, generator)
+        sampler = StepSampler(
+            batch, max_bars, temperature, top_k, top_p, generator, bar_limit_of_token
+        )
         for index in range(1, max_new_tokens + 1):
             token = sampler.draw(logits)
             state = mask.advance(state, token)
@@ -346,7 +350,9 @@ class MusicGPT(nn.Module):
 class StepSampler:
     """One token per row per step from masked logits: the draw, its log-prob under the
     untempered policy, PAD after a row's end, and when each row ends (EOS, or the Bar that
-    would open bar max_bars + 1)."""
+    would open bar max_bars + 1). `bar_limit_of_token` (per token id: a bar budget, 0 for
+    none) lowers a row's budget when it draws such a token: a Tempo token, when only the
+    bars a clip of some length will play are wanted (`bar_limits_for_clip`)."""
 
     def __init__(
         self,
@@ -356,11 +362,15 @@ class StepSampler:
         top_k: int,
         top_p: float,
         generator: torch.Generator | None,
+        bar_limit_of_token: torch.Tensor | None = None,
     ) -> None:
         self.max_bars = max_bars
         self.options = (temperature, top_k, top_p, generator)
         self.finished = torch.zeros(batch, dtype=torch.bool)
         self.bars = torch.zeros(batch, dtype=torch.long)
+        self.bar_limit_of_token = bar_limit_of_token
+        no_limit = torch.iinfo(torch.long).max
+        self.bar_limits = torch.full((batch,), no_limit if max_bars is None else max_bars)
         self.tokens: list[torch.Tensor] = []
         self.logprobs: list[torch.Tensor] = []
 
@@ -376,8 +386,11 @@ class StepSampler:
         self.logprobs.append(logprob.masked_fill(self.finished, 0.0))
         self.bars += token == BAR_ID
         self.finished = self.finished | (token == EOS_ID)
-        if self.max_bars is not None:
-            self.finished = self.finished | (self.bars > self.max_bars)
+        if self.bar_limit_of_token is not None:
+            limit = self.bar_limit_of_token[token]
+            lowered = torch.minimum(self.bar_limits, limit)
+            self.bar_limits = torch.where(limit > 0, lowered, self.bar_limits)
+        self.finished = self.finished | (self.bars > self.bar_limits)
         return token
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

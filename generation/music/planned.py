@@ -256,6 +256,7 @@ class PlannedMusicGPT(nn.Module):
         top_k: int = 0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
+        bar_limit_of_token: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As `MusicGPT.sample`: (tokens, logprobs, lengths). Each step draws every row's
         token from the planner (rows still planning) or the body (the others); the body
@@ -279,7 +280,9 @@ class PlannedMusicGPT(nn.Module):
         bos = torch.full((batch,), BOS_ID, dtype=torch.long)
         plan_logits = self.planner.start(text_emb, plan_caches)
         body_logits = self.body.step(bos, body_vector(bos, state[4]), body_caches, 0)
-        sampler = StepSampler(batch, max_bars, temperature, top_k, top_p, generator)
+        sampler = StepSampler(
+            batch, max_bars, temperature, top_k, top_p, generator, bar_limit_of_token
+        )
         for index in range(1, max_new_tokens + 1):
             planning = ~state[4]
             logits = torch.where(planning[:, None], plan_logits, body_logits)

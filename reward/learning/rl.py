@@ -119,6 +119,9 @@ class RLOOConfig:
     estimator: str = "rloo"  # or "best_of_group" (see the module doc)
     plan_kl_weight: float = 0.0  # each plan token's KL term counts 1 + this (module doc)
     part: str = "all"  # "plan": plans alone, heard as the composer plays them (module doc)
+    # Sample only the bars a clip this long plays (None: the policy's max_bars): the rewards
+    # hear clips, so bars past the clip cost sampling time and teach nothing.
+    heard_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -350,7 +353,7 @@ class RLOORun:
         """n samples per prompt of the part the run trains: whole sequences, or plans."""
         if self.config.part == "plan":
             return self.sampler.sample_plans(prompts, n, seed)
-        return self.sampler.sample(prompts, n, seed)
+        return self.sampler.sample(prompts, n, seed, heard_seconds=self.config.heard_seconds)
 
     def held_out(self, prompts: list[str]) -> Scored:
         """Held-out prompts sampled with the fixed held-out seed, scored."""

@@ -241,3 +241,31 @@ def test_importing_the_backend_registry_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=".")
+
+
+def test_sampling_for_a_clip_writes_only_the_bars_it_plays_and_the_clip_is_the_same(encoder):
+    """RL's rewards hear clips, so RL samples only the bars a clip plays (`heard_seconds`):
+    each row stops at the bar budget its own Tempo gives, its tokens are the first tokens of
+    the row sampled in full with the same seed, and the clip a listener hears is the same."""
+    from generation.music import backends
+    from generation.music.composer import bars_for
+
+    backend = SymbolicTransformerBackend.load(backends.SHIPPED_GENERATOR, text_encoder=encoder)
+    prompts = ["slow sad piano ballad at 60 bpm", "happy pop song at 100 bpm",
+               "fast techno at 170 bpm", "calm lofi hip hop beat"]  # fmt: skip
+
+    full = backend.sample(prompts, 2, seed=3)
+    heard = backend.sample(prompts, 2, seed=3, heard_seconds=4.0)
+
+    budgets = set()
+    for whole, cut in zip(full, heard, strict=True):
+        budget = min(backend.sampling.max_bars, bars_for(4.0, cut.piece.tempo_bpm))
+        budgets.add(budget)
+        assert cut.token_ids == whole.token_ids[: len(cut.token_ids)]
+        assert cut.well_formed and cut.piece.bars <= budget
+        assert backend.clip_piece(cut, 4.0).notes == backend.clip_piece(whole, 4.0).notes
+    assert len(budgets) >= 2  # tempos that need different numbers of bars (1, 2 and 3 here)
+    # 0.57 of the tokens here.
+    assert sum(map(len, (s.token_ids for s in heard))) < 0.8 * sum(
+        map(len, (s.token_ids for s in full))
+    )
