@@ -42,10 +42,12 @@ from reward import finetune, finetune_results, training
 from reward.closed_loop_budgets import BUDGETS, Budget
 from reward.closed_loop_objective import (
     OBJECTIVES,
+    Decision,
     against_the_raters,
     objective_decide,
     raters_agreement_gap,
 )
+from reward.closed_loop_table import presets_table, table_lines
 from reward.models import Evaluation, FineTuneRun, RewardModel
 
 logger = logging.getLogger(__name__)
@@ -187,8 +189,6 @@ def closed_loop_run(
         "baseline": base.name,
         "stage_started_at_seconds": stages,
     }
-    collects: list[Campaign] = []
-    reward_models: dict[str, RewardModel] = {}
     if budget.most_votes() < budget.audio_min_votes:
         say(
             f"  the audio preference network is not trained: this budget collects at most "
@@ -196,57 +196,10 @@ def closed_loop_run(
             "chance; the measured-feature model is trained on every round"
         )
     with LocalServer() as server:
-        while True:
-            round_number = len(collects) + 1
-            stage(f"collect campaign {round_number}: generating clips")
-            collect = campaign_create(
-                name=f"{tag} collect {round_number}",
-                purpose="collect",
-                protocol="preference",
-                prompt_texts=loop_prompts(
-                    budget.collect_prompts, seed, skip=len(collects) * budget.collect_prompts
-                ),
-                version_a=base,
-                votes_per_item=budget.votes_per_item,
-                min_listen_seconds=budget.min_listen_seconds,
-                clip_seconds=budget.clip_seconds,
-                queue=False,
-                variant_axes=VARIANT_AXES,
-                variant_share=budget.collect_variant_share,
-            )
-            collects.append(collect)
-            generate(collect, say)
-            stage(f"collect campaign {round_number}: simulated raters vote through the API")
-            vote(
-                collect, server=server, preference=preference, budget=budget,
-                seed=seed + 7919 * (round_number - 1), say=say,
-            )  # fmt: skip
-            stage("snapshot of the data")
-            rows = list(vote_rows(DataFilters(campaign_ids=tuple(c.pk for c in collects))))
-            result["snapshot"] = {"votes": len(rows), "sha256": rows_sha256(rows)}
-            say(f"  {result['snapshot']}")
-            if len(rows) >= budget.audio_min_votes and "music_tower" not in reward_models:
-                stage("reward models: the music tower")
-                reward_models["music_tower"] = _music_tower(tag, budget, say)
-            stage("reward models: preference models on the votes")
-            reward_models |= _preference_models(
-                tag, round_number, collects, budget, reward_models.get("music_tower"), say
-            )
-            decision = objective_decide(
-                objective=objective,
-                preference_models=[
-                    reward_models[role] for role in ("preference", "measured")
-                    if role in reward_models
-                ],
-                rounds_done=round_number,
-                max_rounds=budget.max_collect_rounds,
-            )  # fmt: skip
-            say(f"  {decision.reason}")
-            for role in ("preference", "measured"):
-                if role in reward_models:
-                    say(f"  {against_the_raters(reward_models[role])}")
-            if decision.action != "collect":
-                break
+        collects, reward_models, decision = _collect_until_decided(
+            server=server, preference=preference, budget=budget, objective=objective,
+            base=base, tag=tag, seed=seed, result=result, stage=stage, say=say,
+        )  # fmt: skip
         result |= {
             "collect_rounds": len(collects),
             "decision": {"action": decision.action, "preset": decision.preset,
@@ -308,6 +261,77 @@ def closed_loop_run(
         "reports": reports,
         "table": table,
     }
+
+
+def _collect_until_decided(
+    *,
+    server: LocalServer,
+    preference: PreferenceFn,
+    budget: Budget,
+    objective: str,
+    base: GeneratorVersion,
+    tag: str,
+    seed: int,
+    result: dict[str, Any],
+    stage: Callable[[str], None],
+    say: Say,
+) -> tuple[list[Campaign], dict[str, RewardModel], Decision]:
+    """Collection rounds (clips, votes over the API, the snapshot, the reward models) until
+    the objective is decided: optimise, or stop once the budget's rounds are spent."""
+    collects: list[Campaign] = []
+    reward_models: dict[str, RewardModel] = {}
+    while True:
+        round_number = len(collects) + 1
+        stage(f"collect campaign {round_number}: generating clips")
+        collect = campaign_create(
+            name=f"{tag} collect {round_number}",
+            purpose="collect",
+            protocol="preference",
+            prompt_texts=loop_prompts(
+                budget.collect_prompts, seed, skip=len(collects) * budget.collect_prompts
+            ),
+            version_a=base,
+            votes_per_item=budget.votes_per_item,
+            min_listen_seconds=budget.min_listen_seconds,
+            clip_seconds=budget.clip_seconds,
+            queue=False,
+            variant_axes=VARIANT_AXES,
+            variant_share=budget.collect_variant_share,
+        )
+        collects.append(collect)
+        generate(collect, say)
+        stage(f"collect campaign {round_number}: simulated raters vote through the API")
+        vote(
+            collect, server=server, preference=preference, budget=budget,
+            seed=seed + 7919 * (round_number - 1), say=say,
+        )  # fmt: skip
+        stage("snapshot of the data")
+        rows = list(vote_rows(DataFilters(campaign_ids=tuple(c.pk for c in collects))))
+        result["snapshot"] = {"votes": len(rows), "sha256": rows_sha256(rows)}
+        say(f"  {result['snapshot']}")
+        if len(rows) >= budget.audio_min_votes and "music_tower" not in reward_models:
+            stage("reward models: the music tower")
+            reward_models["music_tower"] = _music_tower(tag, budget, say)
+        stage("reward models: preference models on the votes")
+        reward_models |= _preference_models(
+            tag, round_number, collects, budget, reward_models.get("music_tower"), say
+        )
+        decision = objective_decide(
+            objective=objective,
+            preference_models=[
+                reward_models[role] for role in ("preference", "measured")
+                if role in reward_models
+            ],
+            rounds_done=round_number,
+            max_rounds=budget.max_collect_rounds,
+        )  # fmt: skip
+        say(f"  {decision.reason}")
+        for role in ("preference", "measured"):
+            if role in reward_models:
+                say(f"  {against_the_raters(reward_models[role])}")
+        if decision.action != "collect":
+            break
+    return collects, reward_models, decision
 
 
 def _tune(
@@ -449,47 +473,6 @@ def _judged(
         )  # fmt: skip
         report = evaluation_refresh(evaluation)
     return report
-
-
-def presets_table(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """MusicRL's table: per comparison, the win rate with ties excluded and its Wilson
-    interval, win / tie / loss, and each side's mean 1-5 score with its t-interval."""
-    rows = []
-    for label, report in reports.items():
-        comparison, scores = report.get("comparison") or {}, report.get("scores") or {}
-        rows.append({
-            "comparison": label,
-            "win_rate": comparison.get("win_rate"),
-            "win_rate_ci": comparison.get("win_rate_ci"),
-            "wins": comparison.get("wins"), "ties": comparison.get("ties"),
-            "losses": comparison.get("losses"),
-            "candidate_score": (scores.get("candidate") or {}).get("mean"),
-            "candidate_score_ci": (scores.get("candidate") or {}).get("ci"),
-            "baseline_score": (scores.get("baseline") or {}).get("mean"),
-            "baseline_score_ci": (scores.get("baseline") or {}).get("ci"),
-            "wilcoxon_p": (report.get("wilcoxon") or {}).get("p"),
-        })  # fmt: skip
-    return rows
-
-
-def table_lines(table: list[dict[str, Any]]) -> list[str]:
-    def figure(value: float | None, interval: list[float] | None) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else f"{value:.2f}"
-
-    lines = [
-        f"{'comparison':<12} {'win rate [95%]':<20} {'W/T/L':<12} "
-        f"{'score [95%]':<20} {'other side [95%]':<20}"
-    ]
-    for row in table:
-        wtl = f"{row['wins']}/{row['ties']}/{row['losses']}"
-        lines.append(
-            f"{row['comparison']:<12} {figure(row['win_rate'], row['win_rate_ci']):<20} "
-            f"{wtl:<12} {figure(row['candidate_score'], row['candidate_score_ci']):<20} "
-            f"{figure(row['baseline_score'], row['baseline_score_ci']):<20}"
-        )
-    return lines
 
 
 def _music_tower(tag: str, budget: Budget, say: Say) -> RewardModel:
