@@ -146,6 +146,17 @@ def train_reward(
     return model
 
 
+def presets_problem(presets: tuple[str, ...], objective: str) -> str | None:
+    """Why these presets cannot run (None: they can): some of R, U and RU, RU only with R
+    (it starts from R's result), and the objective left to auto (U and RU need the
+    preference model the votes support)."""
+    if not presets or set(presets) - set(PRESETS) or ("RU" in presets and "R" not in presets):
+        return f"presets are some of {','.join(PRESETS)} (RU needs R), e.g. R,U,RU"
+    if objective != "auto":
+        return "presets decide the objectives themselves: leave the objective to auto"
+    return None
+
+
 def closed_loop_run(
     *,
     preference: PreferenceFn,
@@ -163,14 +174,8 @@ def closed_loop_run(
     preset, each judged against the base, and RU against R: MusicRL's table (`table`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
-    if presets is not None:
-        unknown = set(presets) - set(PRESETS)
-        if unknown or not presets or objective != "auto" or ("RU" in presets) > ("R" in presets):
-            raise ValueError(
-                f"presets are some of {', '.join(PRESETS)} (RU with R: it starts from R's "
-                "result), with the objective left to auto (U and RU need the preference model "
-                "the votes support)"
-            )
+    if presets is not None and (problem := presets_problem(presets, objective)):
+        raise ValueError(problem)
     budget = BUDGETS[budget_name]
     tag = f"loop-{int(time.time())}"
     started = time.monotonic()

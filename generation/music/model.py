@@ -364,7 +364,6 @@ class StepSampler:
         generator: torch.Generator | None,
         bar_limit_of_token: torch.Tensor | None = None,
     ) -> None:
-        self.max_bars = max_bars
         self.options = (temperature, top_k, top_p, generator)
         self.finished = torch.zeros(batch, dtype=torch.bool)
         self.bars = torch.zeros(batch, dtype=torch.long)

@@ -5,7 +5,7 @@ job (see the closing notes for its figures)."""
 
 import pytest
 
-from generation.models import Track
+from generation.models import GeneratorVersion, Track
 from ratings.models import Campaign, Vote
 from ratings.simulation.tastes import default_preference
 from reward import finetune_results
@@ -39,6 +39,7 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
     assert Track.objects.filter(generator_version__name=result["baseline"]).count() >= 24
     assert Vote.objects.filter(campaign=collect).count() == 24
     assert result["snapshot"]["votes"] == 24 and len(result["snapshot"]["sha256"]) == 64
+    assert result["collect_rounds"] == 1
     models = {(m.kind, m.method): m for m in RewardModel.objects.all()}
     assert set(models) == {
         ("adherence", "learned"), ("adherence", "attribute_match"),
@@ -139,3 +140,24 @@ def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(m
     assert set(result["reward_models"]) == {"measured"}
     assert any("audio preference network is not trained" in line for line in said)
     assert not FineTuneRun.objects.exists() and not Evaluation.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("presets", "objective", "why"),
+    [("U,RU", "auto", "RU needs R"), ("R,X", "auto", "some of R,U,RU"), ("R,U", "R", "auto")],
+)
+def test_presets_that_cannot_run_are_refused_before_anything_is_made(presets, objective, why):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=why):
+        call_command(
+            "musicrl_loop", "--budget", "tiny", "--presets", presets, "--objective", objective
+        )
+    with pytest.raises(ValueError, match=why):
+        closed_loop_run(
+            preference=default_preference, preference_name="default", budget_name="tiny",
+            objective=objective, presets=tuple(presets.split(",")), say=lambda line: None,
+        )  # fmt: skip
+
+    assert not Campaign.objects.exists() and not GeneratorVersion.objects.exists()

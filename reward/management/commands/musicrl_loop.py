@@ -22,7 +22,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from reward.closed_loop import PRESETS, closed_loop_run
+from reward.closed_loop import closed_loop_run, presets_problem
 from reward.closed_loop_budgets import BUDGETS
 from reward.closed_loop_objective import OBJECTIVES
 
@@ -61,12 +61,8 @@ class Command(BaseCommand):
         presets = None
         if options["presets"]:
             presets = tuple(p.strip() for p in options["presets"].split(",") if p.strip())
-            if not presets or set(presets) - set(PRESETS) or ("RU" in presets) > ("R" in presets):
-                raise CommandError(
-                    f"--presets takes some of {','.join(PRESETS)} (RU needs R), e.g. R,U,RU"
-                )
-            if options["objective"] != "auto":
-                raise CommandError("--presets decides the objectives itself: leave --objective")
+            if problem := presets_problem(presets, options["objective"]):
+                raise CommandError(f"--presets: {problem}")
         result = closed_loop_run(
             preference=preference,
             preference_name=options["preference"],
