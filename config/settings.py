@@ -400,6 +400,10 @@ TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 120, minimum=1)
 # lost its worker or its messages: what it lacks is queued again (ratings.campaigns). Above a
 # prompt task's time limit (330 s), so a prompt that is still running is not sent twice.
 GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 360, minimum=1)
+# Prompts per generation task when every version of the campaign samples in batches (the
+# learned generator: 16 prompts' clips take about 10 s together, a few times less than one by
+# one); other backends gain nothing from batches and get one prompt per task.
+GENERATION_PROMPTS_PER_TASK = env_int("GENERATION_PROMPTS_PER_TASK", 16, minimum=1)
 
 # --- Celery -------------------------------------------------------------------------------
 _BROKER_DIR = DATA_DIR / "broker"
@@ -426,7 +430,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "generation.tasks.pretrain_generator": {"queue": "train"},
     "generation.tasks.*": {"queue": "generate"},
-    "ratings.tasks.generate_campaign_prompt": {"queue": "generate"},
+    "ratings.tasks.generate_campaign_prompts": {"queue": "generate"},
     "ratings.tasks.generate_playground_request": {"queue": "generate"},
     # Bookkeeping must not wait behind a long training job.
     "reward.tasks.requeue_stalled_jobs": {"queue": "default"},

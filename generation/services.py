@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from django.conf import settings
@@ -126,13 +127,42 @@ def track_generate(
     *, prompt: Prompt, version: GeneratorVersion, seed: int, duration_seconds: float
 ) -> tuple[Track, bool]:
     """Render one clip, or return the one already made for (prompt, version, seed)."""
-    existing = Track.objects.filter(prompt=prompt, generator_version=version, seed=seed).first()
-    if existing is not None:
-        return existing, False
-    clip = get_backend(version.backend, version.backend_config()).generate(
-        prompt.text, seed=seed, duration_seconds=duration_seconds
+    [made] = tracks_generate(
+        version=version, requests=[(prompt, seed)], duration_seconds=duration_seconds
     )
-    return _track_store(prompt, version, seed, clip, clip.attributes)
+    return made
+
+
+def tracks_generate(
+    *,
+    version: GeneratorVersion,
+    requests: Sequence[tuple[Prompt, int]],
+    duration_seconds: float,
+) -> list[tuple[Track, bool]]:
+    """`track_generate` for many (prompt, seed) of one version, in order: the clips not made
+    yet are made together (`MusicBackend.generate_many`, which the learned backend samples in
+    batches), each the clip `track_generate` would make alone."""
+    existing = {
+        (track.prompt_id, track.seed): track
+        for track in Track.objects.filter(
+            generator_version=version,
+            prompt__in=[prompt for prompt, _ in requests],
+            seed__in=[seed for _, seed in requests],
+        )
+    }
+    missing = list({(prompt.pk, seed): (prompt, seed) for prompt, seed in requests
+                    if (prompt.pk, seed) not in existing}.values())  # fmt: skip
+    made: dict[tuple[int, int], tuple[Track, bool]] = {}
+    if missing:
+        clips = get_backend(version.backend, version.backend_config()).generate_many(
+            [(prompt.text, seed) for prompt, seed in missing], duration_seconds=duration_seconds
+        )
+        for (prompt, seed), clip in zip(missing, clips, strict=True):
+            made[prompt.pk, seed] = _track_store(prompt, version, seed, clip, clip.attributes)
+    return [
+        made.get((prompt.pk, seed)) or (existing[prompt.pk, seed], False)
+        for prompt, seed in requests
+    ]
 
 
 def track_variant(

@@ -3,8 +3,9 @@ generation: making each prompt's clips, forming its rating items, counting
 progress from what exists, activating the campaign when every item is there, and re-queueing
 what a dead worker left undone.
 
-Generation runs one task per prompt (`ratings.tasks.generate_campaign_prompt`, on the
-generate queue). Every step is idempotent (tracks are keyed by prompt, version and seed,
+Generation runs one task per prompt, or per GENERATION_PROMPTS_PER_TASK prompts when the
+versions sample in batches (`ratings.tasks.generate_campaign_prompts`, on the generate
+queue). Every step is idempotent (tracks are keyed by prompt, version and seed,
 items by their first track), so a prompt may be run any number of times; that is what makes
 re-queueing safe. A campaign's heartbeat (`generation_heartbeat_at`) moves whenever a prompt
 finishes or the campaign is queued; a generating campaign whose heartbeat is older than
@@ -14,6 +15,7 @@ GENERATION_STALE_SECONDS has lost its messages or its worker and is queued again
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -23,11 +25,40 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from generation.models import GeneratorVersion, Prompt, Track
-from generation.services import derive_seed, prompt_get_or_create, track_generate, track_variant
+from generation.music.backends import BATCHING_BACKENDS
+from generation.services import (
+    derive_seed,
+    prompt_get_or_create,
+    track_generate,
+    track_variant,
+    tracks_generate,
+)
 from ratings.errors import InvalidVote
 from ratings.models import Campaign, Pair
 
 VARIANT_BACKENDS = ("procedural", "symbolic")  # the backends whose clips carry their notes
+
+
+def campaign_generate_prompts(*, campaign_id: int, prompt_ids: Sequence[int]) -> None:
+    """Make the clips of several prompts and form their rating items. Each version's sampled
+    clips are made together (`tracks_generate`: the learned backend samples them in batches,
+    several times faster than one by one, and each is the clip it would make alone); then
+    each prompt's variant and items as `campaign_generate_prompt`. Safe to run twice."""
+    campaign = Campaign.objects.select_related("version_a", "version_b").get(pk=campaign_id)
+    prompts = list(Prompt.objects.filter(pk__in=prompt_ids).order_by("pk"))
+    requests: dict[int, list[tuple[Prompt, int]]] = {}
+    for prompt in prompts:
+        for version, seed in _sampled_clips(campaign, prompt):
+            requests.setdefault(version.pk, []).append((prompt, seed))
+    versions = {version.pk: version for version in (campaign.version_a, campaign.version_b)
+                if version is not None}  # fmt: skip
+    for version_id, version_requests in requests.items():
+        tracks_generate(
+            version=versions[version_id], requests=version_requests,
+            duration_seconds=campaign.clip_seconds,
+        )  # fmt: skip
+    for prompt in prompts:
+        campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)
 
 
 def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
@@ -37,7 +68,7 @@ def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
     tracks: list[Track] = []
     axis = variant_axis_for(campaign, prompt)
     for side, version in _versions_per_side(campaign):
-        seed = derive_seed(campaign.pk, prompt.pk, side)
+        seed = _clip_seed(campaign, prompt, side)
         if side == "b" and axis is not None:
             track, _ = track_variant(
                 track=tracks[0], axis=axis, seed=derive_seed(seed, "variant", axis),
@@ -55,6 +86,21 @@ def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
         Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
         _form_items(campaign, prompt, tracks)
         _progress_store(campaign)
+
+
+def _sampled_clips(campaign: Campaign, prompt: Prompt) -> list[tuple[GeneratorVersion, int]]:
+    """(version, seed) of each clip of the prompt that its version samples: not a variant,
+    which is made from the prompt's first clip."""
+    axis = variant_axis_for(campaign, prompt)
+    return [
+        (version, _clip_seed(campaign, prompt, side))
+        for side, version in _versions_per_side(campaign)
+        if side == "a" or axis is None
+    ]
+
+
+def _clip_seed(campaign: Campaign, prompt: Prompt, side: str) -> int:
+    return derive_seed(campaign.pk, prompt.pk, side)
 
 
 def variant_axis_for(campaign: Campaign, prompt: Prompt) -> str | None:
@@ -140,9 +186,19 @@ def campaign_generation_queue(campaign: Campaign) -> list[int]:
     Campaign.objects.filter(pk=campaign.pk).update(generation_heartbeat_at=timezone.now())
     if not prompt_ids:  # every item exists; only the activation was lost
         _progress_store(campaign)
-    for prompt_id in prompt_ids:
-        tasks.generate_campaign_prompt.delay_on_commit(campaign.pk, prompt_id)
+    per_task = _prompts_per_task(campaign)
+    for start in range(0, len(prompt_ids), per_task):
+        tasks.generate_campaign_prompts.delay_on_commit(
+            campaign.pk, prompt_ids[start : start + per_task]
+        )
     return prompt_ids
+
+
+def _prompts_per_task(campaign: Campaign) -> int:
+    versions = [campaign.version_a, campaign.version_b]
+    if all(v.backend in BATCHING_BACKENDS for v in versions if v is not None):
+        return settings.GENERATION_PROMPTS_PER_TASK
+    return 1
 
 
 def campaigns_requeue_stalled(*, stale_seconds: float | None = None) -> dict[int, list[int]]:

@@ -11,13 +11,13 @@ from ratings import campaigns, leasing
     soft_time_limit=300,
     time_limit=330,
 )
-def generate_campaign_prompt(campaign_id: int, prompt_id: int) -> None:
+def generate_campaign_prompts(campaign_id: int, prompt_ids: list[int]) -> None:
     try:
-        campaigns.campaign_generate_prompt(campaign_id=campaign_id, prompt_id=prompt_id)
+        campaigns.campaign_generate_prompts(campaign_id=campaign_id, prompt_ids=prompt_ids)
     except Exception as exc:
         # The admin's campaign page shows this; re-queueing the campaign resumes it.
         campaigns.campaign_record_generation_failure(
-            campaign_id=campaign_id, error=f"prompt {prompt_id}: {exc!r}"
+            campaign_id=campaign_id, error=f"prompts {prompt_ids}: {exc!r}"
         )
         raise
 

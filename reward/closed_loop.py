@@ -31,7 +31,7 @@ from generation.music.backends import SHIPPED_GENERATOR, get_backend
 from generation.music.evaluation import composer_ceiling
 from generation.music.variants import VARIANT_AXES
 from generation.services import shipped_version_register
-from ratings.campaigns import campaign_create, campaign_generate_prompt, campaign_votes_extend
+from ratings.campaigns import campaign_create, campaign_generate_prompts, campaign_votes_extend
 from ratings.dataset import DataFilters, rows_sha256, vote_rows
 from ratings.models import Campaign
 from ratings.simulation.local_server import LocalServer
@@ -80,8 +80,8 @@ def loop_prompts(count: int, seed: int, *, skip: int = 0) -> list[str]:
 
 def generate(campaign: Campaign, say: Say) -> None:
     started = time.monotonic()
-    for prompt in campaign.prompts.order_by("pk"):
-        campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)
+    prompt_ids = list(campaign.prompts.order_by("pk").values_list("pk", flat=True))
+    campaign_generate_prompts(campaign_id=campaign.pk, prompt_ids=prompt_ids)
     campaign.refresh_from_db()
     say(f"  {campaign.generation_done} clips in {time.monotonic() - started:.0f} s")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -83,6 +83,14 @@ class ProceduralBackend:
             stereo=self.config.stereo,
         )
 
+    def generate_many(
+        self, requests: Sequence[tuple[str, int]], *, duration_seconds: float
+    ) -> list[GeneratedClip]:
+        return [
+            self.generate(prompt, seed=seed, duration_seconds=duration_seconds)
+            for prompt, seed in requests
+        ]
+
 
 def _symbolic_backend(config: dict[str, Any] | None) -> MusicBackend:
     # Imported on first use: the learned backend needs torch, which the web process
@@ -109,6 +117,12 @@ _BACKENDS: dict[str, BackendFactory] = {
     ProceduralBackend.name: ProceduralBackend,
     "symbolic": _symbolic_backend,
 }
+
+
+# The backends whose `generate_many` samples in batches, faster than clip by clip: campaign
+# generation gives them several prompts per task. By name: the web process that queues the
+# tasks must not load a backend (the learned one needs torch).
+BATCHING_BACKENDS = frozenset({"symbolic"})
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:

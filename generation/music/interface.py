@@ -5,6 +5,7 @@ nothing but the music itself tells two versions apart. The registry of backends 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +34,13 @@ class MusicBackend(Protocol):
     def generate(
         self, prompt_text: str, *, seed: int, duration_seconds: float
     ) -> GeneratedClip: ...
+
+    def generate_many(
+        self, requests: Sequence[tuple[str, int]], *, duration_seconds: float
+    ) -> list[GeneratedClip]:
+        """One clip per (prompt, seed), in order: each the clip `generate` makes for it. A
+        backend that samples in batches makes them faster together than one by one."""
+        ...
 
 
 def check_duration(duration_seconds: float) -> None:

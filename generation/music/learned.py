@@ -31,7 +31,7 @@ from generation.music.attributes_measure import adherence, measure
 from generation.music.composer import bars_for
 from generation.music.events import Piece, events_to_piece
 from generation.music.interface import GeneratedClip, check_duration, encode_clip
-from generation.music.model import GPTConfig, MusicGPT
+from generation.music.model import Generators, GPTConfig, MusicGPT
 from generation.music.plan import Plan, plan_for_piece, plan_piece
 from generation.music.planned import PlannedConfig, PlannedMusicGPT
 from generation.music.prompts import MusicAttributes, parse_prompt
@@ -168,6 +168,30 @@ class SymbolicTransformerBackend:
                 sample.clip = self.render(sample, duration_seconds)
         return samples
 
+    def sample_seeded(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        *,
+        heard_seconds: float | None = None,
+    ) -> list[Sample]:
+        """One sample per (prompt, seed), in batches, each row drawn from its own generator
+        seeded with its seed: a row's sample does not depend on the others in its batch, so
+        a clip made with many (`generate_many`) is the clip `generate` makes alone, and a
+        retried job remakes it. heard_seconds as in `sample`."""
+        if len(prompts) != len(seeds):
+            raise ValueError("one seed per prompt")
+        limits = None if heard_seconds is None else bar_limits_for_clip(heard_seconds)
+        samples: list[Sample] = []
+        for start in range(0, len(prompts), MAX_SAMPLING_BATCH):
+            batch = list(prompts[start : start + MAX_SAMPLING_BATCH])
+            generators = [
+                torch.Generator().manual_seed(seed)
+                for seed in seeds[start : start + MAX_SAMPLING_BATCH]
+            ]
+            samples += self._sample_batch(batch, generators, limits)
+        return samples
+
     def sample_plans(self, prompts: Sequence[str], n: int, seed: int) -> list[Sample]:
         """n plans per prompt, prompt-major, each played by the composer (`plan_piece`)
         instead of the body: a Sample whose tokens are the plan and the Bar that closes it
@@ -215,7 +239,7 @@ class SymbolicTransformerBackend:
         return samples
 
     def _sample_batch(
-        self, prompts: list[str], generator: torch.Generator, limits: torch.Tensor | None
+        self, prompts: list[str], generator: Generators, limits: torch.Tensor | None
     ) -> list[Sample]:
         config = self.sampling
         with torch_threads(config.num_threads):
@@ -290,9 +314,21 @@ class SymbolicTransformerBackend:
 
     def generate(self, prompt_text: str, *, seed: int, duration_seconds: float) -> GeneratedClip:
         """The platform's entry point, exactly like ProceduralBackend.generate."""
+        return self.generate_many([(prompt_text, seed)], duration_seconds=duration_seconds)[0]
+
+    def generate_many(
+        self, requests: Sequence[tuple[str, int]], *, duration_seconds: float
+    ) -> list[GeneratedClip]:
+        """One clip per (prompt, seed), sampled in batches: the clips `generate` makes one at
+        a time, several times faster (a batch of 32 costs little more per step than one row).
+        Only the bars each clip plays are sampled; its notes are the same as if all were."""
         check_duration(duration_seconds)
-        (sample,) = self.sample([prompt_text], 1, seed)
-        return self.render(sample, duration_seconds)
+        samples = self.sample_seeded(
+            [prompt for prompt, _ in requests],
+            [seed for _, seed in requests],
+            heard_seconds=duration_seconds,
+        )
+        return [self.render(sample, duration_seconds) for sample in samples]
 
     # --- scoring --------------------------------------------------------------
 

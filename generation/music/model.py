@@ -21,6 +21,7 @@ sampling and in teacher-forced scoring alike, so `forward` scores exactly the po
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -70,6 +71,8 @@ SIZES: dict[str, GPTConfig] = {
 }
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
+# What sampling draws from: one generator for the batch, one per row, or torch's global one.
+Generators = torch.Generator | Sequence[torch.Generator] | None
 # (state kind index, current onset, current instrument id, declared (.., V), in body, current
 # pitch within the onset's instrument)
 GrammarState = tuple[
@@ -317,7 +320,7 @@ class MusicGPT(nn.Module):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         bar_limit_of_token: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Autoregressive sampling for a batch of prompts.
@@ -361,9 +364,11 @@ class StepSampler:
         temperature: float,
         top_k: int,
         top_p: float,
-        generator: torch.Generator | None,
+        generator: Generators,
         bar_limit_of_token: torch.Tensor | None = None,
     ) -> None:
+        if isinstance(generator, Sequence) and len(generator) != batch:
+            raise ValueError(f"{len(generator)} generators for {batch} rows")
         self.options = (temperature, top_k, top_p, generator)
         self.finished = torch.zeros(batch, dtype=torch.bool)
         self.bars = torch.zeros(batch, dtype=torch.long)
@@ -475,9 +480,10 @@ def _choose(
     temperature: float,
     top_k: int,
     top_p: float,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> torch.Tensor:
-    """Draw one token per row from the tempered, truncated distribution."""
+    """Draw one token per row from the tempered, truncated distribution: from one generator
+    for the whole batch, or each row from its own."""
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
@@ -489,4 +495,12 @@ def _choose(
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         drop = cumulative - sorted_logits.softmax(-1) > top_p  # keep the token crossing p
         logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+    probs = logits.softmax(-1)
+    if isinstance(generator, Sequence):
+        # One draw per row, each from its row's generator: a row's tokens are then the same
+        # whatever else is in the batch (a clip sampled with a batch equals it sampled alone).
+        return torch.cat([
+            torch.multinomial(probs[row : row + 1], 1, generator=row_generator)[:, 0]
+            for row, row_generator in enumerate(generator)
+        ])  # fmt: skip
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

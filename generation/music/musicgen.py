@@ -280,6 +280,16 @@ class MusicGenBackend:
         assert sample.clip is not None  # rendered by default
         return sample.clip
 
+    def generate_many(
+        self, requests: Sequence[tuple[str, int]], *, duration_seconds: float
+    ) -> list[GeneratedClip]:
+        # One at a time: `sample` draws a batch from one generator, so a clip made in a batch
+        # would differ from the clip `generate` makes for the same seed.
+        return [
+            self.generate(prompt, seed=seed, duration_seconds=duration_seconds)
+            for prompt, seed in requests
+        ]
+
     # --- the delay pattern ------------------------------------------------------------
 
     @staticmethod

@@ -42,6 +42,7 @@ from torch import nn
 from generation.music.melody_features import FEATURE_SIZES, MelodyFeatures, MelodyTracker
 from generation.music.model import (
     Block,
+    Generators,
     GPTConfig,
     GrammarMask,
     KVCache,
@@ -255,7 +256,7 @@ class PlannedMusicGPT(nn.Module):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         bar_limit_of_token: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As `MusicGPT.sample`: (tokens, logprobs, lengths). Each step draws every row's

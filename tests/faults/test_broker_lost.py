@@ -37,8 +37,8 @@ def test_generation_queued_on_a_lost_broker_finishes_on_the_next_worker(tmp_path
     Campaign.objects.filter(pk=campaign.pk).update(generation_heartbeat_at=timezone.now())
     with app.connection_for_write(broker.url) as connection:
         for prompt in campaign.prompts.all():
-            tasks.generate_campaign_prompt.apply_async(
-                (campaign.pk, prompt.pk), connection=connection
+            tasks.generate_campaign_prompts.apply_async(
+                (campaign.pk, [prompt.pk]), connection=connection
             )
     queued = redis.Redis.from_url(broker.url).llen("generate")
     assert queued == len(PROMPTS)

@@ -37,7 +37,7 @@ def test_a_full_disk_fails_the_generation_cleanly(full_disk):
     campaign.prompts.add(prompt)
 
     with pytest.raises(OSError, match="No space left"):
-        tasks.generate_campaign_prompt(campaign.pk, prompt.pk)
+        tasks.generate_campaign_prompts(campaign.pk, [prompt.pk])
 
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.FAILED

@@ -183,11 +183,14 @@ def test_variants_that_cannot_be_made_are_refused_and_nothing_is_stored(asked):
 
 @pytest.fixture
 def queued(monkeypatch) -> list[tuple[int, int]]:
-    """The (campaign, prompt) generation tasks sent, in order (a worker test runs them)."""
+    """The (campaign, prompt) of each prompt sent for generation, in order (a worker test
+    runs them)."""
     sent: list[tuple[int, int]] = []
-    monkeypatch.setattr(
-        tasks.generate_campaign_prompt, "delay_on_commit", lambda *args: sent.append(args)
-    )
+
+    def send(campaign_id: int, prompt_ids: list[int]) -> None:
+        sent.extend((campaign_id, prompt_id) for prompt_id in prompt_ids)
+
+    monkeypatch.setattr(tasks.generate_campaign_prompts, "delay_on_commit", send)
     return sent
 
 
@@ -270,3 +273,45 @@ def test_an_admin_re_queues_a_failed_campaign_and_leaves_an_active_one(queued, c
     assert (failed.status, failed.generation_error) == (Campaign.Status.GENERATING, "")
     assert queued == [(failed.pk, lacking.pk)]
     assert Campaign.objects.get(pk=active.pk).status == Campaign.Status.ACTIVE
+
+
+def test_a_learned_generator_s_prompts_are_generated_in_batches_of_clips_made_as_alone(
+    monkeypatch, settings
+):
+    """The learned generator samples many clips at once several times faster than one by one,
+    so its campaigns send several prompts per task; each clip is still the one the generator
+    makes for its seed alone. Other backends get one prompt per task."""
+    from generation.models import GeneratorVersion
+    from generation.music.backends import SHIPPED_GENERATOR, get_backend
+
+    settings.GENERATION_PROMPTS_PER_TASK = 2
+    sent: list[list[int]] = []
+    monkeypatch.setattr(
+        tasks.generate_campaign_prompts, "delay_on_commit", lambda _, ids: sent.append(ids)
+    )
+    learned = GeneratorVersion.objects.create(
+        name="learned", backend="symbolic", checkpoint=SHIPPED_GENERATOR
+    )
+    texts = ["slow sad piano ballad", "fast techno with drums", "calm lofi hip hop beat"]
+    campaign = campaign_create(
+        name="batched", purpose="collect", protocol="preference", prompt_texts=texts,
+        version_a=learned, clip_seconds=3.0,
+    )  # fmt: skip
+    assert [len(prompt_ids) for prompt_ids in sent] == [2, 1]
+
+    for prompt_ids in sent:
+        tasks.generate_campaign_prompts(campaign.pk, prompt_ids)
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.generation_done) == (Campaign.Status.ACTIVE, 6)
+    backend = get_backend("symbolic", learned.backend_config())
+    for track in Track.objects.filter(generator_version=learned).select_related("prompt"):
+        alone = backend.generate(track.prompt.text, seed=track.seed, duration_seconds=3.0)
+        assert track.events == alone.events
+
+    sent.clear()
+    campaign_create(
+        name="procedural", purpose="collect", protocol="preference", prompt_texts=texts,
+        version_a=GeneratorVersionFactory(), clip_seconds=3.0,
+    )  # fmt: skip
+    assert [len(prompt_ids) for prompt_ids in sent] == [1, 1, 1]

@@ -269,3 +269,30 @@ def test_sampling_for_a_clip_writes_only_the_bars_it_plays_and_the_clip_is_the_s
     assert sum(map(len, (s.token_ids for s in heard))) < 0.8 * sum(
         map(len, (s.token_ids for s in full))
     )
+
+
+def test_clips_made_together_are_the_clips_made_one_by_one(encoder):
+    """Campaigns make their clips in batches (`generate_many`), each row from its own seed:
+    a clip does not depend on the others in its batch, so it is the clip `generate` makes
+    alone, and a retried job remakes the same clip whatever else it runs with."""
+    from generation.music import backends
+
+    backend = SymbolicTransformerBackend.load(backends.SHIPPED_GENERATOR, text_encoder=encoder)
+    ballad = "slow sad piano ballad at 60 bpm"
+    requests = [(ballad, 11), ("fast techno at 170 bpm", 12), ("calm lofi hip hop beat", 13),
+                (ballad, 14)]  # fmt: skip
+
+    together = backend.generate_many(requests, duration_seconds=4.0)
+    reversed_batch = backend.generate_many(requests[::-1], duration_seconds=4.0)[::-1]
+    alone = [backend.generate(prompt, seed=seed, duration_seconds=4.0) for prompt, seed in requests]
+
+    for batched, other_batch, single in zip(together, reversed_batch, alone, strict=True):
+        assert batched.events == other_batch.events == single.events
+        assert batched.attributes == single.attributes
+        # The same sound (the files differ in their Ogg stream's random serial number).
+        assert torch.equal(
+            torch.as_tensor(render.decode_audio(batched.audio_bytes)[0]),
+            torch.as_tensor(render.decode_audio(single.audio_bytes)[0]),
+        )
+    # The same prompt with another seed is another clip: the rows do not share one draw.
+    assert together[0].events != together[3].events

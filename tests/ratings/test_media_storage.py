@@ -53,7 +53,7 @@ def test_a_campaign_s_clips_are_generated_into_the_storage(media_without_local_p
     prompt = PromptFactory(text="calm ambient pad")
     campaign.prompts.add(prompt)
 
-    tasks.generate_campaign_prompt(campaign.pk, prompt.pk)
+    tasks.generate_campaign_prompts(campaign.pk, [prompt.pk])
 
     tracks = list(Track.objects.all())
     assert len(tracks) == 2 and Pair.objects.filter(campaign=campaign).count() == 1
