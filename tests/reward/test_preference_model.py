@@ -21,7 +21,9 @@ from tests.reward.conftest import SPARSE, best_possible_accuracy
 
 P_SPARSE = 0.85
 SETTINGS = {"test_share": 0.3, "batch_size": 32, "eval_every": 50, "learning_rate": 2e-3}
-STEPS = 300
+# 150 steps give the same held-out accuracy as 300 did (0.882), in half the training time;
+# 100 steps gave 0.853.
+STEPS = 150
 
 
 def prefer_sparse(prompt_text, clip_a, clip_b) -> float:
@@ -44,8 +46,8 @@ def vote_through_the_api(live_server, campaign) -> None:
     )  # fmt: skip
 
 
-# One test, because rendering the clips and casting the votes is most of its minute and a
-# half: the model learns the taste, and the same training on random labels does not.
+# One test, because rendering the clips and casting the votes is half of its minute and a
+# quarter: the model learns the taste, and the same training on random labels does not.
 @pytest.mark.django_db(transaction=True)
 def test_held_out_accuracy_is_near_the_best_possible_and_random_labels_stay_at_chance(
     live_server, rendered_campaign, tmp_path, settings
@@ -137,6 +139,7 @@ def test_held_out_accuracy_is_near_the_best_possible_and_random_labels_stay_at_c
     # vote, 0.624 with balanced labels). Nor a log loss above the real model's: that model is
     # accurate but overconfident on a few votes, and one CI run had it at 0.850, the control at
     # 0.846.
-    # On these votes: log loss 1.210, accuracy 0.382 (margin 0.400 under the real model's).
+    # On these votes: log loss 0.764 (margin 0.164), accuracy 0.324 (margin 0.458 under the
+    # real model's). After 300 steps: 1.210 and 0.382.
     assert trained.metrics["heldout_log_loss"] > 0.6, trained.metrics
     assert trained.metrics["heldout_accuracy"] < heldout["accuracy"] - 0.1, trained.metrics
