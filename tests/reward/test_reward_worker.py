@@ -16,7 +16,7 @@ from tests.workers import WorkerProcess, flush_broker, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-STEPS = 240
+STEPS = 120
 CHECKPOINT_EVERY = 20
 # The worker treats a job as orphaned after this long without a heartbeat.
 WORKER_ENV = {"TRAINING_STALE_SECONDS": "4", "TRAINING_HEARTBEAT_SECONDS": "0.5"}
