@@ -215,6 +215,14 @@ class MelodyTracker:
         self.count, self.below, self.above = zeros.clone(), zeros.clone(), zeros.clone()
         self.onset_open = torch.zeros(batch, dtype=torch.bool)  # this Position has a melody note
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Only `rows` go on (sampling dropped the rows that ended): every per-row state
+        below, cut to them."""
+        self.header = {name: value[rows] for name, value in self.header.items()}
+        for name in ("lead", "other", "programs", "bars", "instrument", "count", "below",
+                     "above", "onset_open"):  # fmt: skip
+            setattr(self, name, getattr(self, name)[rows])
+
     def advance(self, token: torch.Tensor) -> torch.Tensor:
         """(B, 4) feature indices after reading one more token per row."""
         features = self.features

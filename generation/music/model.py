@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -346,6 +347,9 @@ class MusicGPT(nn.Module):
             state = mask.advance(state, token)
             if sampler.done or index == max_new_tokens:
                 break
+            if (kept := sampler.drop_finished()) is not None:
+                token, state, cond = keep_rows((token, state, cond), kept)
+                caches = keep_cache_rows(caches, kept, self.config.n_prefix + index)
             logits = mask.apply(self.feed(token, cond, caches, index), state)
         return sampler.result()
 
@@ -355,7 +359,15 @@ class StepSampler:
     untempered policy, PAD after a row's end, and when each row ends (EOS, or the Bar that
     would open bar max_bars + 1). `bar_limit_of_token` (per token id: a bar budget, 0 for
     none) lowers a row's budget when it draws such a token: a Tempo token, when only the
-    bars a clip of some length will play are wanted (`bar_limits_for_clip`)."""
+    bars a clip of some length will play are wanted (`bar_limits_for_clip`).
+
+    Rows that ended leave the model's batch (`drop_finished`): sampled lengths spread from a
+    few dozen tokens to several hundred, and a batch that ran every row to its longest
+    spent most of its time on rows that had ended. The model then gives logits for the rows
+    still running only (`running`, their rows in the whole batch), and the sampler keeps the
+    whole batch's tokens. Every draw is still made for the whole batch, an ended row from a
+    distribution that is certain of PAD, so the random stream, and with it every row's
+    tokens, is what it was without dropping rows."""
 
     def __init__(
         self,
@@ -377,12 +389,19 @@ class StepSampler:
         self.bar_limits = torch.full((batch,), no_limit if max_bars is None else max_bars)
         self.tokens: list[torch.Tensor] = []
         self.logprobs: list[torch.Tensor] = []
+        self.running = torch.arange(batch)
 
     @property
     def done(self) -> bool:
         return bool(self.finished.all())
 
     def draw(self, logits: torch.Tensor) -> torch.Tensor:
+        """The next token of each running row, from its logits (one row each)."""
+        if len(self.running) < len(self.finished):
+            whole = torch.full((len(self.finished), logits.shape[1]), float("-inf"))
+            whole[:, PAD_ID] = 0.0
+            whole[self.running] = logits
+            logits = whole
         token = _choose(logits, *self.options)
         logprob = F.log_softmax(logits, dim=-1).gather(1, token[:, None])[:, 0]
         token = token.masked_fill(self.finished, PAD_ID)
@@ -395,7 +414,18 @@ class StepSampler:
             lowered = torch.minimum(self.bar_limits, limit)
             self.bar_limits = torch.where(limit > 0, lowered, self.bar_limits)
         self.finished = self.finished | (self.bars > self.bar_limits)
-        return token
+        return token[self.running]
+
+    def drop_finished(self) -> torch.Tensor | None:
+        """When a quarter or more of the running rows have ended, stop running them: the
+        positions, among the rows running until now, of those that go on (for `keep_rows`);
+        None while all go on. Not at every ended row: dropping copies the KV caches."""
+        ended = self.finished[self.running]
+        if int(ended.sum()) * 4 < len(self.running):
+            return None
+        kept = (~ended).nonzero()[:, 0]
+        self.running = self.running[kept]
+        return kept
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         tokens, logprobs = torch.stack(self.tokens, 1), torch.stack(self.logprobs, 1)
@@ -438,6 +468,34 @@ def new_cache(config: GPTConfig, batch: int, length: int) -> list[KVCache]:
     head_dim = config.n_embd // config.n_head
     shape = (batch, config.n_head, length, head_dim)
     return [(torch.empty(shape), torch.empty(shape)) for _ in range(config.n_layer)]
+
+
+def keep_cache_rows(caches: list[KVCache], rows: torch.Tensor, filled: int) -> list[KVCache]:
+    """The caches of `rows` only, as new caches of the same length: only the `filled`
+    positions written so far are copied (the rest is empty, and copying it cost more than
+    the rows saved)."""
+    kept = []
+    for key, value in caches:
+        new_key, new_value = (
+            key.new_empty(len(rows), *key.shape[1:]),
+            value.new_empty(len(rows), *value.shape[1:]),
+        )
+        new_key[:, :, :filled] = key[rows, :, :filled]
+        new_value[:, :, :filled] = value[rows, :, :filled]
+        kept.append((new_key, new_value))
+    return kept
+
+
+def keep_rows(value: Any, rows: torch.Tensor) -> Any:
+    """A batch's per-row state (a tensor whose first dimension is the batch, or a tuple,
+    list or dict of such) cut to `rows`, when sampling drops the rows that ended."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    if isinstance(value, tuple | list):
+        return type(value)(keep_rows(item, rows) for item in value)
+    if isinstance(value, dict):
+        return {key: keep_rows(item, rows) for key, item in value.items()}
+    raise TypeError(f"no rows to keep in {type(value).__name__}")
 
 
 def _segment_max(values: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:

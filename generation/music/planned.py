@@ -49,6 +49,8 @@ from generation.music.model import (
     MusicGPT,
     StepSampler,
     init_weights,
+    keep_cache_rows,
+    keep_rows,
     never_targets,
     new_cache,
 )
@@ -202,6 +204,10 @@ class PlanSummary:
         summary = self.body.plan_proj(self.total / self.count.clamp(min=1))
         return summary * in_body.float()[:, None]
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Only `rows` go on (sampling dropped the rows that ended)."""
+        self.total, self.count = self.total[rows], self.count[rows]
+
 
 class PlannedMusicGPT(nn.Module):
     def __init__(self, config: PlannedConfig) -> None:
@@ -264,7 +270,8 @@ class PlannedMusicGPT(nn.Module):
         reads every token, the planner only until every plan is closed."""
         batch = len(text_emb)
         max_new_tokens = min(max_new_tokens, self.max_sequence_tokens)
-        plan_caches = self.planner.new_cache(batch, self.config.planner.block_size)
+        planner_length = self.config.planner.block_size
+        plan_caches = self.planner.new_cache(batch, planner_length)
         body_caches = new_cache(self.config.body, batch, 1 + max_new_tokens)  # type: ignore[arg-type]
         cond = self.planner.conditioning(text_emb)
         summary = PlanSummary(self.body, batch)
@@ -291,6 +298,14 @@ class PlannedMusicGPT(nn.Module):
             state = mask.advance(state, token)
             if sampler.done or index == max_new_tokens:
                 break
+            if (kept := sampler.drop_finished()) is not None:
+                token, state, cond, plan_logits = keep_rows((token, state, cond, plan_logits), kept)
+                planner_filled = min(self.config.planner.n_prefix + index, planner_length)
+                plan_caches = keep_cache_rows(plan_caches, kept, planner_filled)
+                body_caches = keep_cache_rows(body_caches, kept, index)
+                summary.keep(kept)
+                if tracker is not None:
+                    tracker.keep(kept)
             if bool((~state[4]).any()):
                 plan_logits = self.planner.feed(token, cond, plan_caches, index)
             body_logits = self.body.step(token, body_vector(token, state[4]), body_caches, index)

@@ -296,3 +296,37 @@ def test_clips_made_together_are_the_clips_made_one_by_one(encoder):
         )
     # The same prompt with another seed is another clip: the rows do not share one draw.
     assert together[0].events != together[3].events
+
+
+@pytest.mark.parametrize("model", ["shipped", "first"])
+def test_dropping_the_rows_that_ended_from_the_batch_changes_no_sample(encoder, monkeypatch, model):
+    """Sampling drops rows that ended from the model's batch (`StepSampler.drop_finished`),
+    which only saves time: every row's tokens and log-probs are what running the whole batch
+    to its longest row gives (the log-probs up to rounding), from one generator or one per
+    row."""
+    from generation.music import backends
+    from generation.music.model import StepSampler
+
+    if model == "shipped":  # the planned generator, with its melody features
+        backend = SymbolicTransformerBackend.load(backends.SHIPPED_GENERATOR, text_encoder=encoder)
+    else:
+        backend = make_backend(encoder, "first")
+    prompts = [*PROMPTS, "calm lofi hip hop beat", "fast techno at 170 bpm"]
+
+    def both_ways():
+        return [
+            *backend.sample(prompts, 3, seed=7),
+            *backend.sample(prompts, 2, seed=8, heard_seconds=4.0),
+            *backend.sample_seeded(prompts, list(range(len(prompts)))),
+        ]
+
+    dropped = both_ways()
+    monkeypatch.setattr(StepSampler, "drop_finished", lambda self: None)
+    whole_batch = both_ways()
+
+    for with_drops, without in zip(dropped, whole_batch, strict=True):
+        assert with_drops.token_ids == without.token_ids
+        # Up to rounding: a smaller batch's matrix products round differently (1.2e-5 seen).
+        torch.testing.assert_close(with_drops.logprobs, without.logprobs, atol=1e-4, rtol=0)
+    lengths = [len(sample.token_ids) for sample in dropped]
+    assert max(lengths) > 2 * min(lengths)  # rows ended far apart: rows were dropped
