@@ -471,9 +471,9 @@ def new_cache(config: GPTConfig, batch: int, length: int) -> list[KVCache]:
 
 
 def keep_cache_rows(caches: list[KVCache], rows: torch.Tensor, filled: int) -> list[KVCache]:
-    """The caches of `rows` only, as new caches of the same length: only the `filled`
-    positions written so far are copied (the rest is empty, and copying it cost more than
-    the rows saved)."""
+    """The caches of `rows` only, as new caches of the same length. Only the `filled`
+    positions written so far are copied: the rest holds nothing yet, and a cache is as long
+    as the longest sequence the model can write (1,024 positions for the shipped body)."""
     kept = []
     for key, value in caches:
         new_key, new_value = (
