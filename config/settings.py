@@ -401,8 +401,9 @@ TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 120, minimum=1)
 # prompt task's time limit (330 s), so a prompt that is still running is not sent twice.
 GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 360, minimum=1)
 # Prompts per generation task when every version of the campaign samples in batches (the
-# learned generator: 16 prompts' clips take about 10 s together, a few times less than one by
-# one); other backends gain nothing from batches and get one prompt per task.
+# learned generator: 32 clips of 4 s took 6.0 s together against 14.7 s one by one,
+# benchmarks/sampling_speed.py); other backends gain nothing from batches and get one prompt
+# per task.
 GENERATION_PROMPTS_PER_TASK = env_int("GENERATION_PROMPTS_PER_TASK", 16, minimum=1)
 
 # --- Celery -------------------------------------------------------------------------------
