@@ -16,6 +16,7 @@ from generation.music.interface import (
     GeneratedClip,
     MusicBackend,
     check_duration,
+    clips_one_by_one,
     encode_clip,
 )
 from generation.music.prompts import parse_prompt
@@ -86,10 +87,7 @@ class ProceduralBackend:
     def generate_many(
         self, requests: Sequence[tuple[str, int]], *, duration_seconds: float
     ) -> list[GeneratedClip]:
-        return [
-            self.generate(prompt, seed=seed, duration_seconds=duration_seconds)
-            for prompt, seed in requests
-        ]
+        return clips_one_by_one(self, requests, duration_seconds=duration_seconds)
 
 
 def _symbolic_backend(config: dict[str, Any] | None) -> MusicBackend:

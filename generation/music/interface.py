@@ -43,6 +43,17 @@ class MusicBackend(Protocol):
         ...
 
 
+def clips_one_by_one(
+    backend: MusicBackend, requests: Sequence[tuple[str, int]], *, duration_seconds: float
+) -> list[GeneratedClip]:
+    """`generate_many` for a backend that does not sample in batches: `generate` for each
+    (prompt, seed) in turn."""
+    return [
+        backend.generate(prompt, seed=seed, duration_seconds=duration_seconds)
+        for prompt, seed in requests
+    ]
+
+
 def check_duration(duration_seconds: float) -> None:
     if not MIN_DURATION_SECONDS <= duration_seconds <= MAX_DURATION_SECONDS:
         raise ValueError(

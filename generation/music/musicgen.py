@@ -41,7 +41,7 @@ from transformers import AutoTokenizer, MusicgenConfig, MusicgenForConditionalGe
 from transformers.modeling_outputs import BaseModelOutput
 
 from generation.music import render
-from generation.music.interface import GeneratedClip, check_duration
+from generation.music.interface import GeneratedClip, check_duration, clips_one_by_one
 
 MUSICGEN_PATH_ENV = "MUSICGEN_PATH"
 BACKEND_CONFIG_FILE = "musicgen_backend.json"  # sampling settings saved beside the weights
@@ -285,10 +285,7 @@ class MusicGenBackend:
     ) -> list[GeneratedClip]:
         # One at a time: `sample` draws a batch from one generator, so a clip made in a batch
         # would differ from the clip `generate` makes for the same seed.
-        return [
-            self.generate(prompt, seed=seed, duration_seconds=duration_seconds)
-            for prompt, seed in requests
-        ]
+        return clips_one_by_one(self, requests, duration_seconds=duration_seconds)
 
     # --- the delay pattern ------------------------------------------------------------
 
