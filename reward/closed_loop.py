@@ -48,6 +48,7 @@ from reward.closed_loop_objective import (
     raters_agreement_gap,
 )
 from reward.closed_loop_table import presets_table, table_lines
+from reward.finetune_stages import TIME_BUDGET
 from reward.models import Evaluation, FineTuneRun, RewardModel
 
 logger = logging.getLogger(__name__)
@@ -215,10 +216,13 @@ def closed_loop_run(
             stage("done")
             return result | {"stopped": decision.reason, "seconds": stages["done"]}
 
+        # Presets (several runs and evaluations) take what they need.
+        rl_seconds = None if presets else budget.rl_seconds(time.monotonic() - started)
         runs = _tune(
             presets or (decision.preset,),
             tag=tag, base=base, preference_model=decision.reward_model, collects=collects,
             reward_models=reward_models, budget=budget, seed=seed, stage=stage, say=say,
+            rl_seconds=rl_seconds,
         )  # fmt: skip
         evaluations: dict[str, Evaluation] = {}
         reports: dict[str, dict[str, Any]] = {}
@@ -351,9 +355,11 @@ def _tune(
     seed: int,
     stage: Callable[[str], None],
     say: Say,
+    rl_seconds: float | None = None,
 ) -> dict[str, FineTuneRun]:
     """One RL run per preset, in MusicRL's sense: R on prompt adherence, U on the preference
-    model, RU as U started from R's result (so R runs first)."""
+    model, RU as U started from R's result (so R runs first). rl_seconds: the time each run
+    may take (None: its steps, however long they take)."""
     runs: dict[str, FineTuneRun] = {}
     for preset in sorted(presets, key=PRESETS.index):
         if preset in ("R", "RU") and "adherence" not in reward_models:
@@ -368,8 +374,13 @@ def _tune(
         reward = reward_models["adherence"] if preset == "R" else preference_model
         stage(f"RL fine-tuning ({preset}" + (", U from R's result)" if preset == "RU" else ")"))
         run = _rl_run(
-            f"{tag} {preset}", starts_from, "R" if preset == "R" else "U", reward, budget, seed
-        )
+            f"{tag} {preset}", starts_from, "R" if preset == "R" else "U", reward, budget, seed,
+            max_seconds=rl_seconds,
+        )  # fmt: skip
+        if any(m.get("stopped_reason") == TIME_BUDGET for m in _stage_metrics(run)):
+            say(f"  the run stopped at step {run.curve[-1]['step']} of {run.steps}: its "
+                f"{rl_seconds:.0f} s ran out (the loop's wall time less what the evaluation "
+                "needs)")  # fmt: skip
         say(f"  candidate {run.result_version}; warnings: {run.warnings or 'none'}")
         runs[preset] = run
     return runs
@@ -382,6 +393,8 @@ def _rl_run(
     reward: RewardModel,
     budget: Budget,
     seed: int,
+    *,
+    max_seconds: float | None = None,
 ) -> FineTuneRun:
     run = finetune.finetune_run_create(
         name=name,
@@ -407,12 +420,18 @@ def _rl_run(
             "held_out_prompts": budget.rl_held_out_prompts,
             "eval_every": max(1, budget.rl_steps // 2),
             "checkpoint_every": max(1, budget.rl_steps // 4),
+            "max_seconds": max_seconds or 0,
         },
     )
     run = finetune.finetune_run_execute(run_id=run.pk)
     if run is None or run.status != FineTuneRun.Status.FINISHED:
         raise RuntimeError(f"the RL run {name} did not finish: {run and run.error}")
     return run
+
+
+def _stage_metrics(run: FineTuneRun) -> list[dict[str, Any]]:
+    return [run.metrics[f"stage_{index}"] for index in range(len(run.stages))
+            if f"stage_{index}" in run.metrics]  # fmt: skip
 
 
 def _comparisons(

@@ -50,6 +50,21 @@ class Budget:
     # chance below that: 0.403 [0.264, 0.565] and 0.535 on 288 votes' held-out fifth, 0.598
     # [0.488, 0.705] on 576 votes', while the measured-feature model did (0.653-0.757).
     audio_min_votes: int = 1000
+    # The loop's wall time: its RL run stops early (keeping what it learned) so that the loop
+    # ends within it, whatever a taste does to the length of the samples; None: no limit.
+    # `--presets` runs, several RL runs and evaluations, take what they need.
+    wall_seconds: float | None = None
+    # What the RL run leaves for the evaluation campaign (clips, votes, report): 41 s and
+    # 44 s in the last two `small` runs, and up to three more rounds of votes may follow.
+    evaluation_seconds: float = 150.0
+
+    def rl_seconds(self, spent_seconds: float) -> float | None:
+        """The time the loop's RL run may take once the loop has spent `spent_seconds`: the
+        wall time less that and what the evaluation needs, at least a second (one step,
+        then the run stops). None without a wall time."""
+        if self.wall_seconds is None:
+            return None
+        return max(1.0, self.wall_seconds - spent_seconds - self.evaluation_seconds)
 
     def most_votes(self) -> int:
         """The collect votes the budget allows in all its rounds."""
@@ -87,6 +102,7 @@ BUDGETS = {
         # 863 s, under the 20 minutes) and won 0.755 [0.69, 0.81] (default taste, one run each).
         rl_steps=250,
         eval_votes_per_item=4,  # 256 votes over 64 held-out prompts: >= 180 decisive
+        wall_seconds=19 * 60,  # issue 15: a loop in 20 minutes, the command's start-up included
     ),
     "full": Budget(
         collect_prompts=400,

@@ -50,6 +50,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # heard as the composer plays them, at milliseconds a sample, so a taste that lives in
     # the plan (tempo, register, mode, instruments, density) moves in many cheap samples;
     # the stage's own steps then tune the whole sequence from there. 0: none.
+    # Seconds of one attempt after which the run stops, keeping what it learned (0: no
+    # limit). `musicrl_loop` sets it so that the whole loop keeps to its wall time.
+    "max_seconds": 0,
     "plan_steps": 0,
     "plan_prompts_per_step": 16,
     "plan_samples_per_prompt": 8,

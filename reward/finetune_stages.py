@@ -9,6 +9,7 @@ torch is imported inside the functions that train: the web process imports this 
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -74,15 +75,31 @@ def reward_function(reward_models: list[RewardModel], clip_seconds: float, backe
     return rewards
 
 
-class _StageProgress:
-    """Maps a stage's own step numbers onto the run's, for one continuous curve."""
+TIME_BUDGET = "time_budget"  # the stopped_reason of a stage whose run ran out of time
 
-    def __init__(self, heartbeat: jobs.Heartbeat, offset: int, total: int, stage: int) -> None:
+
+class _StageProgress:
+    """Maps a stage's own step numbers onto the run's, for one continuous curve, and ends
+    the stage (keeping its last step) once the run's `deadline` (time.monotonic) passes."""
+
+    def __init__(
+        self,
+        heartbeat: jobs.Heartbeat,
+        offset: int,
+        total: int,
+        stage: int,
+        deadline: float | None = None,
+    ) -> None:
         self.heartbeat, self.offset, self.total, self.stage = heartbeat, offset, total, stage
+        self.deadline = deadline
 
     def __call__(self, step: int, stage_total: int, entry: dict[str, float]) -> None:
         global_step = self.offset + step
         self.heartbeat(global_step, self.total, {**entry, "step": global_step, "stage": self.stage})
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            from reward.learning.loop import EarlyStop
+
+            raise EarlyStop(TIME_BUDGET)
 
 
 def _load_backend(path: str | Path):
@@ -107,6 +124,9 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
     )
     reference_path = _base_checkpoint(run)
     offset = 0
+    # Per attempt: a run resumed after a crash gets its whole time again.
+    max_seconds = float(config.get("max_seconds", 0))  # absent from runs stored before it
+    deadline = time.monotonic() + max_seconds if max_seconds else None
     for index, stage in enumerate(run.stages):
         stage_dir = run.directory / f"stage-{index}"
         result_path = stage_dir / GENERATOR_NAME
@@ -153,9 +173,11 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             held_out,
             reward_function(reward_models, float(config["clip_seconds"]), policy),
             stage_dir,
-            on_progress=_StageProgress(heartbeat, offset, run.steps, index),
+            on_progress=_StageProgress(heartbeat, offset, run.steps, index, deadline),
             on_checkpoint=_sample_recorder(run, offset, float(config["clip_seconds"]), policy),
         )
+        if result.stopped_reason is not None:
+            heartbeat.flush()
         _record_stage(run, index, result)
         result.policy.save(result_path)
         reference_path, offset = str(result_path), offset + stage["steps"]

@@ -89,6 +89,7 @@ class Heartbeat:
         self.curve = list(curve or [])
         self.on_step = on_step
         self._written_at = 0.0
+        self._step: int | None = None
 
     def phase(self, text: str) -> None:
         """Say what the job is doing between steps (building data, evaluating); beats too."""
@@ -97,12 +98,19 @@ class Heartbeat:
     def __call__(self, step: int, total: int, entry: dict[str, float]) -> None:
         if self.on_step:
             self.on_step(step, total, entry)
+        self._step = step
         self.curve = [point for point in self.curve if point["step"] < step]
         if _kept_on_curve(step, total, entry):
             self.curve.append({key: _rounded(value) for key, value in entry.items()})
         now = time.monotonic()
         if step == total or now - self._written_at >= settings.TRAINING_HEARTBEAT_SECONDS:
             self._write(step=step, curve=self.curve)
+
+    def flush(self) -> None:
+        """Write the progress and the curve now: a run that stopped before its last step
+        (a guard, its time) would otherwise lose the steps since the last write."""
+        if self._step is not None:
+            self._write(step=self._step, curve=self.curve)
 
     def _write(self, **fields: Any) -> None:
         self._written_at = time.monotonic()

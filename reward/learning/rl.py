@@ -445,7 +445,7 @@ class RLResult:
     history: list[dict[str, float]]
     metrics: dict[str, Any]
     resumed_from: int
-    stopped_reason: str | None  # None, "kl_limit" or "diversity_floor"
+    stopped_reason: str | None  # None, "kl_limit", "diversity_floor" or the caller's reason
     warnings: list[dict[str, Any]]
 
 

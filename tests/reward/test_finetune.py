@@ -116,6 +116,27 @@ def test_an_ru_run_registers_a_candidate_whose_parent_is_the_base(learned_base, 
     assert held_out == run.data_summary["held_out_prompts"] and not set(train) & set(held_out)
 
 
+def test_a_run_out_of_time_stops_keeping_what_it_learned_and_says_why(
+    learned_base, attribute_match
+):
+    """`max_seconds`, which the closed loop sets to keep to its wall time: the run stops
+    after the step during which its time ran out, and registers that step's candidate."""
+    run = finetune.finetune_run_create(
+        name="hurried", base_version=learned_base, algorithm="rloo", steps=5,
+        reward_weights={attribute_match.pk: 1.0}, settings=QUICK | {"max_seconds": 0.001},
+        queue=False,
+    )  # fmt: skip
+
+    run = finetune.finetune_run_execute(run_id=run.pk)
+
+    assert run.status == FineTuneRun.Status.FINISHED, run.error
+    assert [point["step"] for point in run.curve] == [1]  # of 5
+    assert run.metrics["stage_0"]["stopped_reason"] == "time_budget"
+    assert run.metrics["stage_0"]["steps"] == 1
+    assert run.result_version.parent == learned_base
+    assert Path(run.result_version.backend_config()["checkpoint"]).exists()
+
+
 def test_a_finished_run_becomes_an_evaluation_on_its_held_out_prompts(
     learned_base, attribute_match
 ):
