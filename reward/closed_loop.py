@@ -378,7 +378,7 @@ def _tune(
             max_seconds=rl_seconds,
         )  # fmt: skip
         if any(m.get("stopped_reason") == TIME_BUDGET for m in _stage_metrics(run)):
-            say(f"  the run stopped at step {run.curve[-1]['step']} of {run.steps}: its "
+            say(f"  the run stopped at step {int(run.curve[-1]['step'])} of {run.steps}: its "
                 f"{rl_seconds:.0f} s ran out (the loop's wall time less what the evaluation "
                 "needs)")  # fmt: skip
         say(f"  candidate {run.result_version}; warnings: {run.warnings or 'none'}")
