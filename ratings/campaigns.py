@@ -26,77 +26,61 @@ from django.utils import timezone
 
 from generation.models import GeneratorVersion, Prompt, Track
 from generation.music.backends import BATCHING_BACKENDS
-from generation.services import (
-    derive_seed,
-    prompt_get_or_create,
-    track_generate,
-    track_variant,
-    tracks_generate,
-)
+from generation.services import derive_seed, prompt_get_or_create, track_variant, tracks_generate
 from ratings.errors import InvalidVote
 from ratings.models import Campaign, Pair
 
 VARIANT_BACKENDS = ("procedural", "symbolic")  # the backends whose clips carry their notes
 
 
+def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
+    """Make the clips of one prompt and form its rating items. Safe to run twice."""
+    campaign_generate_prompts(campaign_id=campaign_id, prompt_ids=[prompt_id])
+
+
 def campaign_generate_prompts(*, campaign_id: int, prompt_ids: Sequence[int]) -> None:
     """Make the clips of several prompts and form their rating items. Each version's sampled
     clips are made together (`tracks_generate`: the learned backend samples them in batches,
-    several times faster than one by one, and each is the clip it would make alone); then
-    each prompt's variant and items as `campaign_generate_prompt`. Safe to run twice."""
+    several times faster than one by one, and each is the clip it would make alone); then,
+    prompt by prompt, a collect pair's variant of its first clip and the items. Safe to run
+    twice."""
     campaign = Campaign.objects.select_related("version_a", "version_b").get(pk=campaign_id)
     prompts = list(Prompt.objects.filter(pk__in=prompt_ids).order_by("pk"))
-    requests: dict[int, list[tuple[Prompt, int]]] = {}
+    axes = {prompt.pk: variant_axis_for(campaign, prompt) for prompt in prompts}
+    # The sampled clips, by version: every side but a variant's, which is made from side a.
+    wanted: dict[int, list[tuple[Prompt, str]]] = {}
+    versions: dict[int, GeneratorVersion] = {}
     for prompt in prompts:
-        for version, seed in _sampled_clips(campaign, prompt):
-            requests.setdefault(version.pk, []).append((prompt, seed))
-    versions = {version.pk: version for version in (campaign.version_a, campaign.version_b)
-                if version is not None}  # fmt: skip
-    for version_id, version_requests in requests.items():
-        tracks_generate(
-            version=versions[version_id], requests=version_requests,
+        for side, version in _versions_per_side(campaign):
+            if side == "a" or axes[prompt.pk] is None:
+                wanted.setdefault(version.pk, []).append((prompt, side))
+                versions[version.pk] = version
+    sampled: dict[tuple[int, str], Track] = {}
+    for version_id, clips in wanted.items():
+        made = tracks_generate(
+            version=versions[version_id],
+            requests=[(prompt, _clip_seed(campaign, prompt, side)) for prompt, side in clips],
             duration_seconds=campaign.clip_seconds,
-        )  # fmt: skip
+        )
+        for (prompt, side), (track, _) in zip(clips, made, strict=True):
+            sampled[prompt.pk, side] = track
     for prompt in prompts:
-        campaign_generate_prompt(campaign_id=campaign.pk, prompt_id=prompt.pk)
-
-
-def campaign_generate_prompt(*, campaign_id: int, prompt_id: int) -> None:
-    """Make the clips of one prompt and form its rating items. Safe to run twice."""
-    campaign = Campaign.objects.select_related("version_a", "version_b").get(pk=campaign_id)
-    prompt = Prompt.objects.get(pk=prompt_id)
-    tracks: list[Track] = []
-    axis = variant_axis_for(campaign, prompt)
-    for side, version in _versions_per_side(campaign):
-        seed = _clip_seed(campaign, prompt, side)
-        if side == "b" and axis is not None:
-            track, _ = track_variant(
-                track=tracks[0], axis=axis, seed=derive_seed(seed, "variant", axis),
-                duration_seconds=campaign.clip_seconds,
-            )  # fmt: skip
-        else:
-            track, _ = track_generate(
-                prompt=prompt, version=version, seed=seed, duration_seconds=campaign.clip_seconds
+        first = sampled[prompt.pk, "a"]
+        if (axis := axes[prompt.pk]) is not None:
+            seed = derive_seed(_clip_seed(campaign, prompt, "b"), "variant", axis)
+            second, _ = track_variant(
+                track=first, axis=axis, seed=seed, duration_seconds=campaign.clip_seconds
             )
-        tracks.append(track)
-    with transaction.atomic():
-        # The campaign's row lock orders the prompts that finish at the same moment: each
-        # counts the items of all that finished before it. Without it two last prompts could
-        # each miss the other's uncommitted items, and the campaign would never activate.
-        Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
-        _form_items(campaign, prompt, tracks)
-        _progress_store(campaign)
-
-
-def _sampled_clips(campaign: Campaign, prompt: Prompt) -> list[tuple[GeneratorVersion, int]]:
-    """(version, seed) of each clip of the prompt that its version samples: not a variant,
-    which is made from the prompt's first clip."""
-    axis = variant_axis_for(campaign, prompt)
-    return [
-        (version, _clip_seed(campaign, prompt, side))
-        for side, version in _versions_per_side(campaign)
-        if side == "a" or axis is None
-    ]
+        else:
+            second = sampled[prompt.pk, "b"]
+        with transaction.atomic():
+            # The campaign's row lock orders the prompts that finish at the same moment: each
+            # counts the items of all that finished before it. Without it two last prompts
+            # could each miss the other's uncommitted items, and the campaign would never
+            # activate.
+            Campaign.objects.select_for_update().filter(pk=campaign.pk).first()
+            _form_items(campaign, prompt, [first, second])
+            _progress_store(campaign)
 
 
 def _clip_seed(campaign: Campaign, prompt: Prompt, side: str) -> int:
