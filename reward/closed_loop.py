@@ -3,9 +3,10 @@ API: collect campaign -> votes -> the data's snapshot -> reward models -> RL -> 
 campaign judged by the same simulated rater population -> report.
 
 The collect campaigns teach: half their pairs set a clip against a variant of it changed along
-one audible axis. When no preference model beats chance on the held-out votes, the loop
-collects another round (up to the budget), and if still none does, it stops and says why
-(`closed_loop_objective`): it never optimises what the votes do not support. How much each
+one audible axis. When no preference model beats chance on the held-out votes, or one does
+only barely, the loop collects another round (up to the budget), all of whose pairs are
+variants; if still none beats chance, it stops and says why (`closed_loop_objective`): it
+never optimises what the votes do not support. How much each
 stage does is the budget's (`closed_loop_budgets`).
 
 Every stage leaves the platform's own objects behind (campaigns, votes, reward models, a
@@ -305,7 +306,9 @@ def _collect_until_decided(
             clip_seconds=budget.clip_seconds,
             queue=False,
             variant_axes=VARIANT_AXES,
-            variant_share=budget.collect_variant_share,
+            variant_share=(
+                budget.collect_variant_share if round_number == 1 else budget.followup_variant_share
+            ),
         )
         collects.append(collect)
         generate(collect, say)
@@ -333,6 +336,7 @@ def _collect_until_decided(
             ],
             rounds_done=round_number,
             max_rounds=budget.max_collect_rounds,
+            confident_lower=budget.confident_accuracy_lower,
         )  # fmt: skip
         say(f"  {decision.reason}")
         for role in ("preference", "measured"):

@@ -39,9 +39,21 @@ class Budget:
     # new prompts, up to this many in all, before giving up.
     max_collect_rounds: int = 2
     # Share of collect pairs that set a clip against a variant of it changed along one
-    # audible axis (tempo, transposition, drums, instruments, density): votes that isolate
-    # an axis, including how much each of the prompt's attributes matters to the raters.
+    # audible axis (tempo, transposition, drums, instruments, density, articulation,
+    # loudness): votes that isolate an axis, including how much each of the prompt's
+    # attributes matters to the raters.
     collect_variant_share: float = 0.5
+    # The share in a round that follows one whose votes did not pin a taste down: all of
+    # them. Two samples of the base differ along an axis only as much as the base varies it,
+    # and where it plays the same way every time (it keeps to the tempo asked for) only a
+    # variant shows whether the raters care: in a `prefers_slower` run, 18 of 192 first-round
+    # pairs differed in tempo, all of them variants.
+    followup_variant_share: float = 1.0
+    # A preference model must beat chance (the lower end of its held-out accuracy interval
+    # above 0.5) to be optimised; below this lower end the loop first collects another round
+    # while the budget allows (objective_decide). A `prefers_legato` run optimised a model at
+    # 0.596 [0.513, 0.675] and its candidate won 0.50 [0.43, 0.57].
+    confident_accuracy_lower: float = 0.55
     # The evaluation votes until this many are decisive (ties excluded), adding a vote per
     # pair at a time, at most three times.
     min_decisive_votes: int = 180

@@ -53,22 +53,40 @@ def objective_decide(
     preference_models: list[RewardModel],
     rounds_done: int,
     max_rounds: int,
+    confident_lower: float = 0.5,
 ) -> Decision:
     """U on the preference model that predicts the held-out votes best, when one beats
     chance; otherwise more votes while the budget allows, then a stop. The loop never
     switches to another objective on its own: optimising a model that does not beat chance
     optimises noise, and optimising adherence instead ships what the raters did not ask for.
-    R (prompt adherence) runs only when the admin chose it."""
+    R (prompt adherence) runs only when the admin chose it.
+
+    confident_lower: a model that beats chance, but whose interval's lower end stays below
+    this, gets another round of votes while the budget allows (a model that barely beats
+    chance knows little of the taste, and RL on it moves little the raters care about);
+    after the last round it is optimised, as the best the votes support."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
     if objective == "R":
         return Decision("optimise", "R", None, "prompt adherence (R), as the admin chose")
     trusted = trusted_preference_model(preference_models)
+    rounds_left = rounds_done < max_rounds
     if trusted is not None:
-        reason = f"U on {_heldout_summary(trusted)}: held-out accuracy above chance"
-        return Decision("optimise", "U", trusted, reason)
+        lower = trusted.metrics["heldout"]["accuracy_ci"][0]
+        if lower >= confident_lower or not rounds_left:
+            reason = f"U on {_heldout_summary(trusted)}: held-out accuracy above chance"
+            if lower < confident_lower:
+                reason += f" (its interval's lower end is below {confident_lower:.2f}, and "
+                reason += "the budget's rounds of collection are spent)"
+            return Decision("optimise", "U", trusted, reason)
+        return Decision(
+            "collect", None, None,
+            f"{_heldout_summary(trusted)} beats chance, but its interval's lower end is below "
+            f"{confident_lower:.2f}: collecting more votes to pin the taste down, round "
+            f"{rounds_done + 1} of at most {max_rounds}",
+        )  # fmt: skip
     figures = "; ".join(_heldout_summary(model) for model in preference_models)
-    if rounds_done < max_rounds:
+    if rounds_left:
         return Decision(
             "collect", None, None,
             f"no preference model beats chance on its held-out votes ({figures}): collecting "

@@ -10,25 +10,33 @@ Axes, each changing only what its name says:
 - instruments: one pitched part played on another instrument of a different family (piano
   for guitar, flute for strings...), its notes unchanged;
 - density: every second onset of each pitched part dropped, or each note of a beat or longer
-  played twice (two halves).
+  played twice (two halves);
+- articulation: each pitched note held until its part's next onset (legato), or cut to at
+  most half of that gap (detached), its onset and pitch unchanged;
+- loudness: the pitched parts played a third louder or a third softer (drums stay).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import statistics
 from collections import defaultdict
 
 from generation.music.events import (
     DRUM_PROGRAM,
+    MAX_DURATION_TICKS,
     TICKS_PER_BAR,
     TICKS_PER_BEAT,
     Note,
     Piece,
     quantize_tempo,
+    quantize_velocity,
 )
 
-VARIANT_AXES = ("tempo", "transpose", "drums", "instruments", "density")
+VARIANT_AXES = (
+    "tempo", "transpose", "drums", "instruments", "density", "articulation", "loudness",
+)  # fmt: skip
 TEMPO_FACTORS = (0.8, 0.9, 1.11, 1.25)
 TRANSPOSITIONS = (-7, -5, 5, 7)
 KICK, SNARE, CLOSED_HAT = 36, 38, 42
@@ -125,12 +133,73 @@ def _density(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
     return dataclasses.replace(piece, notes=notes), {"density": "thinner" if thinner else "busier"}
 
 
+def _gaps(notes: list[Note]) -> list[int | None]:
+    """Each note's ticks to its part's next onset (None for a part's last onset)."""
+    onsets: dict[int, list[int]] = defaultdict(list)
+    for note in notes:
+        onsets[note.program].append(note.start)
+    following = {
+        program: dict(zip(starts, [*starts[1:], None], strict=True))
+        for program, starts in ((p, sorted(set(s))) for p, s in onsets.items())
+    }
+    return [
+        None if (after := following[note.program][note.start]) is None else after - note.start
+        for note in notes
+    ]
+
+
+def _legato(notes: list[Note]) -> list[Note]:
+    return [
+        note if gap is None else dataclasses.replace(note, duration=min(gap, MAX_DURATION_TICKS))
+        for note, gap in zip(notes, _gaps(notes), strict=True)
+    ]
+
+
+def _detached(notes: list[Note]) -> list[Note]:
+    return [
+        dataclasses.replace(note, duration=max(1, min(note.duration, (gap or note.duration) // 2)))
+        for note, gap in zip(notes, _gaps(notes), strict=True)
+    ]
+
+
+def _articulation(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    """Legato or detached, whichever changes the notes when only one does (a part already
+    held note to note cannot be made more legato)."""
+    pitched = [note for note in piece.notes if not note.is_drum]
+    drums = [note for note in piece.notes if note.is_drum]
+    options = {"legato": _legato(pitched), "detached": _detached(pitched)}
+    changing = [name for name, changed in options.items() if changed != pitched] or ["legato"]
+    name = rng.choice(changing)
+    notes = sorted([*options[name], *drums], key=lambda note: note.start)
+    return dataclasses.replace(piece, notes=notes), {"articulation": name}
+
+
+LOUDNESS_FACTORS = {"louder": 4 / 3, "softer": 2 / 3}
+
+
+def _loudness(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    """The pitched parts a third louder or softer, on the velocity grid events store; parts
+    already loud on average get softer, so the change is heard rather than clipped at 127."""
+    pitched = [note.velocity for note in piece.notes if not note.is_drum]
+    loud = bool(pitched) and statistics.fmean(pitched) * LOUDNESS_FACTORS["louder"] > 127
+    name = "softer" if loud else rng.choice(sorted(LOUDNESS_FACTORS))
+    factor = LOUDNESS_FACTORS[name]
+    notes = [
+        note if note.is_drum
+        else dataclasses.replace(note, velocity=quantize_velocity(note.velocity * factor))
+        for note in piece.notes
+    ]  # fmt: skip
+    return dataclasses.replace(piece, notes=notes), {"loudness": name}
+
+
 _MAKERS = {
     "tempo": _tempo,
     "transpose": _transpose,
     "drums": _drums,
     "instruments": _instruments,
     "density": _density,
+    "articulation": _articulation,
+    "loudness": _loudness,
 }
 
 

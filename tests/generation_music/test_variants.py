@@ -1,11 +1,13 @@
 """A clip's variant differs from it along its one axis, as a listener would hear it, and in
 nothing else the listening descriptors measure along the other axes."""
 
+import dataclasses
 import random
 
 import pytest
 
 from generation.music.composer import compose
+from generation.music.events import VELOCITY_LEVELS
 from generation.music.listening import listening_features
 from generation.music.prompts import parse_prompt
 from generation.music.variants import VARIANT_AXES, variant_piece
@@ -84,3 +86,56 @@ def test_an_instrument_swap_changes_one_part_s_family_and_nothing_else(seed):
     )
     assert after["instruments_fit"] < before["instruments_fit"]  # the prompt's parts changed
     assert after["melodic_instruments"] == before["melodic_instruments"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_articulation_changes_only_how_long_the_pitched_notes_are_held(seed):
+    piece = compose(ROCK, seed=seed, duration_seconds=6)
+    variant, change = variant_piece(piece, "articulation", random.Random(seed))
+    before, after = heard(ROCK, piece), heard(ROCK, variant)
+    assert [(n.start, n.pitch, n.program, n.velocity) for n in variant.notes] == [
+        (n.start, n.pitch, n.program, n.velocity) for n in piece.notes
+    ]
+    assert [n for n in variant.notes if n.is_drum] == [n for n in piece.notes if n.is_drum]
+    if change["articulation"] == "legato":
+        assert after["articulation"] > before["articulation"] and after["articulation"] > 0.95
+    else:
+        assert after["articulation"] < min(before["articulation"], 0.55)
+    for name in ("tempo_bpm", "lead_pitch", "notes_per_bar", "syncopation", "loudness"):
+        assert after[name] == before[name], name
+
+
+def test_a_part_already_held_note_to_note_is_detached_not_made_more_legato():
+    piece = compose(BALLAD, seed=2, duration_seconds=6)
+    variants = [variant_piece(piece, "articulation", random.Random(seed)) for seed in range(20)]
+    held = next(variant for variant, change in variants if change["articulation"] == "legato")
+    assert heard(BALLAD, held)["articulation"] == 1.0
+    for seed in range(5):
+        _, change = variant_piece(held, "articulation", random.Random(seed))
+        assert change == {"articulation": "detached"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_loudness_scales_the_pitched_velocities_on_the_stored_grid(seed):
+    piece = compose(ROCK, seed=seed, duration_seconds=6)
+    variant, change = variant_piece(piece, "loudness", random.Random(seed))
+    before, after = heard(ROCK, piece), heard(ROCK, variant)
+    if change["loudness"] == "louder":
+        assert after["loudness"] > before["loudness"] * 1.2
+    else:
+        assert after["loudness"] < before["loudness"] * 0.8
+    assert all(n.velocity in VELOCITY_LEVELS for n in variant.notes if not n.is_drum)
+    assert [n for n in variant.notes if n.is_drum] == [n for n in piece.notes if n.is_drum]
+    assert [(n.start, n.duration, n.pitch) for n in variant.notes] == [
+        (n.start, n.duration, n.pitch) for n in piece.notes
+    ]
+
+
+def test_a_loud_piece_is_made_softer_so_the_change_is_not_clipped():
+    piece = compose(ROCK, seed=0, duration_seconds=4)
+    loud = dataclasses.replace(
+        piece, notes=[dataclasses.replace(n, velocity=119) for n in piece.notes]
+    )
+    for seed in range(5):
+        _, change = variant_piece(loud, "loudness", random.Random(seed))
+        assert change == {"loudness": "softer"}

@@ -112,7 +112,9 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
 def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(monkeypatch):
     """A budget that can never collect the votes the audio network needs trains neither it
     nor the music tower that starts it; when the measured-feature model does not beat chance
-    on its held-out votes either, the loop stops and says why: no RL run, no candidate."""
+    on its held-out votes, the loop collects a second round, every pair of it a clip against
+    its variant, and when the model still does not, it stops and says why: no RL run, no
+    candidate."""
     from dataclasses import replace
 
     from reward import closed_loop
@@ -123,7 +125,7 @@ def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(m
         # raters, which rater got which pair was timing, and on a busy machine the model beat
         # chance once and the loop went on to RL.
         "one-round": replace(closed_loop.BUDGETS["tiny"], audio_min_votes=1000,
-                             max_collect_rounds=1, collect_prompts=6, raters=2),
+                             max_collect_rounds=2, collect_prompts=6, raters=2),
     }  # fmt: skip
     monkeypatch.setattr(closed_loop, "BUDGETS", budgets)
     said: list[str] = []
@@ -134,7 +136,16 @@ def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(m
     )  # fmt: skip
 
     assert "no preference model beats chance" in result["stopped"]
-    assert result["collect_rounds"] == 1 and result["decision"]["action"] == "stop"
+    assert result["collect_rounds"] == 2 and result["decision"]["action"] == "stop"
+    first, second = Campaign.objects.filter(purpose="collect").order_by("pk")
+    variants = {
+        campaign.pk: sum("variant" in pair.track_b.attributes for pair in campaign.pairs.all())
+        for campaign in (first, second)
+    }
+    assert (first.variant_share, second.variant_share) == (0.5, 1.0)
+    assert variants[second.pk] == second.pairs.count() == 6 > variants[first.pk]
+    # The prompts of the second round are new ones.
+    assert not set(first.prompts.all()) & set(second.prompts.all())
     models = {(m.kind, m.method) for m in RewardModel.objects.all()}
     assert models == {("preference", "measured")}
     assert set(result["reward_models"]) == {"measured"}

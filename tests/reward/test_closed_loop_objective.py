@@ -75,3 +75,28 @@ def test_a_preference_model_is_read_against_the_raters_own_agreement_on_the_same
     model.metrics["noise_ceiling"] = {"heldout": rater_agreement({0: [1.0], 1: [0.0]})}
     assert raters_agreement_gap(model) is None
     assert "too few votes" in against_the_raters(model)
+
+
+def test_a_model_that_barely_beats_chance_gets_more_votes_while_the_budget_allows():
+    weak = preference_model("measured", 0.596, 0.513, 0.675)
+
+    first = objective_decide(
+        objective="auto", preference_models=[weak], rounds_done=1, max_rounds=2,
+        confident_lower=0.55,
+    )  # fmt: skip
+    last = objective_decide(
+        objective="auto", preference_models=[weak], rounds_done=2, max_rounds=2,
+        confident_lower=0.55,
+    )  # fmt: skip
+    confident = objective_decide(
+        objective="auto", preference_models=[preference_model("measured", 0.7, 0.55, 0.8)],
+        rounds_done=1, max_rounds=2, confident_lower=0.55,
+    )  # fmt: skip
+
+    assert (first.action, first.reward_model) == ("collect", None)
+    assert "below 0.55" in first.reason and "round 2 of at most 2" in first.reason
+    # After the last round the best the votes support is optimised, and the report says so.
+    assert (last.action, last.preset, last.reward_model) == ("optimise", "U", weak)
+    assert "rounds of collection are spent" in last.reason
+    assert (confident.action, confident.preset) == ("optimise", "U")
+    assert "spent" not in confident.reason
