@@ -1,7 +1,7 @@
 """What the closed loop optimises after a round of votes, and why: the raters' taste (U) on
-the preference model that predicts the held-out votes best, when one beats chance; otherwise
-another round of votes while the budget allows, then a stop. Prompt adherence (R) only when the
-admin chose it."""
+the preference model that predicts votes on unseen prompts best, when one beats chance (and,
+while the budget allows more votes, beats it clearly); otherwise another round of votes while
+the budget allows, then a stop. Prompt adherence (R) only when the admin chose it."""
 
 from __future__ import annotations
 
@@ -11,18 +11,36 @@ from typing import Any
 from reward.models import RewardModel
 
 
+def support_figures(reward_model: RewardModel) -> tuple[str, dict[str, Any]]:
+    """Which of a preference model's figures say whether the votes hold a taste, and those
+    figures: the cross-validated ones over all its votes where the trainer made them (the
+    measured-feature model), else its held-out fifth's."""
+    crossed = reward_model.metrics.get("cross_validated")
+    if crossed:
+        return f"cross-validated over {crossed.get('votes')} votes", crossed
+    heldout = reward_model.metrics.get("heldout") or {}
+    return f"on {heldout.get('votes')} held-out votes", heldout
+
+
 def better_than_chance(reward_model: RewardModel) -> bool:
-    """Whether a preference model's held-out accuracy is above 0.5 with 95% confidence."""
-    interval = (reward_model.metrics.get("heldout") or {}).get("accuracy_ci") or [None]
-    return interval[0] is not None and interval[0] > 0.5
+    """Whether a preference model predicts votes on prompts it never saw better than chance
+    with 95% confidence (`support_figures`): its accuracy interval above 0.5, or its
+    log-likelihood gain over a coin above 0 (each a one-sided 2.5% test, so together at most
+    5%). The gain is not diluted by the pairs on which raters are indifferent, as accuracy
+    is."""
+    _, figures = support_figures(reward_model)
+    accuracy_low = (figures.get("accuracy_ci") or [None])[0]
+    gain_low = (figures.get("gain_over_chance_ci") or [None])[0]
+    return (accuracy_low is not None and accuracy_low > 0.5) or (
+        gain_low is not None and gain_low > 0
+    )
 
 
 def trusted_preference_model(candidates: list[RewardModel]) -> RewardModel | None:
-    """Of the preference models that beat chance on their held-out votes, the most accurate
-    there (None: none does, and optimising one would optimise noise). Both see the same
-    votes and split them alike, so their held-out figures compare."""
+    """Of the preference models that beat chance, the most accurate on prompts they never
+    saw (None: none does, and optimising one would optimise noise)."""
     trusted = [model for model in candidates if better_than_chance(model)]
-    return max(trusted, key=lambda m: m.metrics["heldout"]["accuracy"], default=None)
+    return max(trusted, key=lambda m: support_figures(m)[1]["accuracy"], default=None)
 
 
 OBJECTIVES = ("auto", "R")  # auto: the raters' taste (U), only where the votes support one
@@ -39,12 +57,17 @@ class Decision:
 
 
 def _heldout_summary(model: RewardModel) -> str:
-    heldout = model.metrics.get("heldout") or {}
-    low, high = heldout.get("accuracy_ci") or (None, None)
-    if heldout.get("accuracy") is None or low is None:
+    where, figures = support_figures(model)
+    low, high = figures.get("accuracy_ci") or (None, None)
+    if figures.get("accuracy") is None or low is None:
         return f"{model.name}: not measured"
-    accuracy, votes = heldout["accuracy"], heldout.get("votes")
-    return f"{model.name}: {accuracy:.3f} [{low:.3f}, {high:.3f}] on {votes} votes"
+    summary = f"{model.name}: {figures['accuracy']:.3f} [{low:.3f}, {high:.3f}] {where}"
+    gain, (gain_low, gain_high) = (
+        figures.get("gain_over_chance"), figures.get("gain_over_chance_ci") or (None, None)
+    )  # fmt: skip
+    if gain is not None and gain_low is not None:
+        summary += f", {gain:+.3f} [{gain_low:+.3f}, {gain_high:+.3f}] nats a vote over chance"
+    return summary
 
 
 def objective_decide(
@@ -72,7 +95,7 @@ def objective_decide(
     trusted = trusted_preference_model(preference_models)
     rounds_left = rounds_done < max_rounds
     if trusted is not None:
-        lower = trusted.metrics["heldout"]["accuracy_ci"][0]
+        lower = support_figures(trusted)[1]["accuracy_ci"][0]
         if lower >= confident_lower or not rounds_left:
             reason = f"U on {_heldout_summary(trusted)}: held-out accuracy above chance"
             if lower < confident_lower:

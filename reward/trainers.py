@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from reward.learning.data import PreferenceSet
 
 ROWS_NAME = "rows.jsonl"
+# The measured-feature model's votes are also judged five-fold by prompt over all of them
+# (`out_of_fold_margins`): what the closed loop asks of the votes, is there a taste at all.
+CROSS_VALIDATION_FOLDS = 5
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -264,9 +267,10 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
         features_matrix,
         fit_measured_preference,
         log_likelihood_per_vote,
+        out_of_fold_margins,
         weight_intervals,
     )
-    from reward.learning.metrics import pairwise_accuracy
+    from reward.learning.metrics import log_likelihood_gain, pairwise_accuracy
 
     rows = _frozen_rows(reward_model, heartbeat, vote_rows)
     config = reward_model.config
@@ -301,14 +305,34 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
         features_a, features_b, targets = side(votes)
         margins = model.reward(features_a) - model.reward(features_b)
         accuracy = pairwise_accuracy(margins, targets, votes.group.numpy())
+        gain = log_likelihood_gain(margins, targets, votes.group.numpy())
         metrics[name] = {
             "votes": len(votes),
             "accuracy": accuracy["accuracy"],
             "accuracy_ci": [accuracy["low"], accuracy["high"]],
             "decisive": accuracy["n"],
             "log_loss": -log_likelihood_per_vote(model, features_a, features_b, targets),
+            "gain_over_chance": gain["gain"],
+            "gain_over_chance_ci": [gain["low"], gain["high"]],
         }
     metrics["noise_ceiling"] = _noise_ceiling(train, test)
+    every = [np.concatenate(parts) for parts in zip(side(train), side(test), strict=True)]
+    prompts = np.concatenate([train.prompt.numpy(), test.prompt.numpy()])
+    if len(np.unique(prompts)) >= CROSS_VALIDATION_FOLDS:
+        heartbeat.phase("cross-validating")
+        groups = np.concatenate([train.group.numpy(), test.group.numpy()])
+        margins = out_of_fold_margins(*every, prompts, fit_config, folds=CROSS_VALIDATION_FOLDS)
+        accuracy = pairwise_accuracy(margins, every[2], groups)
+        gain = log_likelihood_gain(margins, every[2], groups)
+        metrics["cross_validated"] = {
+            "folds": CROSS_VALIDATION_FOLDS,
+            "votes": len(margins),
+            "accuracy": accuracy["accuracy"],
+            "accuracy_ci": [accuracy["low"], accuracy["high"]],
+            "decisive": accuracy["n"],
+            "gain_over_chance": gain["gain"],
+            "gain_over_chance_ci": [gain["low"], gain["high"]],
+        }
     reward_model_finish(
         reward_model, fitted=model, metrics=metrics, track_ids=data.track_ids, heartbeat=heartbeat
     )

@@ -21,7 +21,12 @@ from generation.music.learned import torch_threads
 from reward.learning.data import ClipTable, PreferenceSet, random_crops
 from reward.learning.features import DEFAULT_MEL
 from reward.learning.loop import LoopConfig, ProgressFn, module_digest, run_loop
-from reward.learning.metrics import DEFAULT_RESAMPLES, pairwise_accuracy, rater_agreement
+from reward.learning.metrics import (
+    DEFAULT_RESAMPLES,
+    log_likelihood_gain,
+    pairwise_accuracy,
+    rater_agreement,
+)
 from reward.learning.nets import RewardNet, RewardNetConfig
 from reward.learning.scoring import (
     DEFAULT_SCORE_BATCH,
@@ -195,8 +200,9 @@ def final_metrics(
     test: PreferenceSet,
 ) -> dict[str, Any]:
     """Held-out accuracy on decisive votes with a pair-resampling 95% interval, log loss on
-    all votes (ties included), the same on the training votes (how far the model overfits),
-    vote and pair counts, and the raters' agreement on the held-out pairs."""
+    all votes (ties included) and its gain over chance with the same kind of interval, the
+    same on the training votes (how far the model overfits), vote and pair counts, and the
+    raters' agreement on the held-out pairs."""
     metrics: dict[str, Any] = {}
     for name, votes in (("train", train), ("heldout", test)):
         metrics[f"{name}_votes"] = len(votes)
@@ -215,6 +221,15 @@ def final_metrics(
         metrics["heldout_accuracy_high"] = accuracy["high"]
         metrics["heldout_decisive"] = accuracy["n"]
         metrics["heldout_log_loss"] = float(bradley_terry_loss(margins, test.target))
+        gain = log_likelihood_gain(
+            margins.numpy(),
+            test.target.numpy(),
+            test.group.numpy(),
+            resamples=config.bootstrap_resamples,
+        )
+        metrics["heldout_gain_over_chance"] = gain["gain"]
+        metrics["heldout_gain_over_chance_low"] = gain["low"]
+        metrics["heldout_gain_over_chance_high"] = gain["high"]
         metrics["noise_ceiling"] = rater_agreement(
             test.votes_by_group(), resamples=config.bootstrap_resamples
         )

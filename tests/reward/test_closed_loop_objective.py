@@ -100,3 +100,33 @@ def test_a_model_that_barely_beats_chance_gets_more_votes_while_the_budget_allow
     assert "rounds of collection are spent" in last.reason
     assert (confident.action, confident.preset) == ("optimise", "U")
     assert "spent" not in confident.reason
+
+
+def test_the_votes_support_a_taste_by_cross_validation_over_all_of_them_when_it_was_measured():
+    """The measured-feature model is also judged five-fold over all its votes; those figures
+    decide, and a log-likelihood gain whose interval clears 0 is support even where the
+    accuracy interval still reaches 0.5 (most pairs may not show the taste at all)."""
+    weak_fifth = preference_model("measured", 0.578, 0.465, 0.672)
+    weak_fifth.metrics["cross_validated"] = {
+        "votes": 576, "accuracy": 0.566, "accuracy_ci": [0.49, 0.61],
+        "gain_over_chance": 0.032, "gain_over_chance_ci": [0.005, 0.063],
+    }  # fmt: skip
+    no_gain = preference_model("measured", 0.578, 0.465, 0.672)
+    no_gain.metrics["cross_validated"] = {
+        "votes": 576, "accuracy": 0.52, "accuracy_ci": [0.47, 0.57],
+        "gain_over_chance": 0.004, "gain_over_chance_ci": [-0.02, 0.03],
+    }  # fmt: skip
+
+    supported = objective_decide(
+        objective="auto", preference_models=[weak_fifth], rounds_done=2, max_rounds=2,
+        confident_lower=0.55,
+    )  # fmt: skip
+    unsupported = objective_decide(
+        objective="auto", preference_models=[no_gain], rounds_done=2, max_rounds=2,
+        confident_lower=0.55,
+    )  # fmt: skip
+
+    assert (supported.action, supported.reward_model) == ("optimise", weak_fifth)
+    assert "0.566 [0.490, 0.610] cross-validated over 576 votes" in supported.reason
+    assert "+0.032 [+0.005, +0.063] nats a vote over chance" in supported.reason
+    assert unsupported.action == "stop"

@@ -40,6 +40,11 @@ def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign, client
     assert heldout["accuracy"] >= ceiling - 0.15, (heldout, ceiling)
     assert heldout["accuracy_ci"][0] > 0.5
     assert model.metrics["train"]["votes"] + heldout["votes"] == 240
+    # All 240 votes judged five-fold by prompt: the taste is there, by both figures.
+    crossed = model.metrics["cross_validated"]
+    assert (crossed["votes"], crossed["folds"]) == (240, 5)
+    assert crossed["accuracy_ci"][0] > 0.5 and crossed["gain_over_chance_ci"][0] > 0
+    assert heldout["gain_over_chance"] > 0
     # The busy version plays more notes: the fitted weights say raters dislike that. Density
     # and notes per bar measure nearly the same thing, so the fit may split their weight
     # either way (one CI run gave notes per bar +0.10, density more negative); only their sum

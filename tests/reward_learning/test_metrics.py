@@ -6,6 +6,7 @@ from scipy import stats
 
 from reward.learning.metrics import (
     bootstrap_interval,
+    log_likelihood_gain,
     pairwise_accuracy,
     rater_agreement,
     regression_metrics,
@@ -94,3 +95,28 @@ def test_regression_metrics():
     constant = regression_metrics(np.ones(10), target[:10])
     assert constant["pearson"] is None and constant["spearman"] is None
     assert constant["mse"] is not None
+
+
+def test_the_log_likelihood_gain_over_chance_matches_a_hand_computation():
+    # P(a) = 0.75 for a vote for a: log 0.75 - log 0.5 = log 1.5. A tie on a pair the model
+    # calls even: 0.5 log 0.5 + 0.5 log 0.5 - log 0.5 = 0. A vote against a confident model:
+    # log 0.25 - log 0.5 = -log 2.
+    margins = [math.log(3), 0.0, math.log(3)]
+    figures = log_likelihood_gain(margins, [1.0, 0.5, 0.0], resamples=200)
+    assert figures["gain"] == pytest.approx((math.log(1.5) + 0 - math.log(2)) / 3)
+    assert figures["n"] == 3 and figures["low"] <= figures["gain"] <= figures["high"]
+
+
+def test_indifferent_pairs_leave_the_gain_s_interval_clear_of_zero_where_accuracy_s_is_not():
+    """A taste only 60 of 600 pairs show: raters flip a coin on the rest, and the model calls
+    those nearly even (margins within 0.05), so each of them is a coin flip for accuracy but
+    costs the log-likelihood almost nothing. Accuracy's interval does not clear 0.5; the gain's
+    stays above 0."""
+    rng = np.random.default_rng(0)
+    shown = np.r_[np.full(60, True), np.full(540, False)]
+    margins = np.where(shown, 2.0, rng.uniform(-0.05, 0.05, 600))
+    targets = (rng.random(600) < np.where(shown, 0.88, 0.5)).astype(float)
+    accuracy = pairwise_accuracy(margins, targets, resamples=500)
+    gain = log_likelihood_gain(margins, targets, resamples=500)
+    assert accuracy["low"] <= 0.5 < accuracy["accuracy"]  # 0.545 [0.500, 0.578]
+    assert gain["low"] > 0  # +0.047 [+0.030, +0.063] nats a vote

@@ -60,6 +60,10 @@ def test_learns_the_preference_up_to_the_noise(data, trained):
     assert metrics["heldout_accuracy"] < metrics["heldout_accuracy_high"]
     assert metrics["heldout_decisive"] == int((test.target != 0.5).sum())
     assert metrics["heldout_log_loss"] < 0.6 < np.log(2)
+    # Its gain over a coin is log 2 less that log loss, with an interval clear of 0.
+    gain = metrics["heldout_gain_over_chance"]
+    assert gain == pytest.approx(np.log(2) - metrics["heldout_log_loss"], abs=1e-6)
+    assert 0 < metrics["heldout_gain_over_chance_low"] < gain
     assert metrics["train_accuracy"] > 0.75
     # The raters' agreement brackets the best possible accuracy: 2-3 votes a pair make the
     # leave-one-out majority a low estimate (here below the model), the agreement a high one.
