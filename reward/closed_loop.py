@@ -576,4 +576,6 @@ def _reward_model_figures(models: dict[str, RewardModel]) -> dict[str, Any]:
             figures[role]["against_raters"] = raters_agreement_gap(model)
         if model.method == RewardModel.Method.MEASURED:
             figures[role]["weights"] = model.metrics.get("weights", {})
+            if "cross_validated" in model.metrics:
+                figures[role]["cross_validated"] = model.metrics["cross_validated"]
     return figures

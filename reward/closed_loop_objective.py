@@ -97,27 +97,32 @@ def objective_decide(
     if trusted is not None:
         lower = support_figures(trusted)[1]["accuracy_ci"][0]
         if lower >= confident_lower or not rounds_left:
-            reason = f"U on {_heldout_summary(trusted)}: held-out accuracy above chance"
+            reason = (
+                f"U on {_heldout_summary(trusted)}: it predicts votes on prompts it never saw "
+                "better than chance"
+            )
             if lower < confident_lower:
-                reason += f" (its interval's lower end is below {confident_lower:.2f}, and "
-                reason += "the budget's rounds of collection are spent)"
+                reason += (
+                    f" (its accuracy interval's lower end is below {confident_lower:.2f}, and "
+                    "the budget's rounds of collection are spent)"
+                )
             return Decision("optimise", "U", trusted, reason)
         return Decision(
             "collect", None, None,
-            f"{_heldout_summary(trusted)} beats chance, but its interval's lower end is below "
-            f"{confident_lower:.2f}: collecting more votes to pin the taste down, round "
-            f"{rounds_done + 1} of at most {max_rounds}",
+            f"{_heldout_summary(trusted)} beats chance, but its accuracy interval's lower end "
+            f"is below {confident_lower:.2f}: collecting more votes to pin the taste down, "
+            f"round {rounds_done + 1} of at most {max_rounds}",
         )  # fmt: skip
     figures = "; ".join(_heldout_summary(model) for model in preference_models)
     if rounds_left:
         return Decision(
             "collect", None, None,
-            f"no preference model beats chance on its held-out votes ({figures}): collecting "
-            f"more votes, round {rounds_done + 1} of at most {max_rounds}",
+            f"no preference model beats chance on votes on prompts it never saw ({figures}): "
+            f"collecting more votes, round {rounds_done + 1} of at most {max_rounds}",
         )  # fmt: skip
     return Decision(
         "stop", None, None,
-        f"no preference model beats chance on its held-out votes after {rounds_done} "
+        f"no preference model beats chance on votes on prompts it never saw after {rounds_done} "
         f"round(s) of collection ({figures}): the votes do not support a taste to optimise, "
         "so nothing is fine-tuned. Collect more votes (a larger budget) or choose R.",
     )  # fmt: skip

@@ -46,6 +46,10 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
         ("preference", "learned"), ("preference", "measured"),
     }  # fmt: skip
     assert all(m.status == "finished" and m.usable for m in models.values())
+    # The measured model is also judged five-fold by prompt over all its votes (12 prompts).
+    measured = models[("preference", "measured")].metrics
+    crossed = result["reward_models"]["measured"]["cross_validated"]
+    assert crossed["votes"] == measured["train"]["votes"] + measured["heldout"]["votes"] > 0
     # Each preference model is read against the raters' own agreement on its held-out pairs.
     for role in ("preference", "measured"):
         assert "against_raters" in result["reward_models"][role]
