@@ -5,7 +5,7 @@ with a simulated taste as the exact reward, no votes and no reward model in betw
         [--learning-rate 1e-4] [--planner-lr-scale 1] [--kl-loss 0.25] [--beta 0.02]
         [--prompts-per-step 8] [--samples-per-prompt 4] [--best-of 8] [--threads 2]
         [--estimator rloo|best_of_group] [--plan-kl-weight 0] [--part all|plan]
-        [--heard-seconds 4]
+        [--heard-seconds 4] [--explore-share 0.25]
 
 The closed loop (`musicrl_loop`) can fall short for two reasons: its preference model got the
 taste wrong, or RL cannot move the generator far enough. This separates them. The reward of a
@@ -65,6 +65,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--estimator", choices=("rloo", "best_of_group"), default="rloo")
     parser.add_argument("--plan-kl-weight", type=float, default=0.0)
+    parser.add_argument(
+        "--explore-share", type=float, default=0.0,
+        help="share of each prompt's samples drawn for a varied prompt (rl.py)",
+    )  # fmt: skip
     parser.add_argument(
         "--part", choices=("all", "plan"), default="all",
         help="plan: RL on plans alone, each heard as the composer plays it (rl.py).",
@@ -148,6 +152,7 @@ def main() -> int:
         reward_weights={"taste": 1.0},
         estimator=args.estimator,
         plan_kl_weight=args.plan_kl_weight,
+        explore_share=args.explore_share,
         part=args.part,
         heard_seconds=args.heard_seconds,
     )

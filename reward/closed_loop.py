@@ -419,6 +419,7 @@ def _rl_run(
             "samples_per_prompt": budget.rl_samples_per_prompt,
             "estimator": budget.rl_estimator,
             "plan_kl_weight": budget.rl_plan_kl_weight,
+            "explore_share": budget.rl_explore_share,
             "num_threads": budget.rl_num_threads,
             "train_prompts": budget.rl_train_prompts,
             "held_out_prompts": budget.rl_held_out_prompts,

@@ -32,6 +32,10 @@ class Budget:
     rl_samples_per_prompt: int = 4
     rl_estimator: str = "rloo"  # reward/learning/rl.py: "rloo" or "best_of_group"
     rl_plan_kl_weight: float = 0.0
+    # Share of each prompt's RL samples drawn for the prompt varied along one axis it controls
+    # (reward/learning/rl.py): the base plays the tempo asked for in every sample (1,024 of
+    # 1,024 sampled plans of the held-out prompts), so without it no reward moves the tempo.
+    rl_explore_share: float = 0.0
     rl_num_threads: int = 2  # the loop has the machine to itself (finetune's num_threads)
     rl_train_prompts: int = 2000  # the pools RL samples from and is judged on
     rl_held_out_prompts: int = 64  # also the evaluation campaign's prompts

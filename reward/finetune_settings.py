@@ -46,13 +46,18 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "estimator": "rloo",
     # Each plan token's per-token KL term counts 1 + this many times (rl.py, RLOOConfig).
     "plan_kl_weight": 0.0,
+    # Share of each prompt's samples drawn for the prompt varied along one axis it controls
+    # (tempo, mode, drums, instruments, density) and learned from as answers to the prompt
+    # itself (rl.py): a generator that plays every prompt as asked never samples another
+    # tempo, so no reward could move it there. RLOO on whole sequences only; 0: none.
+    "explore_share": 0.0,
+    # Seconds of one attempt after which the run stops, keeping what it learned (0: no
+    # limit). `musicrl_loop` sets it so that the whole loop keeps to its wall time.
+    "max_seconds": 0,
     # Steps on the plan alone before each stage (a planned generator): the planner's plans
     # heard as the composer plays them, at milliseconds a sample, so a taste that lives in
     # the plan (tempo, register, mode, instruments, density) moves in many cheap samples;
     # the stage's own steps then tune the whole sequence from there. 0: none.
-    # Seconds of one attempt after which the run stops, keeping what it learned (0: no
-    # limit). `musicrl_loop` sets it so that the whole loop keeps to its wall time.
-    "max_seconds": 0,
     "plan_steps": 0,
     "plan_prompts_per_step": 16,
     "plan_samples_per_prompt": 8,
@@ -84,6 +89,15 @@ def finetune_run_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
     for whole in ("plan_steps", "plan_prompts_per_step", "plan_samples_per_prompt"):
         if int(merged[whole]) != merged[whole]:
             raise FineTuneError(f"{whole} must be a whole number")
+    if merged["explore_share"]:
+        explored = round(merged["samples_per_prompt"] * merged["explore_share"])
+        if not 0 < explored < merged["samples_per_prompt"]:
+            raise FineTuneError(
+                "explore_share must vary at least one of each prompt's samples and leave "
+                "at least one to the prompt itself"
+            )
+        if merged["estimator"] != "rloo":
+            raise FineTuneError("explore_share is for the rloo estimator")
     if not 0 < merged["test_share"] < 1:
         raise FineTuneError("test_share must lie strictly between 0 and 1")
     if not 1 <= merged["clip_seconds"] <= 30:

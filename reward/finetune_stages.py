@@ -161,6 +161,8 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             estimator=config.get("estimator", "rloo"),
             plan_kl_weight=float(config.get("plan_kl_weight", 0.0)),
             heard_seconds=float(config["clip_seconds"]),
+            # Plan stages sample plans alone; runs stored before the setting did not explore.
+            explore_share=0.0 if on_plan else float(config.get("explore_share", 0.0)),
         )
         if resumed := jobs.resume_step(stage_dir):
             jobs.job_note_resume(FineTuneRun, run.pk, offset + resumed)

@@ -7,6 +7,7 @@ Every draw takes its RNG from the caller, so a seed fixes the stream.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from generation.music.events import quantize_tempo
@@ -95,6 +96,47 @@ def random_attributes(rng: random.Random) -> MusicAttributes:
         mood=mood,
         density=rng.choice(list(DENSITY_LEVELS.values())),
     )
+
+
+# --- a prompt varied along one axis it controls ----------------------------------------
+
+PROMPT_VARIANT_AXES = ("tempo", "mode", "drums", "instruments", "density")
+PROMPT_TEMPO_FACTORS = (0.8, 1.25)
+
+
+def prompt_variant(prompt_text: str, rng: random.Random) -> str:
+    """The caption of what `prompt_text` asks for, changed along one axis a prompt controls:
+    the tempo 0.8x or 1.25x, the other mode, drums in or out, one accompanying instrument
+    left out (where the caption then asks for fewer: a genre's bass left out comes back), or
+    another density. A generator that plays each prompt as asked never plays anything else
+    for it; sampled for this caption instead, it plays what the prompt's own samples never
+    would (RL's exploration, rl.py)."""
+    attrs = parse_prompt(prompt_text)
+    fewer = [
+        dataclasses.replace(
+            attrs, instruments=attrs.instruments[:index] + attrs.instruments[index + 1 :]
+        )
+        for index in range(1, len(attrs.instruments))
+    ]
+    fewer = [
+        changed for changed in fewer
+        if parse_prompt(caption_for(changed)).instruments != attrs.instruments
+    ]  # fmt: skip
+    axes = [axis for axis in PROMPT_VARIANT_AXES if axis != "instruments" or fewer]
+    axis = rng.choice(axes)
+    if axis == "tempo":
+        tempo = quantize_tempo(attrs.tempo_bpm * rng.choice(PROMPT_TEMPO_FACTORS))
+        changed = dataclasses.replace(attrs, tempo_bpm=tempo)
+    elif axis == "mode":
+        changed = dataclasses.replace(attrs, mode=MODES[1 - MODES.index(attrs.mode)])
+    elif axis == "drums":
+        changed = dataclasses.replace(attrs, drums=not attrs.drums)
+    elif axis == "instruments":
+        changed = rng.choice(fewer)
+    else:
+        others = sorted(value for value in set(DENSITY_LEVELS.values()) if value != attrs.density)
+        changed = dataclasses.replace(attrs, density=rng.choice(others))
+    return caption_for(changed)
 
 
 # --- generated prompts ---------------------------------------------------------

@@ -47,6 +47,20 @@ composing instead of a third of a second of the body's sampling. With the defaul
 the exact reward (30 steps of 16 prompts x 8 plans at 1e-3, kl_loss 0.25) it won 0.615
 against the base, with instrument fit 1.000 -> 0.920 (benchmarks/rl_oracle.py --part plan).
 
+`explore_share` draws that share of each prompt's K samples for the prompt varied along one
+axis a prompt controls (`prompt_sampling.prompt_variant`: tempo 0.8x or 1.25x, the other mode,
+drums in or out, an instrument fewer, another density) and then treats them as answers to the
+prompt itself: their log-probs, KL and rewards are the prompt's. A generator that plays every
+prompt as asked never samples another tempo for it (the planned base: 1,024 of 1,024 sampled
+plans kept the held-out prompts' tempo), so on-policy samples never differ there and no reward
+can move it. The explored samples' advantages are their rewards against their group's, so
+when a taste prefers what a variant plays, the policy learns to play it for the prompt; when
+not, their negative advantages push down tokens the policy hardly produces anyway. The
+estimate is no longer the on-policy gradient (nothing corrects for the explored samples being
+drawn from another distribution: their importance weights would be about 0, which would
+remove exactly what exploring is for); the KL terms still measure the drift from the
+reference on every sample.
+
 The reference never changes during a run. Two-stage schedules (R, then U from the R result)
 are the caller's: it passes the first stage's policy as the second stage's reference.
 """
@@ -66,6 +80,7 @@ import torch
 from torch import nn
 
 from generation.music.learned import Sample, SymbolicTransformerBackend, torch_threads
+from generation.music.prompt_sampling import prompt_variant
 from generation.music.tokenizer import header_length
 from reward.learning.loop import (
     CHECKPOINT_NAME,
@@ -122,6 +137,9 @@ class RLOOConfig:
     # Sample only the bars a clip this long plays (None: the policy's max_bars): the rewards
     # hear clips, so bars past the clip cost sampling time and teach nothing.
     heard_seconds: float | None = None
+    # Share of each prompt's training samples drawn for a varied prompt (`prompt_variant`)
+    # and scored as answers to the prompt itself (module doc): 0, on-policy RLOO.
+    explore_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -140,6 +158,18 @@ class RLOOConfig:
             raise ValueError("kl_limit must be > 0")
         if self.diversity_floor is not None and not 0 < self.diversity_floor <= 1:
             raise ValueError("diversity_floor must lie in (0, 1]")
+        if self.explore_share:
+            if not 0 < self.explored_per_prompt < self.samples_per_prompt:
+                raise ValueError(
+                    "explore_share must leave at least one of each prompt's samples to the "
+                    "prompt itself and vary at least one"
+                )
+            if self.part != "all" or self.estimator != "rloo":
+                raise ValueError("explore_share is for RLOO on whole sequences")
+
+    @property
+    def explored_per_prompt(self) -> int:
+        return round(self.samples_per_prompt * self.explore_share)
 
     @property
     def reward_names(self) -> tuple[str, ...]:
@@ -355,6 +385,24 @@ class RLOORun:
             return self.sampler.sample_plans(prompts, n, seed)
         return self.sampler.sample(prompts, n, seed, heard_seconds=self.config.heard_seconds)
 
+    def explored_sample(self, prompts: Sequence[str], n: int, seed: int) -> list[Sample]:
+        """n samples per prompt, prompt-major, the last `explored_per_prompt` of each drawn
+        for a varied prompt (`prompt_variant`), then all of them given the prompt itself:
+        their log-probs, rewards and KL are those of answers to it. Each row has its own
+        generator, seeded from `seed`."""
+        rng = random.Random(seed)
+        explored = self.config.explored_per_prompt
+        rows = [
+            row
+            for prompt in prompts
+            for row in [prompt] * (n - explored)
+            + [prompt_variant(prompt, rng) for _ in range(explored)]
+        ]
+        seeds = [rng.randrange(2**31) for _ in rows]
+        samples = self.sampler.sample_seeded(rows, seeds, heard_seconds=self.config.heard_seconds)
+        asked = [prompt for prompt in prompts for _ in range(n)]
+        return [replace(s, prompt=p) for s, p in zip(samples, asked, strict=True)]
+
     def held_out(self, prompts: list[str]) -> Scored:
         """Held-out prompts sampled with the fixed held-out seed, scored."""
         with torch.no_grad():
@@ -383,7 +431,10 @@ def training_step(
     # Dropout off for the whole step: the gradient must be that of the policy that sampled.
     run.module.policy.eval()
     chosen = choose_prompts(prompts, config.prompts_per_step, rng)
-    samples = run.sample(chosen, k, seed=rng.randrange(2**31))
+    if config.explore_share:
+        samples = run.explored_sample(chosen, k, seed=rng.randrange(2**31))
+    else:
+        samples = run.sample(chosen, k, seed=rng.randrange(2**31))
     if config.estimator == "best_of_group":
         return best_of_group_step(run, samples)
     scored, logprobs, squared_log_ratio = run.score(samples)

@@ -1,13 +1,19 @@
 """Prompts and attributes made up at random: the corpus's attributes, whose captions parse back
 exactly, and the fine-tuning pools, which never put one prompt on both sides of the split."""
 
+import dataclasses
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.music.prompt_sampling import HARMONY_POOLS, prompt_pools, random_attributes
+from generation.music.prompt_sampling import (
+    HARMONY_POOLS,
+    prompt_pools,
+    prompt_variant,
+    random_attributes,
+)
 from generation.music.prompts import (
     EXAMPLE_PROMPTS,
     GENRES,
@@ -88,3 +94,23 @@ def test_a_split_that_starves_one_side_is_refused_instead_of_looping():
         prompt_pools([], train_count=4, held_out_count=4, test_share=1e-9, split_seed=0, seed=0)
     with pytest.raises(ValueError, match="at least one"):
         prompt_pools([], train_count=4, held_out_count=0, test_share=0.2, split_seed=0, seed=0)
+
+
+@pytest.mark.parametrize("prompt", ["slow sad piano ballad", "energetic rock with drums", "jazz"])
+def test_a_prompt_variant_asks_for_the_same_music_changed_along_one_axis(prompt):
+    asked = dataclasses.asdict(parse_prompt(prompt))
+    changed_fields = []
+    for seed in range(20):
+        variant = dataclasses.asdict(parse_prompt(prompt_variant(prompt, random.Random(seed))))
+        changed = [name for name in asked if variant[name] != asked[name]]
+        assert len(changed) == 1, (prompt, variant, changed)
+        changed_fields += changed
+        if changed == ["tempo_bpm"]:
+            assert variant["tempo_bpm"] / asked["tempo_bpm"] == pytest.approx(
+                min((0.8, 1.25), key=lambda f: abs(f - variant["tempo_bpm"] / asked["tempo_bpm"])),
+                abs=0.05,
+            )
+        if changed == ["instruments"]:
+            assert variant["instruments"][0] == asked["instruments"][0]  # the lead stays
+            assert len(variant["instruments"]) == len(asked["instruments"]) - 1
+    assert len(set(changed_fields)) >= 3  # the axes are drawn at random

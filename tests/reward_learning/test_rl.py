@@ -477,3 +477,43 @@ def test_each_part_of_a_planned_policy_steps_at_its_own_scale_of_the_rate(encode
     saved = torch.load(tmp_path / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
     scales = sorted(group["lr_scale"] for group in saved["optimizer"]["param_groups"])
     assert scales == [0.0, 0.0, 1.0, 1.0]  # planner and body, matrices and vectors each
+
+
+def test_explored_samples_are_drawn_for_a_varied_prompt_and_answer_the_prompt_itself(encoder):
+    import random
+
+    from generation.music.prompt_sampling import prompt_variant
+    from reward.learning.rl import RLOOModule, RLOORun
+
+    policy, reference = models(encoder)
+    settings = config(explore_share=0.25)  # 1 of each prompt's 4 samples
+    run = RLOORun(settings, RLOOModule(policy.model, ["high"]), policy, reference, high_pitch_share)
+    prompts = PROMPTS[:2]
+
+    samples = run.explored_sample(prompts, 4, seed=11)
+
+    assert [s.prompt for s in samples] == [p for p in prompts for _ in range(4)]
+    # The same rows drawn one by one: three for the prompt, the fourth for its variant.
+    rng = random.Random(11)
+    rows = [row for p in prompts for row in [p] * 3 + [prompt_variant(p, rng)]]
+    seeds = [rng.randrange(2**31) for _ in rows]
+    assert rows[3] != prompts[0] and rows[3].endswith(".")  # a caption, not the prompt
+    for index, (row, seed) in enumerate(zip(rows, seeds, strict=True)):
+        (alone,) = policy.sample_seeded([row], [seed])
+        assert samples[index].token_ids == alone.token_ids
+    # A step on them runs, and its log-probs are the prompt's own (scored as answers to it).
+    _, logprobs, _ = run.score(samples)
+    asked = policy.seq_logprobs([s.prompt for s in samples], [s.token_ids for s in samples])
+    assert torch.allclose(logprobs.float(), asked.float(), atol=1e-4)
+
+
+def test_exploration_must_leave_each_prompt_its_own_samples_and_is_for_rloo_on_whole_pieces():
+    assert config(explore_share=0.25).explored_per_prompt == 1
+    with pytest.raises(ValueError, match="explore_share must leave"):
+        config(explore_share=1.0)
+    with pytest.raises(ValueError, match="explore_share must leave"):
+        config(explore_share=0.05)  # rounds to none of 4
+    with pytest.raises(ValueError, match="RLOO on whole sequences"):
+        config(explore_share=0.25, part="plan")
+    with pytest.raises(ValueError, match="RLOO on whole sequences"):
+        config(explore_share=0.25, estimator="best_of_group")
