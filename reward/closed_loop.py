@@ -3,11 +3,11 @@ API: collect campaign -> votes -> the data's snapshot -> reward models -> RL -> 
 campaign judged by the same simulated rater population -> report.
 
 The collect campaigns teach: half their pairs set a clip against a variant of it changed along
-one audible axis. When no preference model beats chance on the held-out votes, or one does
-only barely, the loop collects another round (up to the budget), all of whose pairs are
-variants; if still none beats chance, it stops and says why (`closed_loop_objective`): it
-never optimises what the votes do not support. How much each
-stage does is the budget's (`closed_loop_budgets`).
+one audible axis. When no preference model beats chance on votes on prompts it never saw, or
+one does only barely, the loop collects another round (up to the budget), all of whose pairs
+are variants; if still none beats chance, it stops and says why (`closed_loop_objective`): it
+never optimises what the votes do not support. How much each stage does is the budget's
+(`closed_loop_budgets`).
 
 Every stage leaves the platform's own objects behind (campaigns, votes, reward models, a
 fine-tuning run, a candidate version, an evaluation), exactly as if people had done it in the
