@@ -59,8 +59,9 @@ class Budget:
     followup_variant_share: float = 1.0
     # A preference model must beat chance on prompts it never saw to be optimised
     # (`better_than_chance`); while its accuracy interval's lower end stays below this, the
-    # loop first collects another round if the budget allows (objective_decide). A `prefers_legato` run optimised a model at
-    # 0.596 [0.513, 0.675] and its candidate won 0.50 [0.43, 0.57].
+    # loop first collects another round if the budget allows (objective_decide). A
+    # `prefers_legato` run optimised a model at 0.596 [0.513, 0.675] held out, and its
+    # candidate won 0.50 [0.43, 0.57].
     confident_accuracy_lower: float = 0.55
     # The evaluation votes until this many are decisive (ties excluded), adding a vote per
     # pair at a time, at most three times.
