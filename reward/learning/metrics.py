@@ -114,6 +114,21 @@ def _grouped_mean(
     return low, high, len(counts)
 
 
+def _mean_and_interval(
+    name: str, values: np.ndarray, groups: ArrayLike | None, **bootstrap: Any
+) -> dict[str, Any]:
+    """{name: the mean, low, high, n}: `_grouped_mean`'s interval, all None without values."""
+    if len(values) == 0:
+        return {name: None, "low": None, "high": None, "n": 0}
+    low, high, _ = _grouped_mean(values, groups, **bootstrap)
+    return {
+        name: float(values.mean()),
+        "low": _finite(low),
+        "high": _finite(high),
+        "n": len(values),
+    }
+
+
 def pairwise_accuracy(
     margins: ArrayLike,
     targets: ArrayLike,
@@ -133,17 +148,8 @@ def pairwise_accuracy(
     credit = np.where(margins == 0, 0.5, ((margins > 0) == (targets > 0.5)).astype(np.float64))
     if groups is not None:
         groups = np.asarray(groups).reshape(-1)[decisive]
-    n = len(credit)
-    if n == 0:
-        return {"accuracy": None, "low": None, "high": None, "n": 0}
     bootstrap = {"confidence": confidence, "resamples": resamples, "seed": seed}
-    low, high, _ = _grouped_mean(credit, groups, **bootstrap)
-    return {
-        "accuracy": float(credit.mean()),
-        "low": _finite(low),
-        "high": _finite(high),
-        "n": n,
-    }
+    return _mean_and_interval("accuracy", credit, groups, **bootstrap)
 
 
 def log_likelihood_gain(
@@ -164,21 +170,13 @@ def log_likelihood_gain(
     every such pair costs accuracy a coin flip of noise. Returns gain, low, high, n (votes)."""
     margins = np.asarray(margins, dtype=np.float64).reshape(-1)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1)
-    if len(margins) == 0:
-        return {"gain": None, "low": None, "high": None, "n": 0}
     gains = (
         targets * special.log_expit(margins)
         + (1 - targets) * special.log_expit(-margins)
         + math.log(2.0)
     )
     bootstrap = {"confidence": confidence, "resamples": resamples, "seed": seed}
-    low, high, _ = _grouped_mean(gains, groups, **bootstrap)
-    return {
-        "gain": float(gains.mean()),
-        "low": _finite(low),
-        "high": _finite(high),
-        "n": len(gains),
-    }
+    return _mean_and_interval("gain", gains, groups, **bootstrap)
 
 
 def rater_agreement(
