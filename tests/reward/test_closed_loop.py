@@ -112,7 +112,10 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
     assert any("wall time" in line for line in said)
 
 
-@pytest.mark.django_db(transaction=True)
+# reset_sequences: the campaigns' clip seeds and variant axes derive from database ids
+# (`ratings.campaigns._clip_seed`, `variant_axis_for`), so ids that depend on which tests ran
+# before on the same worker gave other clips, other votes, and once a model that beat chance.
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
 def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(monkeypatch):
     """A budget that can never collect the votes the audio network needs trains neither it
     nor the music tower that starts it; when the measured-feature model does not beat chance
@@ -124,18 +127,18 @@ def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(m
     from reward import closed_loop
 
     budgets = closed_loop.BUDGETS | {
-        # As many raters as votes per pair, so each rater votes on every pair and the votes
-        # are the same in every run (`SimulatedRater.draws`). With the tiny budget's four
-        # raters, which rater got which pair was timing, and on a busy machine the model beat
-        # chance once and the loop went on to RL.
-        "one-round": replace(closed_loop.BUDGETS["tiny"], audio_min_votes=1000,
+        # As many raters as votes per pair, so each rater votes on every pair and, with the
+        # ids reset, the votes are the same in every run (`SimulatedRater.draws`). With the
+        # tiny budget's four raters, which rater got which pair was timing, and on a busy
+        # machine the model beat chance once and the loop went on to RL.
+        "two-rounds": replace(closed_loop.BUDGETS["tiny"], audio_min_votes=1000,
                              max_collect_rounds=2, collect_prompts=6, raters=2),
     }  # fmt: skip
     monkeypatch.setattr(closed_loop, "BUDGETS", budgets)
     said: list[str] = []
 
     result = closed_loop_run(
-        preference=default_preference, preference_name="default", budget_name="one-round",
+        preference=default_preference, preference_name="default", budget_name="two-rounds",
         say=said.append,
     )  # fmt: skip
 
