@@ -91,10 +91,11 @@ def evaluation_refresh(evaluation: Evaluation) -> dict[str, Any]:
     # The clips change only while they are generated: measure them again only then.
     clips = evaluation.campaign.pairs.count()
     previous = evaluation.report or {}
-    if previous.get("adherence_pairs") == clips and "adherence" in previous:
+    if previous.get("adherence_pairs") == clips and "plan_adherence" in previous:
         report["adherence"] = previous["adherence"]
+        report["plan_adherence"] = previous["plan_adherence"]
     else:
-        report["adherence"] = campaign_adherence(evaluation.campaign)
+        report["adherence"], report["plan_adherence"] = campaign_adherence(evaluation.campaign)
     report["adherence_pairs"] = clips
     evaluation.report = report
     evaluation.computed_at = timezone.now()
@@ -102,17 +103,24 @@ def evaluation_refresh(evaluation: Evaluation) -> dict[str, Any]:
     return report
 
 
-def campaign_adherence(campaign: Campaign) -> dict[str, dict[str, float]]:
+def campaign_adherence(
+    campaign: Campaign,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Per version in the campaign's pairs: the mean prompt adherence of its clips' notes per
     attribute (`generation.music.evaluation.FIT_PARTS`, and "score") and how many clips had
-    notes to measure. On an evaluation's held-out prompts this shows what the candidate
-    gained or gave up on each attribute; clips without notes (audio-only backends) are left
+    notes to measure; and the same of the plans its clips declared (a planned generator's),
+    per version that declares them. On an evaluation's held-out prompts this shows what the
+    candidate gained or gave up on each attribute. The plans say it exactly; the notes of a
+    4-second clip say it roughly (the composer's own clips, which play the asked key, measure
+    in it about a third of the time). Clips without notes (audio-only backends) are left
     out."""
-    from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit
+    from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit, plan_fit
     from generation.music.events import events_to_piece
+    from generation.music.plan import Plan
     from generation.music.prompts import parse_prompt
 
     fits: dict[str, list[dict[str, float]]] = {}
+    plan_fits: dict[str, list[dict[str, float]]] = {}
     pairs = campaign.pairs.select_related(
         "track_a__prompt", "track_a__generator_version",
         "track_b__prompt", "track_b__generator_version",
@@ -123,12 +131,18 @@ def campaign_adherence(campaign: Campaign) -> dict[str, dict[str, float]]:
             if track is None or track.pk in seen or not track.events:
                 continue
             seen.add(track.pk)
-            fit = piece_fit(parse_prompt(track.prompt.text), events_to_piece(track.events))
-            fits.setdefault(track.generator_version.name, []).append(fit)
-    return {
-        version: mean_by_key(rows, (*FIT_PARTS, "score")) | {"clips": len(rows)}
-        for version, rows in fits.items()
-    }
+            target, version = parse_prompt(track.prompt.text), track.generator_version.name
+            fits.setdefault(version, []).append(piece_fit(target, events_to_piece(track.events)))
+            if declared := (track.attributes or {}).get("plan"):
+                plan_fits.setdefault(version, []).append(plan_fit(target, Plan.from_dict(declared)))
+
+    def means(by_version: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+        return {
+            version: mean_by_key(rows, (*FIT_PARTS, "score")) | {"clips": len(rows)}
+            for version, rows in by_version.items()
+        }
+
+    return means(fits), means(plan_fits)
 
 
 def version_promote(version: GeneratorVersion) -> GeneratorVersion:

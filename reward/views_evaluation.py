@@ -65,18 +65,25 @@ def evaluation_detail(request: HttpRequest, evaluation_id: int) -> HttpResponse:
 
 
 def adherence_table(report: dict, evaluation: Evaluation) -> dict[str, list]:
-    """Candidate first, then the baseline: each version's mean fit per attribute."""
+    """Candidate first, then the baseline: each version's mean fit per attribute, of its
+    clips' notes and of the plans they declared."""
     from generation.music.evaluation import FIT_PARTS
 
     parts = [*FIT_PARTS, "score"]
-    measured = report.get("adherence") or {}
-    rows = [
-        {"version": name, "values": [measured[name][p] for p in parts],
-         "clips": measured[name]["clips"]}
-        for name in (evaluation.candidate.name, evaluation.baseline.name)
-        if name in measured
-    ]  # fmt: skip
-    return {"adherence_parts": parts, "adherence_rows": rows}
+
+    def rows(fits: dict) -> list[dict]:
+        return [
+            {"version": name, "values": [fits[name][p] for p in parts],
+             "clips": fits[name]["clips"]}
+            for name in (evaluation.candidate.name, evaluation.baseline.name)
+            if name in fits
+        ]  # fmt: skip
+
+    return {
+        "adherence_parts": parts,
+        "adherence_rows": rows(report.get("adherence") or {}),
+        "plan_adherence_rows": rows(report.get("plan_adherence") or {}),
+    }
 
 
 @require_POST

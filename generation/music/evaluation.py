@@ -57,6 +57,12 @@ def plan_adherence(target: MusicAttributes, plan: Plan) -> Adherence:
 FIT_PARTS = (*ADHERENCE_PARTS, "key")
 
 
+def plan_fit(target: MusicAttributes, plan: Plan) -> dict[str, float]:
+    """How well a declared plan follows the prompt's target: each of FIT_PARTS in [0, 1] (the
+    key: whether it is the one asked for), and "score", as `piece_fit` scores notes."""
+    return plan_adherence(target, plan).to_dict() | {"key": float(plan.key_root == target.key_root)}
+
+
 def piece_fit(target: MusicAttributes, piece: Piece) -> dict[str, float]:
     """How well one piece's notes follow the prompt's target: each of FIT_PARTS in [0, 1],
     and "score", the mean of ADHERENCE_PARTS (`Adherence.score`)."""
@@ -79,10 +85,7 @@ def adherence_report(pieces: Sequence[GeneratedPiece]) -> dict[str, object]:
         target = parse_prompt(item.prompt)
         fits.append(piece_fit(target, item.piece))
         if item.plan is not None:
-            plan_fits.append(
-                plan_adherence(target, item.plan).to_dict()
-                | {"key": float(item.plan.key_root == target.key_root)}
-            )
+            plan_fits.append(plan_fit(target, item.plan))
             agreements.append(plan_agreement(item.plan, item.piece))
     report: dict[str, object] = {
         "prompts": len(pieces),

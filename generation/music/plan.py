@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from generation.music.attributes_measure import (
     density_fit,
@@ -134,6 +135,11 @@ class Plan:
         data = asdict(self)
         data["instruments"] = list(self.instruments)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """The plan `to_dict` gave (a track's stored attributes)."""
+        return cls(**{**data, "instruments": tuple(data["instruments"])})
 
 
 def lead_register(piece: Piece, lead: int | None, key_root: int) -> int | None:

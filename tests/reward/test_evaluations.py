@@ -1,11 +1,14 @@
 """Evaluations: creating one queues an evaluate campaign, its report follows the votes, and
 admins (only admins) promote or retire the candidate from its page."""
 
+import dataclasses
+
 import pytest
 
 from generation.models import GeneratorVersion
 from generation.music.composer import compose
 from generation.music.events import piece_to_events
+from generation.music.plan import plan_for_piece
 from generation.music.prompts import parse_prompt
 from ratings.models import Campaign, Role
 from reward.evaluations import (
@@ -257,15 +260,20 @@ def test_the_report_gives_each_version_s_prompt_adherence_on_the_clips_heard(ver
     )
     for index, text in enumerate(["slow sad piano ballad", "calm ambient pad with strings"]):
         prompt = PromptFactory(text=text)
-        # The candidate plays what was asked; the baseline plays fast techno whatever it is.
+        # The candidate plays what was asked; the baseline plays fast techno whatever it is,
+        # and declares the plan of the prompt moved to another key.
         followed = compose(parse_prompt(text), seed=index, duration_seconds=6)
         ignored = compose(parse_prompt("fast techno with drums"), seed=index, duration_seconds=6)
+        plan = plan_for_piece(parse_prompt(text), followed)
+        moved = dataclasses.replace(plan, key_root=(plan.key_root + 5) % 12)
         PairFactory(
             campaign=campaign, prompt=prompt,
             track_a=TrackFactory(prompt=prompt, generator_version=candidate,
-                                 events=piece_to_events(followed)),
+                                 events=piece_to_events(followed),
+                                 attributes={"plan": plan.to_dict()}),
             track_b=TrackFactory(prompt=prompt, generator_version=baseline,
-                                 events=piece_to_events(ignored)),
+                                 events=piece_to_events(ignored),
+                                 attributes={"plan": moved.to_dict()}),
         )  # fmt: skip
     PairFactory(campaign=campaign, track_b=None)  # audio only (no notes): left out
 
@@ -276,6 +284,12 @@ def test_the_report_gives_each_version_s_prompt_adherence_on_the_clips_heard(ver
     assert (followed["tempo"], followed["drums"]) == (1.0, 1.0)
     assert (ignored["tempo"], ignored["drums"]) == (0.0, 0.0)
     assert followed["score"] > ignored["score"] + 0.4
+    # The plans they declared, exactly: only the key differs.
+    planned = report["plan_adherence"]
+    assert (planned["tuned-v2"]["key"], planned["base-v1"]["key"]) == (1.0, 0.0)
+    assert planned["tuned-v2"]["clips"] == planned["base-v1"]["clips"] == 2
+    assert planned["base-v1"]["tempo"] == planned["tuned-v2"]["tempo"]
     page = client_as(Role.RESEARCHER).get(f"/manage/evaluations/{evaluation.pk}/")
     table = page.content.decode().split('id="adherence-table"')[1].split("</table>")[0]
     assert table.index("tuned-v2") < table.index("base-v1")  # the candidate first
+    assert 'id="plan-adherence-table"' in page.content.decode()
