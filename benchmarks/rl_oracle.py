@@ -5,7 +5,8 @@ with a simulated taste as the exact reward, no votes and no reward model in betw
         [--learning-rate 1e-4] [--planner-lr-scale 1] [--kl-loss 0.25] [--beta 0.02]
         [--prompts-per-step 8] [--samples-per-prompt 4] [--best-of 8] [--threads 2]
         [--estimator rloo|best_of_group] [--plan-kl-weight 0] [--part all|plan]
-        [--heard-seconds 4] [--explore-share 0.25]
+        [--heard-seconds 4] [--explore-share 0.25] [--explore-fields tempo ...]
+        [--kept-fields tempo instruments drums mode density key] [--keep-weight 2]
 
 The closed loop (`musicrl_loop`) can fall short for two reasons: its preference model got the
 taste wrong, or RL cannot move the generator far enough. This separates them. The reward of a
@@ -70,6 +71,15 @@ def main() -> int:
         help="share of each prompt's samples drawn for a varied prompt (rl.py)",
     )  # fmt: skip
     parser.add_argument(
+        "--explore-fields", nargs="+", default=None,
+        help="the axes exploration varies (default: all of them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kept-fields", nargs="*", default=[],
+        help="prompt fields each sample must keep as asked (rl.py's kept_fields)",
+    )  # fmt: skip
+    parser.add_argument("--keep-weight", type=float, default=2.0)
+    parser.add_argument(
         "--part", choices=("all", "plan"), default="all",
         help="plan: RL on plans alone, each heard as the composer plays it (rl.py).",
     )  # fmt: skip
@@ -88,7 +98,7 @@ def main() -> int:
     from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit
     from generation.music.events import piece_to_events
     from generation.music.learned import SymbolicTransformerBackend, torch_threads
-    from generation.music.prompt_sampling import prompt_pools
+    from generation.music.prompt_sampling import PROMPT_VARIANT_AXES, prompt_pools
     from generation.music.prompts import parse_prompt
     from ratings.simulation import tastes
     from reward.learning.loop import LoopConfig
@@ -153,6 +163,9 @@ def main() -> int:
         estimator=args.estimator,
         plan_kl_weight=args.plan_kl_weight,
         explore_share=args.explore_share,
+        explore_fields=tuple(args.explore_fields or PROMPT_VARIANT_AXES),
+        kept_fields=tuple(args.kept_fields),
+        keep_weight=args.keep_weight,
         part=args.part,
         heard_seconds=args.heard_seconds,
     )

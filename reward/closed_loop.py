@@ -30,6 +30,7 @@ from django.db.models import F, Sum
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR, get_backend
 from generation.music.evaluation import composer_ceiling
+from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
 from generation.music.variants import VARIANT_AXES
 from generation.services import shipped_version_register
 from ratings.campaigns import campaign_create, campaign_generate_prompts, campaign_votes_extend
@@ -44,9 +45,11 @@ from reward.closed_loop_budgets import BUDGETS, Budget
 from reward.closed_loop_objective import (
     OBJECTIVES,
     Decision,
+    TasteFields,
     against_the_raters,
     objective_decide,
     raters_agreement_gap,
+    taste_fields,
 )
 from reward.closed_loop_table import presets_table, table_lines
 from reward.finetune_stages import TIME_BUDGET
@@ -216,14 +219,20 @@ def closed_loop_run(
         if decision.action == "stop":
             stage("done")
             return result | {"stopped": decision.reason, "seconds": stages["done"]}
+        # Where the taste lives, from the measured model (trained on every round, whichever
+        # model U optimises): what RL may move and what it keeps as the prompt asks.
+        fields = taste_fields(reward_models.get("measured"))
+        result["taste_fields"] = fields.to_dict()
+        if decision.preset != "R" or presets:
+            say(f"  {fields.summary()}")
 
         # Presets (several runs and evaluations) take what they need.
         rl_seconds = None if presets else budget.rl_seconds(time.monotonic() - started)
         runs = _tune(
             presets or (decision.preset,),
             tag=tag, base=base, preference_model=decision.reward_model, collects=collects,
-            reward_models=reward_models, budget=budget, seed=seed, stage=stage, say=say,
-            rl_seconds=rl_seconds,
+            reward_models=reward_models, fields=fields, budget=budget, seed=seed, stage=stage,
+            say=say, rl_seconds=rl_seconds,
         )  # fmt: skip
         evaluations: dict[str, Evaluation] = {}
         reports: dict[str, dict[str, Any]] = {}
@@ -355,6 +364,7 @@ def _tune(
     preference_model: RewardModel | None,
     collects: list[Campaign],
     reward_models: dict[str, RewardModel],
+    fields: TasteFields,
     budget: Budget,
     seed: int,
     stage: Callable[[str], None],
@@ -362,8 +372,9 @@ def _tune(
     rl_seconds: float | None = None,
 ) -> dict[str, FineTuneRun]:
     """One RL run per preset, in MusicRL's sense: R on prompt adherence, U on the preference
-    model, RU as U started from R's result (so R runs first). rl_seconds: the time each run
-    may take (None: its steps, however long they take)."""
+    model, RU as U started from R's result (so R runs first). U and RU explore and keep the
+    prompt's fields as `fields` says; R's reward is adherence itself. rl_seconds: the time
+    each run may take (None: its steps, however long they take)."""
     runs: dict[str, FineTuneRun] = {}
     for preset in sorted(presets, key=PRESETS.index):
         if preset in ("R", "RU") and "adherence" not in reward_models:
@@ -379,7 +390,7 @@ def _tune(
         stage(f"RL fine-tuning ({preset}" + (", U from R's result)" if preset == "RU" else ")"))
         run = _rl_run(
             f"{tag} {preset}", starts_from, "R" if preset == "R" else "U", reward, budget, seed,
-            max_seconds=rl_seconds,
+            fields=None if preset == "R" else fields, max_seconds=rl_seconds,
         )  # fmt: skip
         if any(m.get("stopped_reason") == TIME_BUDGET for m in _stage_metrics(run)):
             say(f"  the run stopped at step {int(run.curve[-1]['step'])} of {run.steps}: its "
@@ -398,8 +409,12 @@ def _rl_run(
     budget: Budget,
     seed: int,
     *,
+    fields: TasteFields | None = None,
     max_seconds: float | None = None,
 ) -> FineTuneRun:
+    """One RL run of the loop. With `fields`, it explores the fields the votes pull (at the
+    budget's exploring learning rate) and keeps the others as the prompt asks."""
+    explored = fields.explored if fields else ()
     run = finetune.finetune_run_create(
         name=name,
         base_version=starts_from,
@@ -411,7 +426,9 @@ def _rl_run(
         settings={
             "clip_seconds": budget.clip_seconds,
             "seed": seed,
-            "learning_rate": budget.rl_learning_rate,
+            "learning_rate": (
+                budget.rl_explore_learning_rate if explored else budget.rl_learning_rate
+            ),
             "min_learning_rate": budget.rl_min_learning_rate,
             "beta": budget.rl_beta,
             "kl_loss": budget.rl_kl_loss,
@@ -419,7 +436,10 @@ def _rl_run(
             "samples_per_prompt": budget.rl_samples_per_prompt,
             "estimator": budget.rl_estimator,
             "plan_kl_weight": budget.rl_plan_kl_weight,
-            "explore_share": budget.rl_explore_share,
+            "explore_share": budget.rl_explore_share if explored else 0.0,
+            "explore_fields": list(explored or PROMPT_VARIANT_AXES),
+            "kept_fields": list(fields.kept if fields else ()),
+            "keep_weight": budget.rl_keep_weight,
             "num_threads": budget.rl_num_threads,
             "train_prompts": budget.rl_train_prompts,
             "held_out_prompts": budget.rl_held_out_prompts,

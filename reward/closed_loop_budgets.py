@@ -32,14 +32,19 @@ class Budget:
     rl_samples_per_prompt: int = 4
     rl_estimator: str = "rloo"  # reward/learning/rl.py: "rloo" or "best_of_group"
     rl_plan_kl_weight: float = 0.0
-    # Share of each prompt's RL samples drawn for the prompt varied along one axis it controls
-    # (reward/learning/rl.py): the base plays the tempo asked for in every sample (1,024 of
-    # 1,024 sampled plans of the held-out prompts), so without it no reward moves the tempo.
-    rl_explore_share: float = 0.0
-    # Measured (`musicrl_loop --budget small`, one run each, at 3e-4): prefers_slower won
-    # 0.63 [0.56, 0.69] with exploration 0.5, against 0.48 without (tempo fit 0.795 against
-    # 1.000); the default taste won 0.656 [0.589, 0.716], below the 0.755 at 1e-4 without, its
-    # key fit falling 0.344 -> 0.266. So it is off until a loop can tell where a taste lives.
+    # Share of each prompt's RL samples drawn for the prompt varied along one of the fields
+    # the votes pull (reward/learning/rl.py, closed_loop_objective.taste_fields); none when
+    # they pull none. The base plays the tempo asked for in every sample (1,024 of 1,024
+    # sampled plans of the held-out prompts), so without it no reward moves the tempo.
+    # Measured (`musicrl_loop --budget small`, one run each, at 3e-4, varying every axis):
+    # prefers_slower won 0.63 [0.56, 0.69] with exploration 0.5, against 0.48 without (tempo
+    # fit 0.795 against 1.000); the default taste, which pulls no prompt field, won 0.656
+    # [0.589, 0.716], below the 0.755 at 1e-4 without, its key fit falling 0.344 -> 0.266.
+    rl_explore_share: float = 0.5
+    rl_explore_learning_rate: float = 3e-4  # the learning rate of a run that explores
+    # What RL's objective loses per unit of fit a sample gives up on a field the votes do not
+    # pull (RLOOConfig.keep_weight), in normalised reward units.
+    rl_keep_weight: float = 2.0
     rl_num_threads: int = 2  # the loop has the machine to itself (finetune's num_threads)
     rl_train_prompts: int = 2000  # the pools RL samples from and is judged on
     rl_held_out_prompts: int = 64  # also the evaluation campaign's prompts

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from generation.music.evaluation import FIT_PARTS
+from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
+
 if TYPE_CHECKING:
     from reward.learning.loop import LoopConfig
 
@@ -51,6 +54,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # itself (rl.py): a generator that plays every prompt as asked never samples another
     # tempo, so no reward could move it there. RLOO on whole sequences only; 0: none.
     "explore_share": 0.0,
+    # The axes it varies (a list, or comma-separated: tempo, mode, drums, instruments, density).
+    "explore_fields": list(PROMPT_VARIANT_AXES),
+    # Prompt fields each sample must keep as asked (tempo, instruments, drums, mode, density,
+    # key): each unit of fit a sample gives up on them costs keep_weight in its objective, in
+    # normalised reward units (rl.py). `musicrl_loop` keeps every field its votes do not pull.
+    "kept_fields": [],
+    "keep_weight": 2.0,
     # Seconds of one attempt after which the run stops, keeping what it learned (0: no
     # limit). `musicrl_loop` sets it so that the whole loop keeps to its wall time.
     "max_seconds": 0,
@@ -64,6 +74,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "plan_learning_rate": 1e-3,
 }
 STRING_SETTINGS = {"guard_action": ("warn", "stop"), "estimator": ("rloo", "best_of_group")}
+# Settings that hold a list of names, each one of these (rl.py checks the same).
+LIST_SETTINGS = {"explore_fields": PROMPT_VARIANT_AXES, "kept_fields": FIT_PARTS}
 
 
 class FineTuneError(ValueError):
@@ -76,7 +88,11 @@ def finetune_run_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise FineTuneError(f"unknown settings: {', '.join(unknown)}")
     merged = DEFAULT_SETTINGS | overrides
+    for key, allowed in LIST_SETTINGS.items():
+        merged[key] = _names(key, merged[key], allowed)
     for key, value in merged.items():
+        if key in LIST_SETTINGS:
+            continue
         if key in STRING_SETTINGS:
             if value not in STRING_SETTINGS[key]:
                 raise FineTuneError(f"{key} must be one of {', '.join(STRING_SETTINGS[key])}")
@@ -98,6 +114,8 @@ def finetune_run_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
             )
         if merged["estimator"] != "rloo":
             raise FineTuneError("explore_share is for the rloo estimator")
+        if not merged["explore_fields"]:
+            raise FineTuneError("explore_share needs at least one of explore_fields")
     if not 0 < merged["test_share"] < 1:
         raise FineTuneError("test_share must lie strictly between 0 and 1")
     if not 1 <= merged["clip_seconds"] <= 30:
@@ -108,6 +126,18 @@ def finetune_run_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
         if merged[pool] is None or int(merged[pool]) != merged[pool] or merged[pool] < 1:
             raise FineTuneError(f"{pool} must be a whole number of at least 1")
     return merged
+
+
+def _names(key: str, value: Any, allowed: tuple[str, ...]) -> list[str]:
+    """A list setting as a list of names in `allowed`'s order, from a list or from a
+    comma-separated string (a command line's key=value)."""
+    if isinstance(value, str):
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(name, str) for name in value):
+        raise FineTuneError(f"{key} must be a list of names")
+    if unknown := sorted(set(value) - set(allowed)):
+        raise FineTuneError(f"{key}: unknown {', '.join(unknown)} (one of {', '.join(allowed)})")
+    return [name for name in allowed if name in value]
 
 
 def _min_learning_rate(config: dict[str, Any]) -> float:

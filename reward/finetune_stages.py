@@ -115,6 +115,7 @@ def _base_checkpoint(run: FineTuneRun) -> str:
 def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
     """Every stage not finished yet, each tuning the generator the stage before it left;
     returns the last stage's generator file."""
+    from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
     from reward.learning.rl import RLOOConfig, train_rloo
 
     config = run.settings
@@ -163,6 +164,9 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             heard_seconds=float(config["clip_seconds"]),
             # Plan stages sample plans alone; runs stored before the setting did not explore.
             explore_share=0.0 if on_plan else float(config.get("explore_share", 0.0)),
+            explore_fields=tuple(config.get("explore_fields", PROMPT_VARIANT_AXES)),
+            kept_fields=tuple(config.get("kept_fields", ())),
+            keep_weight=float(config.get("keep_weight", 0.0)),
         )
         if resumed := jobs.resume_step(stage_dir):
             jobs.job_note_resume(FineTuneRun, run.pk, offset + resumed)

@@ -59,6 +59,17 @@ LISTENING_FEATURES: tuple[str, ...] = (
     "dynamics",
     "repetition",
 )
+# Each field a prompt asks for (evaluation.FIT_PARTS), the features that measure it signed
+# (faster, more instruments, minor: weights on them ask for more or less of it whatever the
+# request), and its fit to the request (a weight below 0 on it asks for something else).
+PROMPT_FIELD_FEATURES: dict[str, tuple[tuple[str, ...], str]] = {
+    "tempo": (("tempo_bpm", "tempo_vs_request"), "tempo_fit"),
+    "instruments": (("melodic_instruments",), "instruments_fit"),
+    "drums": (("drums", "drum_hits_per_bar"), "drums_fit"),
+    "mode": (("minor_mode",), "mode_fit"),
+    "density": (("density", "density_vs_request", "notes_per_bar"), "density_fit"),
+    "key": ((), "key_fit"),  # a key is heard only against the request
+}
 # Measured from the pitched parts only (0 for drums alone).
 PITCHED_PART_FEATURES = (
     "polyphony", "lead_pitch", "bass_pitch", "pitch_range", "brightness", "syncopation",

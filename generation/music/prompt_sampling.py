@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 
 from generation.music.events import quantize_tempo
 from generation.music.prompts import (
@@ -104,13 +105,19 @@ PROMPT_VARIANT_AXES = ("tempo", "mode", "drums", "instruments", "density")
 PROMPT_TEMPO_FACTORS = (0.8, 1.25)
 
 
-def prompt_variant(prompt_text: str, rng: random.Random) -> str:
-    """The caption of what `prompt_text` asks for, changed along one axis a prompt controls:
-    the tempo 0.8x or 1.25x, the other mode, drums in or out, one accompanying instrument
-    left out (where the caption then asks for fewer: a genre's bass left out comes back), or
-    another density. A generator that plays each prompt as asked never plays anything else
-    for it; sampled for this caption instead, it plays what the prompt's own samples never
-    would (RL's exploration, rl.py)."""
+def prompt_variant(
+    prompt_text: str, rng: random.Random, axes: Sequence[str] = PROMPT_VARIANT_AXES
+) -> str:
+    """The caption of what `prompt_text` asks for, changed along one of `axes` (each a
+    PROMPT_VARIANT_AXES axis a prompt controls): the tempo 0.8x or 1.25x, the other mode,
+    drums in or out, one accompanying instrument left out (where the caption then asks for
+    fewer: a genre's bass left out comes back), or another density. A generator that plays
+    each prompt as asked never plays anything else for it; sampled for this caption instead,
+    it plays what the prompt's own samples never would (RL's exploration, rl.py). A prompt
+    with a single instrument has none to leave out: with "instruments" the only axis, the
+    prompt itself is returned."""
+    if unknown := set(axes) - set(PROMPT_VARIANT_AXES):
+        raise ValueError(f"no such variant axes: {sorted(unknown)}")
     attrs = parse_prompt(prompt_text)
     fewer = [
         dataclasses.replace(
@@ -122,8 +129,11 @@ def prompt_variant(prompt_text: str, rng: random.Random) -> str:
         changed for changed in fewer
         if parse_prompt(caption_for(changed)).instruments != attrs.instruments
     ]  # fmt: skip
-    axes = [axis for axis in PROMPT_VARIANT_AXES if axis != "instruments" or fewer]
-    axis = rng.choice(axes)
+    axes = [axis for axis in PROMPT_VARIANT_AXES if axis in axes]
+    possible = [axis for axis in axes if axis != "instruments" or fewer]
+    if not possible:
+        return prompt_text
+    axis = rng.choice(possible)
     if axis == "tempo":
         tempo = quantize_tempo(attrs.tempo_bpm * rng.choice(PROMPT_TEMPO_FACTORS))
         changed = dataclasses.replace(attrs, tempo_bpm=tempo)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from generation.music.evaluation import FIT_PARTS, piece_fit
+from generation.music.evaluation import FIT_PARTS, piece_fit, plan_fit
 from generation.music.learned import Sample
 from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.tokenizer import content_ids
@@ -75,6 +75,26 @@ def fit_figures(samples: Sequence[Sample], prefix: str = "") -> dict[str, float]
     return {
         f"{prefix}fit_{part}": fmean(row[part] for row in rows) for part in (*FIT_PARTS, "score")
     }
+
+
+def strayed(samples: Sequence[Sample], fields: Sequence[str]) -> torch.Tensor:
+    """(N,) float64: how far each sample strays from its prompt on `fields` (FIT_PARTS), the
+    sum of 1 - fit over them. A planned sample is judged on what its plan declares, exactly
+    (the body plays what the plan says; a 4-second clip's key, measured from its notes,
+    matches the asked one in only about a third of the base's own samples); a sample without
+    a plan on its notes. RL subtracts it from the objective (`RLOOConfig.kept_fields`), so
+    what the votes do not ask to move stays as the prompt asks."""
+    if unknown := set(fields) - set(FIT_PARTS):
+        raise ValueError(f"no such prompt fields: {sorted(unknown)}")
+    targets: dict[str, MusicAttributes] = {}
+    totals = []
+    for sample in samples:
+        if sample.prompt not in targets:
+            targets[sample.prompt] = parse_prompt(sample.prompt)
+        target = targets[sample.prompt]
+        fit = plan_fit(target, sample.plan) if sample.plan else piece_fit(target, sample.piece)
+        totals.append(sum(1.0 - fit[name] for name in fields))
+    return torch.tensor(totals, dtype=torch.float64)
 
 
 # --- guards -------------------------------------------------------------------------------

@@ -59,7 +59,16 @@ not, their negative advantages push down tokens the policy hardly produces anywa
 estimate is no longer the on-policy gradient (nothing corrects for the explored samples being
 drawn from another distribution: their importance weights would be about 0, which would
 remove exactly what exploring is for); the KL terms still measure the drift from the
-reference on every sample.
+reference on every sample. `explore_fields` limits the axes to those the votes ask to move.
+
+`kept_fields` are the prompt's fields (tempo, instruments, drums, mode, density, key) that a
+sample must keep as asked, whatever the rewards say: R_i loses keep_weight for each unit of fit
+it gives up on them (`reward_hacking.strayed`, read off the plan a planned sample declares). A
+reward learned from votes that never asked for another key can still pay for one through a
+side door: a higher lead line is bought most cheaply by moving the plan's key, which transposes
+every note (see best_of_group above). The closed loop keeps every field its votes do not pull
+(reward/closed_loop_objective.py); the KL terms cannot tell a field the base is sure of from one
+it is not, and `plan_kl_weight` holds the register back as firmly as the key.
 
 The reference never changes during a run. Two-stage schedules (R, then U from the R result)
 are the caller's: it passes the first stage's policy as the second stage's reference.
@@ -79,8 +88,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from generation.music.evaluation import FIT_PARTS
 from generation.music.learned import Sample, SymbolicTransformerBackend, torch_threads
-from generation.music.prompt_sampling import prompt_variant
+from generation.music.prompt_sampling import PROMPT_VARIANT_AXES, prompt_variant
 from generation.music.tokenizer import header_length
 from reward.learning.loop import (
     CHECKPOINT_NAME,
@@ -98,6 +108,7 @@ from reward.learning.reward_hacking import (
     diversity,
     fit_figures,
     guard_warnings,
+    strayed,
 )
 
 KIND = "rloo"
@@ -140,8 +151,24 @@ class RLOOConfig:
     # Share of each prompt's training samples drawn for a varied prompt (`prompt_variant`)
     # and scored as answers to the prompt itself (module doc): 0, on-policy RLOO.
     explore_share: float = 0.0
+    # The axes exploration varies (PROMPT_VARIANT_AXES): those the votes ask to move.
+    explore_fields: tuple[str, ...] = PROMPT_VARIANT_AXES
+    # Prompt fields (FIT_PARTS) a sample must keep as its prompt asks: each unit of fit a
+    # sample loses on them (`strayed`) costs keep_weight in the objective, in units of the
+    # normalised reward (module doc). (): none kept, whatever the rewards do to them.
+    kept_fields: tuple[str, ...] = ()
+    keep_weight: float = 2.0
 
     def __post_init__(self) -> None:
+        # JSON (a run's settings, a checkpoint's config) gives lists: keep tuples, as set.
+        object.__setattr__(self, "explore_fields", tuple(self.explore_fields))
+        object.__setattr__(self, "kept_fields", tuple(self.kept_fields))
+        if unknown := set(self.explore_fields) - set(PROMPT_VARIANT_AXES):
+            raise ValueError(f"explore_fields: no such axes {sorted(unknown)}")
+        if unknown := set(self.kept_fields) - set(FIT_PARTS):
+            raise ValueError(f"kept_fields: no such prompt fields {sorted(unknown)}")
+        if self.keep_weight < 0:
+            raise ValueError("keep_weight must be >= 0")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}")
         if self.part not in PARTS:
@@ -166,6 +193,8 @@ class RLOOConfig:
                 )
             if self.part != "all" or self.estimator != "rloo":
                 raise ValueError("explore_share is for RLOO on whole sequences")
+            if not self.explore_fields:
+                raise ValueError("explore_share needs at least one axis in explore_fields")
 
     @property
     def explored_per_prompt(self) -> int:
@@ -272,6 +301,7 @@ class Scored:
     samples: list[Sample]
     raw: torch.Tensor  # (N, rewards) float64, columns in config.reward_names order
     kl: torch.Tensor  # (N,) float64: sum_t log pi - log pi_ref, per sequence
+    strayed: torch.Tensor  # (N,) float64: fit lost on the kept fields (`strayed`)
 
 
 def logprobs_against_reference(
@@ -351,6 +381,8 @@ def figures_of(
     samples = scored.samples
     figures[f"{prefix}reward_total"] = float(weighted_total(config, statistics, scored.raw).mean())
     figures[f"{prefix}kl"] = float(scored.kl.mean())
+    if config.kept_fields:
+        figures[f"{prefix}strayed"] = float(scored.strayed.mean())
     figures[f"{prefix}diversity"] = diversity(samples, group_size)
     figures[f"{prefix}length"] = sum(len(s.token_ids) for s in samples) / len(samples)
     figures[f"{prefix}well_formed"] = sum(s.well_formed for s in samples) / len(samples)
@@ -377,7 +409,8 @@ class RLOORun:
         logprobs, kl, squared = logprobs_against_reference(
             self.sampler, self.reference, samples, plan_weight=self.config.plan_kl_weight
         )
-        return Scored(samples, raw, kl), logprobs, squared
+        kept = strayed(samples, self.config.kept_fields)
+        return Scored(samples, raw, kl, kept), logprobs, squared
 
     def sample(self, prompts: Sequence[str], n: int, seed: int) -> list[Sample]:
         """n samples per prompt of the part the run trains: whole sequences, or plans."""
@@ -396,7 +429,7 @@ class RLOORun:
             row
             for prompt in prompts
             for row in [prompt] * (n - explored)
-            + [prompt_variant(prompt, rng) for _ in range(explored)]
+            + [prompt_variant(prompt, rng, self.config.explore_fields) for _ in range(explored)]
         ]
         seeds = [rng.randrange(2**31) for _ in rows]
         samples = self.sampler.sample_seeded(rows, seeds, heard_seconds=self.config.heard_seconds)
@@ -449,13 +482,14 @@ def training_step(
 
 
 def objective_of(run: RLOORun, scored: Scored) -> torch.Tensor:
-    """R_i = sum_k w_k r_k,i - beta * KL_i, the running reward statistics updated first."""
+    """R_i = sum_k w_k r_k,i - beta * KL_i - keep_weight * strayed_i, the running reward
+    statistics updated first."""
     if run.config.normalise_rewards:
         # This batch first: so the first step has a scale, and no batch is judged by
         # statistics that have never seen rewards as high (or low) as its own.
         run.module.statistics.update(scored.raw)
     total = weighted_total(run.config, run.module.statistics, scored.raw)
-    return total - run.config.beta * scored.kl
+    return total - run.config.beta * scored.kl - run.config.keep_weight * scored.strayed
 
 
 def best_of_group_step(
@@ -472,7 +506,7 @@ def best_of_group_step(
         )
     recorded = torch.stack([sample.logprobs.double().sum() for sample in samples])
     raw = raw_rewards(samples, run.reward_fn, config.reward_names)
-    scored = Scored(samples, raw, recorded - reference)
+    scored = Scored(samples, raw, recorded - reference, strayed(samples, config.kept_fields))
     objective = objective_of(run, scored)
     best = [samples[index] for index in best_in_groups(objective, k).tolist()]
     logprobs, _, squared_log_ratio = logprobs_against_reference(

@@ -112,3 +112,18 @@ def test_a_prompt_variant_asks_for_the_same_music_changed_along_one_axis(prompt)
             assert variant["instruments"][0] == asked["instruments"][0]  # the lead stays
             assert len(variant["instruments"]) == len(asked["instruments"]) - 1
     assert len(set(changed_fields)) >= 3  # the axes are drawn at random
+
+
+def test_a_prompt_variant_changes_only_the_axes_it_is_given():
+    prompt = "energetic rock with drums"
+    asked = dataclasses.asdict(parse_prompt(prompt))
+    rng = random.Random(0)
+    for axes, field in ((["mode"], "mode"), (["drums", "density"], None)):
+        for _ in range(10):
+            variant = dataclasses.asdict(parse_prompt(prompt_variant(prompt, rng, axes)))
+            (changed,) = [name for name in asked if variant[name] != asked[name]]
+            assert changed == field if field else changed in ("drums", "density")
+    # A lone instrument has nothing to leave out: with that the only axis, the prompt stays.
+    assert prompt_variant("solo piano", rng, ["instruments"]) == "solo piano"
+    with pytest.raises(ValueError, match="no such variant axes"):
+        prompt_variant(prompt, rng, ["key"])

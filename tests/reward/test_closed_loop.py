@@ -6,6 +6,7 @@ job (see the closing notes for its figures)."""
 import pytest
 
 from generation.models import GeneratorVersion, Track
+from generation.music.evaluation import FIT_PARTS
 from ratings.models import Campaign, Vote
 from ratings.simulation.tastes import default_preference
 from reward import finetune_results
@@ -71,6 +72,15 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
         (stage,) = runs[preset].stages
         optimised = RewardModel.objects.get(pk=int(next(iter(stage["rewards"]))))
         assert (optimised.kind, optimised.method) == (kind, method)
+    # U and RU keep the prompt's fields the votes do not pull and explore only those they
+    # do (24 votes pin down no weight: all are kept); R's reward is adherence itself.
+    fields = result["taste_fields"]
+    assert sorted([*fields["kept"], *fields["pulled"]]) == sorted(FIT_PARTS)
+    for preset in ("U", "RU"):
+        assert runs[preset].settings["kept_fields"] == fields["kept"]
+        assert runs[preset].settings["explore_share"] == (0.5 if fields["explored"] else 0.0)
+    assert runs["R"].settings["kept_fields"] == []
+    assert any(line.startswith("  the votes ask to move") for line in said), said
     base = runs["R"].base_version
     assert runs["U"].base_version == base and base.name == result["baseline"]
     assert runs["RU"].base_version == runs["R"].result_version
@@ -137,8 +147,11 @@ def test_a_loop_whose_votes_support_no_taste_stops_and_trains_no_audio_network(m
     monkeypatch.setattr(closed_loop, "BUDGETS", budgets)
     said: list[str] = []
 
+    def indifferent(prompt_text, clip_a, clip_b) -> float:
+        return 0.5  # raters who hear no difference: their votes hold no taste at all
+
     result = closed_loop_run(
-        preference=default_preference, preference_name="default", budget_name="two-rounds",
+        preference=indifferent, preference_name="indifferent", budget_name="two-rounds",
         say=said.append,
     )  # fmt: skip
 

@@ -130,3 +130,56 @@ def test_the_votes_support_a_taste_by_cross_validation_over_all_of_them_when_it_
     assert "0.566 [0.490, 0.610] cross-validated over 576 votes" in supported.reason
     assert "+0.032 [+0.005, +0.063] nats a vote over chance" in supported.reason
     assert unsupported.action == "stop"
+
+
+def measured_model(fitted: dict[str, tuple[float, float, float]]) -> RewardModel:
+    """A measured-feature model with these (weight, 95% low, 95% high) per feature."""
+    metrics = {
+        "weights": {name: weight for name, (weight, _, _) in fitted.items()},
+        "weight_intervals": {name: [low, high] for name, (_, low, high) in fitted.items()},
+    }
+    return RewardModel(name="measured", kind="preference", method="measured", metrics=metrics)
+
+
+def test_the_votes_pull_a_prompt_field_when_a_weight_on_it_is_clearly_away_from_zero():
+    from reward.closed_loop_objective import taste_fields
+
+    fields = taste_fields(
+        measured_model({
+            # slower than asked, z = -4.5 (standard error 0.105 from the interval): pulled
+            "tempo_vs_request": (-0.47, -0.69, -0.28),
+            "tempo_fit": (0.1, -0.2, 0.4),
+            "lead_pitch": (0.8, 0.5, 1.1),  # no prompt field
+            "minor_mode": (0.1, -0.1, 0.3),  # spans 0: mode is kept
+            "mode_fit": (0.35, 0.1, 0.6),  # the mode as asked is liked: kept
+            "drums_fit": (-0.8, -1.1, -0.5),  # drums other than asked are liked: pulled
+            # Clear of 0 at 95% but not at 95% shared among the 8 features tested
+            # (z = 2.1 against 2.73): the noise of many weights, not a pull.
+            "drums": (0.2, 0.02, 0.39),
+            "key_fit": (0.0, -0.3, 0.3),
+            "melodic_instruments": (0.0, 0.0, 0.0),  # never varied
+        })
+    )  # fmt: skip
+
+    assert fields.pulled == {"tempo": ["tempo_vs_request"], "drums": ["drums_fit"]}
+    assert fields.kept == ("instruments", "mode", "density", "key")
+    assert fields.explored == ("tempo", "drums")
+    assert "tempo (tempo_vs_request)" in fields.summary()
+    assert "keeps instruments, mode, density, key as asked" in fields.summary()
+
+
+def test_a_taste_that_pulls_no_prompt_field_keeps_them_all_and_explores_nothing():
+    from reward.closed_loop_objective import taste_fields
+
+    higher_lead = taste_fields(
+        measured_model({"lead_pitch": (0.7, 0.4, 0.9), "key_fit": (-0.05, -0.2, 0.1)})
+    )
+    unknown = taste_fields(None)  # no measured model: nothing can be told apart
+
+    for fields in (higher_lead, unknown):
+        assert fields.pulled == {} and fields.explored == ()
+        assert fields.kept == ("tempo", "instruments", "drums", "mode", "density", "key")
+    assert "explores nothing" in higher_lead.summary()
+    # The key is never explored (no variant changes it), though votes may pull it.
+    pulled_key = taste_fields(measured_model({"key_fit": (-0.6, -0.9, -0.3)}))
+    assert pulled_key.pulled == {"key": ["key_fit"]} and pulled_key.explored == ()

@@ -24,3 +24,22 @@ def test_exploration_must_vary_some_of_each_prompt_s_samples_and_leave_it_some()
             finetune_run_settings({"explore_share": share})
     with pytest.raises(FineTuneError, match="rloo"):
         finetune_run_settings({"explore_share": 0.25, "estimator": "best_of_group"})
+
+
+def test_kept_and_explored_fields_are_lists_of_known_names_from_a_list_or_a_command_line():
+    import pytest
+
+    from reward.finetune_settings import FineTuneError
+
+    # key=value on the finetune command's line gives a string; the order is FIT_PARTS'.
+    settings = finetune_run_settings({"kept_fields": "key, tempo", "explore_fields": ["tempo"]})
+    assert (settings["kept_fields"], settings["explore_fields"]) == (["tempo", "key"], ["tempo"])
+    assert finetune_run_settings({})["kept_fields"] == []  # an admin's run keeps nothing fixed
+    with pytest.raises(FineTuneError, match="kept_fields: unknown register"):
+        finetune_run_settings({"kept_fields": ["key", "register"]})
+    with pytest.raises(FineTuneError, match="explore_fields must be a list"):
+        finetune_run_settings({"explore_fields": 3})
+    with pytest.raises(FineTuneError, match="at least one of explore_fields"):
+        finetune_run_settings({"explore_share": 0.25, "explore_fields": []})
+    with pytest.raises(FineTuneError, match="keep_weight"):
+        finetune_run_settings({"keep_weight": -1})

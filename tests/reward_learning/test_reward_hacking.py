@@ -1,6 +1,7 @@
 """What watches an RL run for reward hacking: the samples' diversity and prompt adherence on
 its curves, and the guards that warn when the KL or the diversity crosses its limit."""
 
+import dataclasses
 import functools
 
 import pytest
@@ -8,7 +9,9 @@ import torch
 
 from generation.music.attributes_measure import adherence
 from generation.music.composer import compose
+from generation.music.evaluation import FIT_PARTS, piece_fit
 from generation.music.learned import Sample
+from generation.music.plan import plan_for_piece
 from generation.music.prompts import parse_prompt
 from reward.learning.reward_hacking import (
     GuardState,
@@ -16,6 +19,7 @@ from reward.learning.reward_hacking import (
     diversity,
     fit_figures,
     guard_warnings,
+    strayed,
 )
 from reward.learning.rl import RLOOConfig
 
@@ -51,6 +55,35 @@ def test_fit_figures_are_the_notes_prompt_adherence_per_attribute():
     assert figures["heldout_fit_score"] == pytest.approx(
         (adherence(target, played).score + adherence(target, other).score) / 2
     )
+
+
+def test_a_sample_strays_by_the_fit_it_gives_up_on_the_kept_fields_as_its_plan_declares():
+    prompt = "slow sad piano ballad in D minor"
+    target = parse_prompt(prompt)
+    piece = compose(target, seed=3, duration_seconds=8)
+    plan = plan_for_piece(target, piece)
+    sample = functools.partial(
+        Sample, prompt=prompt, token_ids=[], logprobs=torch.zeros(0), well_formed=True,
+        piece=piece,
+    )  # fmt: skip
+    as_asked = sample(plan=plan)
+    transposed = sample(plan=dataclasses.replace(plan, key_root=(plan.key_root + 2) % 12))
+    in_major = sample(plan=dataclasses.replace(plan, mode="major"))
+    others = [name for name in FIT_PARTS if name != "key"]
+
+    assert plan.key_root == target.key_root and plan.mode == target.mode == "minor"
+    assert strayed([as_asked, transposed, in_major], ["key"]).tolist() == [0.0, 1.0, 0.0]
+    assert strayed([as_asked, transposed, in_major], ["key", "mode"]).tolist() == [0.0, 1.0, 1.0]
+    # A field not kept costs nothing, however far it moves.
+    assert torch.equal(strayed([transposed], others), strayed([as_asked], others))
+    assert strayed([as_asked], []).tolist() == [0.0]
+    # A sample without a plan is judged on its notes.
+    fit = piece_fit(target, piece)
+    assert strayed([sample(plan=None)], FIT_PARTS).item() == pytest.approx(
+        sum(1 - fit[name] for name in FIT_PARTS)
+    )
+    with pytest.raises(ValueError, match="no such prompt fields"):
+        strayed([as_asked], ["genre"])
 
 
 def test_guards_warn_at_the_first_crossing_and_then_when_twice_as_bad():

@@ -4,6 +4,7 @@ reference start as copies of one planned model; sequences are kept short (a 128-
 context, one bar) so that a step costs about a third of a second on one thread."""
 
 import copy
+import dataclasses
 import math
 from dataclasses import replace
 
@@ -12,14 +13,17 @@ import torch
 
 from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
 from generation.music.planned import SIZES, PlannedMusicGPT
+from generation.music.prompts import parse_prompt
 from generation.music.text_encoder import get_text_encoder
 from generation.music.tokenizer import TOKENS, header_length
 from reward.learning.loop import CHECKPOINT_NAME, Cancelled, EarlyStop, LoopConfig, run_loop
 from reward.learning.rl import (
     RewardStatistics,
     RLOOConfig,
+    Scored,
     best_in_groups,
     logprobs_against_reference,
+    objective_of,
     rloo_advantages,
     sampler_for,
     train_rloo,
@@ -463,6 +467,42 @@ def test_configs_round_trip_and_bad_settings_are_refused():
         RLOOConfig(plan_kl_weight=-1.0)
 
 
+def test_a_sample_that_strays_from_a_kept_field_loses_keep_weight_for_each_unit_of_fit():
+    from types import SimpleNamespace
+
+    settings = config(kept_fields=["key"], keep_weight=3.0, normalise_rewards=False, beta=0.5)
+    statistics = RewardStatistics(settings.reward_names)
+    run = SimpleNamespace(config=settings, module=SimpleNamespace(statistics=statistics))
+    scored = Scored(
+        samples=[],
+        raw=torch.tensor([[0.8], [0.8], [0.2]], dtype=torch.float64),
+        kl=torch.tensor([0.2, 0.2, 0.0], dtype=torch.float64),
+        strayed=torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64),
+    )
+
+    objective = objective_of(run, scored).tolist()
+
+    # R = reward - beta KL - keep_weight strayed
+    assert objective == pytest.approx([0.8 - 0.1, 0.8 - 0.1 - 3.0, 0.2 - 1.5])
+
+
+def test_kept_and_explored_fields_are_checked_and_survive_a_round_trip_through_json():
+    import json
+
+    settings = config(explore_share=0.25, explore_fields=["tempo"], kept_fields=["key", "mode"])
+    assert (settings.explore_fields, settings.kept_fields) == (("tempo",), ("key", "mode"))
+    stored = json.loads(json.dumps(settings.to_dict()))
+    assert RLOOConfig.from_dict(stored) == settings
+    with pytest.raises(ValueError, match="kept_fields"):
+        config(kept_fields=["register"])
+    with pytest.raises(ValueError, match="explore_fields"):
+        config(explore_fields=["key"])  # a variant never changes the key
+    with pytest.raises(ValueError, match="at least one axis"):
+        config(explore_share=0.25, explore_fields=[])
+    with pytest.raises(ValueError, match="keep_weight"):
+        config(keep_weight=-1.0)
+
+
 def test_each_part_of_a_planned_policy_steps_at_its_own_scale_of_the_rate(encoder, tmp_path):
     # A zero scale freezes the planner exactly while the body learns; the scale reaches the
     # optimiser's groups (and so the checkpoint) as the loop sets their rates.
@@ -505,6 +545,23 @@ def test_explored_samples_are_drawn_for_a_varied_prompt_and_answer_the_prompt_it
     _, logprobs, _ = run.score(samples)
     asked = policy.seq_logprobs([s.prompt for s in samples], [s.token_ids for s in samples])
     assert torch.allclose(logprobs.float(), asked.float(), atol=1e-4)
+    # Limited to one axis, every variant asks for another tempo and nothing else.
+    tempo_only = RLOORun(
+        config(explore_share=0.5, explore_fields=["tempo"]),
+        RLOOModule(policy.model, ["high"]), policy, reference, high_pitch_share,
+    )  # fmt: skip
+    samples = tempo_only.explored_sample(prompts, 4, seed=5)
+    rng = random.Random(5)
+    rows = []
+    for prompt in prompts:
+        rows += [prompt, prompt] + [prompt_variant(prompt, rng, ["tempo"]) for _ in range(2)]
+    seeds = [rng.randrange(2**31) for _ in rows]
+    for index in (2, 3, 6, 7):
+        wanted, varied = parse_prompt(samples[index].prompt), parse_prompt(rows[index])
+        assert varied.tempo_bpm != wanted.tempo_bpm
+        assert dataclasses.replace(varied, tempo_bpm=wanted.tempo_bpm) == wanted
+        (alone,) = policy.sample_seeded([rows[index]], [seeds[index]])
+        assert samples[index].token_ids == alone.token_ids
 
 
 def test_exploration_must_leave_each_prompt_its_own_samples_and_is_for_rloo_on_whole_pieces():
