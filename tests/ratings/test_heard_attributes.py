@@ -90,7 +90,7 @@ def test_the_default_population_wants_the_prompt_first_and_then_a_higher_lead():
     # Transposed up a fourth, it may change the measured mode: compare what is left of it.
     liking = default_preference(BALLAD, higher_clip, asked_clip)
     adherence = prompt_adherence(BALLAD, higher_clip, asked_clip)
-    assert liking > adherence  # the higher lead adds a logit on top of adherence
+    assert liking > adherence  # the higher lead adds 2.5 logits on top of adherence
     assert prompt_adherence(BALLAD, asked_clip, asked_clip) == 0.5
 
 
