@@ -30,7 +30,6 @@ from django.db.models import F, Sum
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR, get_backend
 from generation.music.evaluation import composer_ceiling
-from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
 from generation.music.variants import VARIANT_AXES
 from generation.services import shipped_version_register
 from ratings.campaigns import campaign_create, campaign_generate_prompts, campaign_votes_extend
@@ -437,7 +436,7 @@ def _rl_run(
             "estimator": budget.rl_estimator,
             "plan_kl_weight": budget.rl_plan_kl_weight,
             "explore_share": budget.rl_explore_share if explored else 0.0,
-            "explore_fields": list(explored or PROMPT_VARIANT_AXES),
+            "explore_fields": list(explored),  # none when it does not explore
             "kept_fields": list(fields.kept if fields else ()),
             "keep_weight": budget.rl_keep_weight,
             "num_threads": budget.rl_num_threads,
