@@ -52,7 +52,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # Share of each prompt's samples drawn for the prompt varied along one axis it controls
     # (tempo, mode, drums, instruments, density) and learned from as answers to the prompt
     # itself (rl.py): a generator that plays every prompt as asked never samples another
-    # tempo, so no reward could move it there. RLOO on whole sequences only; 0: none.
+    # tempo, so no reward could move it there. Plan stages explore with plans drawn for the
+    # varied prompt. The rloo estimator only; 0: none.
     "explore_share": 0.0,
     # The axes it varies (a list, or comma-separated: tempo, mode, drums, instruments, density).
     "explore_fields": list(PROMPT_VARIANT_AXES),
@@ -106,12 +107,15 @@ def finetune_run_settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
         if int(merged[whole]) != merged[whole]:
             raise FineTuneError(f"{whole} must be a whole number")
     if merged["explore_share"]:
-        explored = round(merged["samples_per_prompt"] * merged["explore_share"])
-        if not 0 < explored < merged["samples_per_prompt"]:
-            raise FineTuneError(
-                "explore_share must vary at least one of each prompt's samples and leave "
-                "at least one to the prompt itself"
-            )
+        group_sizes = [merged["samples_per_prompt"]]
+        if merged["plan_steps"]:
+            group_sizes.append(merged["plan_samples_per_prompt"])
+        for group in group_sizes:
+            if not 0 < round(group * merged["explore_share"]) < group:
+                raise FineTuneError(
+                    "explore_share must vary at least one of each prompt's samples and "
+                    "leave at least one to the prompt itself"
+                )
         if merged["estimator"] != "rloo":
             raise FineTuneError("explore_share is for the rloo estimator")
         if not merged["explore_fields"]:

@@ -162,8 +162,8 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
             estimator=config.get("estimator", "rloo"),
             plan_kl_weight=float(config.get("plan_kl_weight", 0.0)),
             heard_seconds=float(config["clip_seconds"]),
-            # Plan stages sample plans alone; runs stored before the setting did not explore.
-            explore_share=0.0 if on_plan else float(config.get("explore_share", 0.0)),
+            # Runs stored before the setting did not explore.
+            explore_share=float(config.get("explore_share", 0.0)),
             explore_fields=tuple(config.get("explore_fields", PROMPT_VARIANT_AXES)),
             kept_fields=tuple(config.get("kept_fields", ())),
             keep_weight=float(config.get("keep_weight", 0.0)),

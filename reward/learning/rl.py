@@ -60,6 +60,8 @@ estimate is no longer the on-policy gradient (nothing corrects for the explored 
 drawn from another distribution: their importance weights would be about 0, which would
 remove exactly what exploring is for); the KL terms still measure the drift from the
 reference on every sample. `explore_fields` limits the axes to those the votes ask to move.
+A plan run (`part="plan"`) explores the same way with plans drawn for the varied prompt: the
+planner is what plays every prompt's tempo as asked.
 
 `kept_fields` are the prompt's fields (tempo, instruments, drums, mode, density, key) that a
 sample must keep as asked, whatever the rewards say: R_i loses keep_weight for each unit of fit
@@ -191,8 +193,8 @@ class RLOOConfig:
                     "explore_share must leave at least one of each prompt's samples to the "
                     "prompt itself and vary at least one"
                 )
-            if self.part != "all" or self.estimator != "rloo":
-                raise ValueError("explore_share is for RLOO on whole sequences")
+            if self.estimator != "rloo":
+                raise ValueError("explore_share is for the rloo estimator")
             if not self.explore_fields:
                 raise ValueError("explore_share needs at least one axis in explore_fields")
 
@@ -419,10 +421,10 @@ class RLOORun:
         return self.sampler.sample(prompts, n, seed, heard_seconds=self.config.heard_seconds)
 
     def explored_sample(self, prompts: Sequence[str], n: int, seed: int) -> list[Sample]:
-        """n samples per prompt, prompt-major, the last `explored_per_prompt` of each drawn
-        for a varied prompt (`prompt_variant`), then all of them given the prompt itself:
-        their log-probs, rewards and KL are those of answers to it. Each row has its own
-        generator, seeded from `seed`."""
+        """n samples per prompt (of the part the run trains), prompt-major, the last
+        `explored_per_prompt` of each drawn for a varied prompt (`prompt_variant`), then all
+        of them given the prompt itself: their log-probs, rewards and KL are those of answers
+        to it. Whole sequences get a generator per row, seeded from `seed`."""
         rng = random.Random(seed)
         explored = self.config.explored_per_prompt
         rows = [
@@ -431,8 +433,13 @@ class RLOORun:
             for row in [prompt] * (n - explored)
             + [prompt_variant(prompt, rng, self.config.explore_fields) for _ in range(explored)]
         ]
-        seeds = [rng.randrange(2**31) for _ in rows]
-        samples = self.sampler.sample_seeded(rows, seeds, heard_seconds=self.config.heard_seconds)
+        if self.config.part == "plan":  # one batch, one generator: plans cost milliseconds
+            samples = self.sampler.sample_plans(rows, 1, rng.randrange(2**31))
+        else:
+            seeds = [rng.randrange(2**31) for _ in rows]
+            samples = self.sampler.sample_seeded(
+                rows, seeds, heard_seconds=self.config.heard_seconds
+            )
         asked = [prompt for prompt in prompts for _ in range(n)]
         return [replace(s, prompt=p) for s, p in zip(samples, asked, strict=True)]
 

@@ -24,6 +24,14 @@ def test_exploration_must_vary_some_of_each_prompt_s_samples_and_leave_it_some()
             finetune_run_settings({"explore_share": share})
     with pytest.raises(FineTuneError, match="rloo"):
         finetune_run_settings({"explore_share": 0.25, "estimator": "best_of_group"})
+    # Plan stages explore too, so their groups must leave room as well: 0.25 of 8 plans
+    # is 2, but of 3 it rounds to 1 and of 2 to 0 (4 whole samples: 1).
+    plan = {"explore_share": 0.25, "plan_steps": 10}
+    assert finetune_run_settings(plan | {"plan_samples_per_prompt": 3})["plan_steps"] == 10
+    with pytest.raises(FineTuneError, match="explore_share must vary"):
+        finetune_run_settings(plan | {"plan_samples_per_prompt": 2})
+    # Without plan stages their group size is not used.
+    assert finetune_run_settings({"explore_share": 0.25, "plan_samples_per_prompt": 2})
 
 
 def test_kept_and_explored_fields_are_lists_of_known_names_from_a_list_or_a_command_line():

@@ -15,7 +15,7 @@ from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
 from generation.music.planned import SIZES, PlannedMusicGPT
 from generation.music.prompts import parse_prompt
 from generation.music.text_encoder import get_text_encoder
-from generation.music.tokenizer import TOKENS, header_length
+from generation.music.tokenizer import BAR_ID, TOKENS, header_length
 from reward.learning.loop import CHECKPOINT_NAME, Cancelled, EarlyStop, LoopConfig, run_loop
 from reward.learning.rl import (
     RewardStatistics,
@@ -564,13 +564,46 @@ def test_explored_samples_are_drawn_for_a_varied_prompt_and_answer_the_prompt_it
         assert samples[index].token_ids == alone.token_ids
 
 
-def test_exploration_must_leave_each_prompt_its_own_samples_and_is_for_rloo_on_whole_pieces():
+def test_exploration_must_leave_each_prompt_its_own_samples_and_is_for_rloo():
     assert config(explore_share=0.25).explored_per_prompt == 1
     with pytest.raises(ValueError, match="explore_share must leave"):
         config(explore_share=1.0)
     with pytest.raises(ValueError, match="explore_share must leave"):
         config(explore_share=0.05)  # rounds to none of 4
-    with pytest.raises(ValueError, match="RLOO on whole sequences"):
-        config(explore_share=0.25, part="plan")
-    with pytest.raises(ValueError, match="RLOO on whole sequences"):
+    with pytest.raises(ValueError, match="for the rloo estimator"):
         config(explore_share=0.25, estimator="best_of_group")
+    assert config(explore_share=0.25, part="plan").explored_per_prompt == 1
+
+
+def test_a_plan_run_explores_with_plans_drawn_for_varied_prompts(encoder):
+    import random
+
+    from generation.music.prompt_sampling import prompt_variant
+    from reward.learning.rl import RLOOModule, RLOORun
+
+    policy, reference = models(encoder)
+    settings = config(explore_share=0.5, explore_fields=["tempo"], part="plan")
+    run = RLOORun(settings, RLOOModule(policy.model, ["high"]), policy, reference, high_pitch_share)
+    prompts = PROMPTS[:2]
+
+    samples = run.explored_sample(prompts, 4, seed=3)
+
+    # Answers to the prompts themselves, each a plan with the Bar that closes it.
+    assert [s.prompt for s in samples] == [p for p in prompts for _ in range(4)]
+    assert all(s.plan is not None and s.token_ids[-1] == BAR_ID for s in samples)
+    # The same plans as sample_plans draws for the rows: two for the prompt, two for a
+    # variant that asks another tempo and nothing else.
+    rng = random.Random(3)
+    rows = []
+    for prompt in prompts:
+        rows += [prompt, prompt] + [prompt_variant(prompt, rng, ["tempo"]) for _ in range(2)]
+    drawn = policy.sample_plans(rows, 1, rng.randrange(2**31))
+    assert [s.token_ids for s in samples] == [s.token_ids for s in drawn]
+    for index in (2, 3, 6, 7):
+        wanted, varied = parse_prompt(samples[index].prompt), parse_prompt(rows[index])
+        assert varied.tempo_bpm != wanted.tempo_bpm
+        assert dataclasses.replace(varied, tempo_bpm=wanted.tempo_bpm) == wanted
+    # Scored as answers to the prompt: the planner's log-probs of those plans given it.
+    _, logprobs, _ = run.score(samples)
+    asked = policy.seq_logprobs([s.prompt for s in samples], [s.token_ids for s in samples])
+    assert torch.allclose(logprobs.float(), asked.float(), atol=1e-4)
