@@ -416,6 +416,10 @@ class StepSampler:
         self.finished = self.finished | (self.bars > self.bar_limits)
         return token[self.running]
 
+    def prefix(self, row: int) -> list[int]:
+        """The tokens drawn so far for `row` of the whole batch."""
+        return [int(step[row]) for step in self.tokens]
+
     def drop_finished(self) -> torch.Tensor | None:
         """When a quarter or more of the running rows have ended, stop running them: the
         positions, among the rows running until now, of those that go on (for `keep_rows`);

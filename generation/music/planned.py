@@ -26,18 +26,21 @@ other, yet one sequence log-prob covers both, so RL and DPO move whichever part 
 lives in through the same `forward` and `sample` as any generator.
 
 `forward` gives the planner's logits at plan positions and the body's elsewhere, masked by
-the grammar; `sample` draws both in one lockstep loop with the same mask, so teacher-forced
-scoring matches the log-probs recorded while sampling.
+the grammar and by the registers the plan can be played in (`RegisterMask`); `sample` draws
+both in one lockstep loop with the same masks, so teacher-forced scoring matches the
+log-probs recorded while sampling.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from generation.music.melody_features import FEATURE_SIZES, MelodyFeatures, MelodyTracker
 from generation.music.model import (
@@ -54,7 +57,16 @@ from generation.music.model import (
     never_targets,
     new_cache,
 )
-from generation.music.tokenizer import BAR_ID, BOS_ID, PAD_ID, PLAN_GRAMMAR, VOCAB_SIZE, Grammar
+from generation.music.plan import playable_registers
+from generation.music.tokenizer import (
+    BAR_ID,
+    BOS_ID,
+    PAD_ID,
+    PLAN_GRAMMAR,
+    TOKENS,
+    VOCAB_SIZE,
+    Grammar,
+)
 
 # Room for BOS and the longest plan the grammar allows (six fields, eight instruments,
 # drums, register, Bar) after the prefix.
@@ -209,6 +221,77 @@ class PlanSummary:
         self.total, self.count = self.total[rows], self.count[rows]
 
 
+class RegisterMask:
+    """Where a plan may declare its register, only the bands it can be played in
+    (`plan.playable_registers`: its melody's home moved by at most the composer's shift),
+    given the fields and instruments it declared before. The register is the one plan field
+    a prompt never names and a taste may pull far (a higher lead): unmasked, a tuned planner
+    declared bands the body was never shown and does not keep to. A rule of what can be
+    played, not a weight, so every planned checkpoint gets it."""
+
+    def __init__(self) -> None:
+        self.bands = {
+            index: int(token.partition("_")[2])
+            for index, token in enumerate(TOKENS)
+            if token.startswith("Register_")
+        }
+        self.ids = torch.tensor(sorted(self.bands))
+        # Lists, not tensors: one made under sampling's inference mode cannot index a
+        # tensor that autograd records.
+        self._unplayable: dict[tuple[Any, ...], list[int]] = {}
+
+    def unplayable(self, prefix: list[int]) -> list[int]:
+        """The Register ids a plan opening with `prefix` cannot be played in (none for a
+        prefix that declares no instrument yet, or lacks a field)."""
+        values: dict[str, str] = {}
+        programs: list[int] = []
+        for token in prefix:
+            kind, _, value = TOKENS[token].partition("_")
+            if kind == "Program":
+                programs.append(int(value))
+            elif kind in ("Genre", "Mood", "Key", "Mode"):
+                values[kind] = value
+        if not programs or len(values) < 4:
+            return []
+        fields = (values["Genre"].replace("-", " "), values["Mood"], int(values["Key"]),
+                  values["Mode"], tuple(programs))  # fmt: skip
+        if fields not in self._unplayable:
+            playable = playable_registers(*fields)
+            self._unplayable[fields] = [
+                index for index, band in self.bands.items() if band not in playable
+            ]
+        return self._unplayable[fields]
+
+    def apply(
+        self,
+        logits: torch.Tensor,
+        prefixes: Callable[[int], list[int]],
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """logits (N, V), row n read after prefixes(n): -inf on the bands row n's plan
+        cannot be played in, where the grammar lets it declare its register. With targets
+        (N,), teacher forcing: a row's own next token stays open, so a sequence that
+        declares a band no sample could (a corpus piece whose melody's middle landed a band
+        off its home) scores finite, among the playable bands, and a sampled one scores as
+        it was drawn."""
+        open_rows = torch.isfinite(logits[:, self.ids]).any(-1).nonzero()[:, 0].tolist()
+        rows, columns = [], []
+        for row in open_rows:
+            unplayable = self.unplayable(prefixes(row))
+            if targets is not None:
+                unplayable = [index for index in unplayable if index != int(targets[row])]
+            rows += [row] * len(unplayable)
+            columns += unplayable
+        if not rows:
+            return logits
+        forbidden = torch.zeros(logits.shape, dtype=torch.bool)
+        forbidden[rows, columns] = True
+        return logits.masked_fill(forbidden, float("-inf"))
+
+
+REGISTER_MASK = RegisterMask()
+
+
 class PlannedMusicGPT(nn.Module):
     def __init__(self, config: PlannedConfig) -> None:
         super().__init__()
@@ -250,7 +333,18 @@ class PlannedMusicGPT(nn.Module):
         logits = self.body(idx)
         head = torch.where(in_plan[:, :plan_end, None], plan_logits, logits[:, :plan_end])
         logits = torch.cat([head, logits[:, plan_end:]], dim=1)
-        return self.grammar_mask.apply(logits, state)
+        logits = self.grammar_mask.apply(logits, state)
+        # Only plan positions declare a register; position t has read idx[:, : t + 1] and
+        # predicts idx[:, t + 1] (PAD past the end: never a Register).
+        head = logits[:, :plan_end]
+        targets = idx[:, 1 : plan_end + 1]
+        targets = F.pad(targets, (0, plan_end - targets.shape[1]), value=PAD_ID)
+        head = REGISTER_MASK.apply(
+            head.reshape(-1, head.shape[-1]),
+            lambda n: idx[n // plan_end, 1 : n % plan_end + 1].tolist(),
+            targets.reshape(-1),
+        ).view_as(head)
+        return torch.cat([head, logits[:, plan_end:]], dim=1)
 
     @torch.inference_mode()
     def sample(
@@ -293,8 +387,12 @@ class PlannedMusicGPT(nn.Module):
         )
         for index in range(1, max_new_tokens + 1):
             planning = ~state[4]
-            logits = torch.where(planning[:, None], plan_logits, body_logits)
-            token = sampler.draw(mask.apply(logits, state))
+            logits = mask.apply(torch.where(planning[:, None], plan_logits, body_logits), state)
+            if bool(planning.any()):
+                logits = REGISTER_MASK.apply(
+                    logits, lambda n: sampler.prefix(int(sampler.running[n]))
+                )
+            token = sampler.draw(logits)
             state = mask.advance(state, token)
             if sampler.done or index == max_new_tokens:
                 break
