@@ -7,6 +7,7 @@ with a simulated taste as the exact reward, no votes and no reward model in betw
         [--estimator rloo|best_of_group] [--plan-kl-weight 0] [--part all|plan]
         [--heard-seconds 4] [--explore-share 0.25] [--explore-fields tempo ...]
         [--kept-fields tempo instruments drums mode density key] [--keep-weight 2]
+        [--save tuned.pt]
 
 The closed loop (`musicrl_loop`) can fall short for two reasons: its preference model got the
 taste wrong, or RL cannot move the generator far enough. This separates them. The reward of a
@@ -79,6 +80,7 @@ def main() -> int:
         help="prompt fields each sample must keep as asked (rl.py's kept_fields)",
     )  # fmt: skip
     parser.add_argument("--keep-weight", type=float, default=2.0)
+    parser.add_argument("--save", type=Path, help="save the tuned generator to this file")
     parser.add_argument(
         "--part", choices=("all", "plan"), default="all",
         help="plan: RL on plans alone, each heard as the composer plays it (rl.py).",
@@ -98,6 +100,7 @@ def main() -> int:
     from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit
     from generation.music.events import piece_to_events
     from generation.music.learned import SymbolicTransformerBackend, torch_threads
+    from generation.music.plan import plan_agreement
     from generation.music.prompt_sampling import PROMPT_VARIANT_AXES, prompt_pools
     from generation.music.prompts import parse_prompt
     from ratings.simulation import tastes
@@ -190,17 +193,25 @@ def main() -> int:
         train_rloo(config, policy, reference, train_prompts, held_out, reward_fn, directory,
                    on_progress=progress)  # fmt: skip
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if args.save is not None:
+        policy.save(args.save)
 
     with torch_threads(args.threads), torch.no_grad():
         tuned_probs, base_fits, tuned_fits = [], [], []
+        lead_shifts, registers_kept = [], []
         for seed in HELD_OUT_SEEDS:
             tuned = sampled(policy, held_out, 1, seed)
             judges = sampled(base, held_out, 1, seed + 100)
             for candidate, judge in zip(tuned, judges, strict=True):
-                tuned_probs.append(taste(candidate.prompt, heard(candidate), heard(judge)))
+                heard_candidate, heard_judge = heard(candidate), heard(judge)
+                tuned_probs.append(taste(candidate.prompt, heard_candidate, heard_judge))
                 target = parse_prompt(candidate.prompt)
                 tuned_fits.append(piece_fit(target, candidate.piece))
                 base_fits.append(piece_fit(target, judge.piece))
+                lead_shifts.append(tastes._difference(heard_candidate, heard_judge, "lead_pitch"))
+                if candidate.plan is not None:
+                    agreement = plan_agreement(candidate.plan, candidate.piece)
+                    registers_kept.append(agreement["register"])
         best_probs = []
         anchor_prompts(held_out)  # the selection's yardstick: any fixed clip per prompt
         pool = sampled(base, held_out, args.best_of, 5)
@@ -221,17 +232,26 @@ def main() -> int:
         "best_of_n_win_rate": round(statistics.fmean(best_probs), 3),
         "adherence_tuned": {k: round(v, 3) for k, v in mean_by_key(tuned_fits, parts).items()},
         "adherence_base": {k: round(v, 3) for k, v in mean_by_key(base_fits, parts).items()},
+        # Where the tuned model's lead sits against the base's, and whether its body plays
+        # the register its plan declares: a plan that moved but a body that did not follow
+        # shows as a small shift with a low share.
+        "lead_pitch_shift": round(statistics.fmean(lead_shifts), 2),
+        "body_plays_declared_register": (
+            round(statistics.fmean(registers_kept), 3) if registers_kept else None
+        ),
         "final_kl": round(statistics.fmean(e["kl"] for e in curve[-10:]), 2),
         "rl_seconds": round(wall, 1),
         "cpu_seconds_per_step": round(cpu / args.steps, 2),
     }
     print(f"expected win rate against the base: {result['win_rate_vs_base']:.3f} (best of "
           f"{args.best_of} of the base itself: {result['best_of_n_win_rate']:.3f})")  # fmt: skip
+    print(f"lead pitch against the base's: {result['lead_pitch_shift']:+.2f} semitones; body "
+          f"plays its declared register: {result['body_plays_declared_register']}")  # fmt: skip
     for name in ("tuned", "base"):
         fits = result[f"adherence_{name}"]
         print(f"adherence {name:<6}" + "  ".join(f"{k} {v:.3f}" for k, v in fits.items()))
     print(f"RL {wall:.0f} s, {result['cpu_seconds_per_step']} CPU s per step")
-    print(json.dumps(result))
+    print(json.dumps(result, default=str))
     return 0
 
 
