@@ -17,6 +17,7 @@ bars; the clip repeats them to its length (a loop keeps sampling fast on a CPU).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from generation.music.events import Piece, events_to_piece
 from generation.music.interface import GeneratedClip, check_duration, encode_clip
 from generation.music.model import Generators, GPTConfig, MusicGPT
 from generation.music.plan import Plan, plan_for_piece, plan_piece
-from generation.music.planned import PlannedConfig, PlannedMusicGPT
+from generation.music.planned import LOCKABLE_FIELDS, PlannedConfig, PlannedMusicGPT, PromptLock
 from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.text_encoder import TextEncoder, get_text_encoder
 from generation.music.tokenizer import (
@@ -70,6 +71,15 @@ class SamplingConfig:
     # second thread costs more than it saves (measured: 1 thread is ~10x faster).
     num_threads: int = 1
     target_lufs: float = -16.0
+    # Prompt fields (planned.LOCKABLE_FIELDS) a planned generator's plans declare only as the
+    # prompt asks (planned.PromptLock): a generator tuned to keep them samples so.
+    kept_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # JSON and checkpoints give lists: keep a tuple, as set.
+        object.__setattr__(self, "kept_fields", tuple(self.kept_fields))
+        if unknown := set(self.kept_fields) - set(LOCKABLE_FIELDS):
+            raise ValueError(f"kept_fields: no such prompt fields {sorted(unknown)}")
 
     @classmethod
     def from_dict(cls, config: dict[str, Any] | None) -> SamplingConfig:
@@ -137,6 +147,14 @@ class SymbolicTransformerBackend:
 
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.text_encoder.encode(list(prompts))
+
+    def locks(self, prompts: Sequence[str]) -> dict[str, Any]:
+        """The model's keyword for each prompt's PromptLock on the kept fields: none unless
+        a planned generator keeps some (the first generator's header has no such fields)."""
+        if not self.sampling.kept_fields or not isinstance(self.model, PlannedMusicGPT):
+            return {}
+        fields = self.sampling.kept_fields
+        return {"locks": [_prompt_lock(prompt, fields) for prompt in prompts]}
 
     # --- sampling -------------------------------------------------------------
 
@@ -218,6 +236,7 @@ class SymbolicTransformerBackend:
                     top_k=config.top_k,
                     top_p=config.top_p,
                     generator=generator,
+                    **self.locks(batch),
                 )
             for row, prompt in enumerate(batch):
                 ids = tokens[row, : lengths[row]].tolist()
@@ -252,6 +271,7 @@ class SymbolicTransformerBackend:
                 top_p=config.top_p,
                 generator=generator,
                 bar_limit_of_token=limits,
+                **self.locks(prompts),
             )
         samples = []
         for row, prompt in enumerate(prompts):
@@ -343,7 +363,7 @@ class SymbolicTransformerBackend:
         for row, ids in enumerate(token_ids):
             targets[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
         inputs = torch.cat([torch.full((len(token_ids), 1), BOS_ID), targets[:, :-1]], dim=1)
-        logits = self.model(self.embed(prompts), inputs)
+        logits = self.model(self.embed(prompts), inputs, **self.locks(prompts))
         mask = targets != PAD_ID
         logprobs = F.log_softmax(logits, dim=-1).gather(2, targets[..., None])[..., 0]
         return logprobs.masked_fill(~mask, 0.0), mask
@@ -464,6 +484,11 @@ def create_backend(config: dict[str, Any] | None) -> SymbolicTransformerBackend:
     return SymbolicTransformerBackend(
         loaded.model, sampling=sampling, text_encoder=loaded._text_encoder, metadata=loaded.metadata
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _prompt_lock(prompt: str, fields: tuple[str, ...]) -> PromptLock:
+    return PromptLock.of(parse_prompt(prompt), fields)
 
 
 def bar_limits_for_clip(heard_seconds: float) -> torch.Tensor:

@@ -34,7 +34,7 @@ log-probs recorded while sampling.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from generation.music.events import quantize_tempo
 from generation.music.melody_features import FEATURE_SIZES, MelodyFeatures, MelodyTracker
 from generation.music.model import (
     Block,
@@ -57,7 +58,7 @@ from generation.music.model import (
     never_targets,
     new_cache,
 )
-from generation.music.plan import playable_registers
+from generation.music.plan import MAX_PLAN_INSTRUMENTS, nearest_density, playable_registers
 from generation.music.tokenizer import (
     BAR_ID,
     BOS_ID,
@@ -221,21 +222,94 @@ class PlanSummary:
         self.total, self.count = self.total[rows], self.count[rows]
 
 
-class RegisterMask:
-    """Where a plan may declare its register, only the bands it can be played in
-    (`plan.playable_registers`: its melody's home moved by at most the composer's shift),
-    given the fields and instruments it declared before. The register is the one plan field
-    a prompt never names and a taste may pull far (a higher lead): unmasked, a tuned planner
-    declared bands the body was never shown and does not keep to. A rule of what can be
-    played, not a weight, so every planned checkpoint gets it."""
+# The prompt fields a PromptLock can hold a plan to (evaluation.FIT_PARTS, without importing
+# it: evaluation reads plans).
+LOCKABLE_FIELDS = ("tempo", "instruments", "drums", "mode", "density", "key")
+
+
+def _ids_by_kind() -> dict[str, dict[int, str]]:
+    """{token kind: {id: its value}}, e.g. {"Register": {id of Register_60: "60", ...}}."""
+    by_kind: dict[str, dict[int, str]] = {}
+    for index, token in enumerate(TOKENS):
+        kind, _, value = token.partition("_")
+        by_kind.setdefault(kind, {})[index] = value
+    return by_kind
+
+
+_BY_KIND = _ids_by_kind()
+
+
+@dataclass(frozen=True)
+class PromptLock:
+    """Plan fields a sample declares only as its prompt asks: at each of them every other
+    token is forbidden. A generator tuned to keep these fields (RL's kept_fields: those the
+    votes did not pull) samples with the lock, so no plan it writes can stray on them,
+    however its weights moved: a plan stage on the default taste that only penalised
+    straying left held-out plans' drums fit at 0.957 and instrument fit at 0.915 (the
+    base's: 1.000, 0.991), as a higher register, written right after the instruments,
+    competes with one more of them.
+    fixed: (token kind, the only id allowed), e.g. ("Tempo", id of Tempo_120);
+    instruments: the Program ids the plan declares, all of them and no other (None: free);
+    drums: whether it declares Drums (None: free)."""
+
+    fixed: tuple[tuple[str, int], ...]
+    instruments: frozenset[int] | None
+    drums: bool | None
+
+    @classmethod
+    def of(cls, target: Any, fields: Sequence[str]) -> PromptLock:
+        """The lock for a prompt's parsed target (prompts.MusicAttributes) on `fields`."""
+        if unknown := set(fields) - set(LOCKABLE_FIELDS):
+            raise ValueError(f"no such prompt fields to keep: {sorted(unknown)}")
+        wanted = {
+            "tempo": ("Tempo", f"Tempo_{quantize_tempo(target.tempo_bpm)}"),
+            "key": ("Key", f"Key_{target.key_root}"),
+            "mode": ("Mode", f"Mode_{target.mode}"),
+            "density": ("Density", f"Density_{round(nearest_density(target.density) * 100)}"),
+        }
+        fixed = tuple(
+            (wanted[name][0], TOKENS.index(wanted[name][1])) for name in fields if name in wanted
+        )
+        instruments = None
+        if "instruments" in fields:
+            instruments = frozenset(TOKENS.index(f"Program_{p}") for p in target.instruments)
+        return cls(fixed, instruments, bool(target.drums) if "drums" in fields else None)
+
+    def forbidden(self, prefix: list[int]) -> list[int]:
+        """The ids a plan opening with `prefix` may not write next under the lock (where the
+        grammar allows other kinds, forbidding these changes nothing)."""
+        out = [
+            index for kind, allowed in self.fixed for index in _BY_KIND[kind] if index != allowed
+        ]
+        declared = set(prefix)
+        missing = False
+        if self.instruments is not None:
+            out += [index for index in _BY_KIND["Program"] if index not in self.instruments]
+            missing = not self.instruments <= declared
+        drums = TOKENS.index("Drums")
+        if self.drums is False or missing:  # the instruments come first, then Drums
+            out.append(drums)
+        if self.drums and drums not in declared:
+            out += list(_BY_KIND["Register"])
+            # Drums count towards the grammar's cap: leave them room.
+            if len(declared & set(_BY_KIND["Program"])) >= MAX_PLAN_INSTRUMENTS - 1:
+                out += list(_BY_KIND["Program"])
+        elif missing:
+            out += list(_BY_KIND["Register"])
+        return out
+
+
+class PlanMask:
+    """What a plan may declare beyond the grammar's rules: only a register band it can be
+    played in (`plan.playable_registers`: its melody's home moved by at most the composer's
+    shift, given the fields and instruments it declared before), and, under a PromptLock,
+    only what its prompt asks on the locked fields. The register is the one plan field a
+    prompt never names and a taste may pull far (a higher lead): unmasked, a tuned planner
+    declared bands the body was never shown and does not keep to. Rules of what can be
+    played and kept, not weights, so every planned checkpoint gets them."""
 
     def __init__(self) -> None:
-        self.bands = {
-            index: int(token.partition("_")[2])
-            for index, token in enumerate(TOKENS)
-            if token.startswith("Register_")
-        }
-        self.ids = torch.tensor(sorted(self.bands))
+        self.bands = {index: int(value) for index, value in _BY_KIND["Register"].items()}
         # Lists, not tensors: one made under sampling's inference mode cannot index a
         # tensor that autograd records.
         self._unplayable: dict[tuple[Any, ...], list[int]] = {}
@@ -265,31 +339,38 @@ class RegisterMask:
     def apply(
         self,
         logits: torch.Tensor,
-        prefixes: Callable[[int], list[int]],
+        rows: list[int],
+        prefix: Callable[[int], list[int]],
+        locks: Callable[[int], PromptLock | None],
         targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """logits (N, V), row n read after prefixes(n): -inf on the bands row n's plan
-        cannot be played in, where the grammar lets it declare its register. With targets
-        (N,), teacher forcing: a row's own next token stays open, so a sequence that
-        declares a band no sample could (a corpus piece whose melody's middle landed a band
-        off its home) scores finite, among the playable bands, and a sampled one scores as
-        it was drawn."""
-        open_rows = torch.isfinite(logits[:, self.ids]).any(-1).nonzero()[:, 0].tolist()
-        rows, columns = [], []
-        for row in open_rows:
-            unplayable = self.unplayable(prefixes(row))
+        """logits (N, V); rows: those reading a plan, row n after prefix(n), under locks(n):
+        -inf on what row n's plan may not declare next. With targets (N,), teacher forcing:
+        a row's own next token stays open, so a sequence that declares what no sample could
+        (a corpus piece whose melody's middle landed a band off its home) scores finitely
+        among what is allowed, and a sampled one scores as it was drawn."""
+        forbidden_rows, forbidden_ids = [], []
+        for row in rows:
+            read = prefix(row)
+            forbidden = self.unplayable(read)
+            if (lock := locks(row)) is not None:
+                forbidden = forbidden + lock.forbidden(read)
             if targets is not None:
-                unplayable = [index for index in unplayable if index != int(targets[row])]
-            rows += [row] * len(unplayable)
-            columns += unplayable
-        if not rows:
+                forbidden = [index for index in forbidden if index != int(targets[row])]
+            forbidden_rows += [row] * len(forbidden)
+            forbidden_ids += forbidden
+        if not forbidden_rows:
             return logits
-        forbidden = torch.zeros(logits.shape, dtype=torch.bool)
-        forbidden[rows, columns] = True
-        return logits.masked_fill(forbidden, float("-inf"))
+        mask = torch.zeros(logits.shape, dtype=torch.bool)
+        mask[forbidden_rows, forbidden_ids] = True
+        masked = logits.masked_fill(mask, float("-inf"))
+        # A lock the grammar cannot meet (a prompt asking for more instruments than a plan
+        # may declare) leaves a row nothing to draw: that row keeps the grammar's choice.
+        stuck = ~torch.isfinite(masked).any(-1)
+        return torch.where(stuck[:, None], logits, masked) if bool(stuck.any()) else masked
 
 
-REGISTER_MASK = RegisterMask()
+PLAN_MASK = PlanMask()
 
 
 class PlannedMusicGPT(nn.Module):
@@ -320,9 +401,15 @@ class PlannedMusicGPT(nn.Module):
         the planner's reach only plan tokens, the body's only notes."""
         return {"planner": list(self.planner.parameters()), "body": list(self.body.parameters())}
 
-    def forward(self, text_emb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        text_emb: torch.Tensor,
+        idx: torch.Tensor,
+        locks: Sequence[PromptLock | None] | None = None,
+    ) -> torch.Tensor:
         """Masked logits at each token of idx (BOS first): position i predicts idx[:, i + 1],
-        by the planner while the plan is open (no Bar read yet), by the body after."""
+        by the planner while the plan is open (no Bar read yet), by the body after. locks:
+        each row's PromptLock (or None), as its sample was drawn."""
         state = self.grammar_mask.state(idx)
         in_plan = ~state[4]
         plan_end = int(in_plan.sum(1).max())  # the longest plan (with BOS), in tokens
@@ -334,14 +421,16 @@ class PlannedMusicGPT(nn.Module):
         head = torch.where(in_plan[:, :plan_end, None], plan_logits, logits[:, :plan_end])
         logits = torch.cat([head, logits[:, plan_end:]], dim=1)
         logits = self.grammar_mask.apply(logits, state)
-        # Only plan positions declare a register; position t has read idx[:, : t + 1] and
-        # predicts idx[:, t + 1] (PAD past the end: never a Register).
+        # Position t of a plan has read idx[:, : t + 1] and predicts idx[:, t + 1] (PAD
+        # past the end).
         head = logits[:, :plan_end]
         targets = idx[:, 1 : plan_end + 1]
         targets = F.pad(targets, (0, plan_end - targets.shape[1]), value=PAD_ID)
-        head = REGISTER_MASK.apply(
+        head = PLAN_MASK.apply(
             head.reshape(-1, head.shape[-1]),
+            in_plan[:, :plan_end].reshape(-1).nonzero()[:, 0].tolist(),
             lambda n: idx[n // plan_end, 1 : n % plan_end + 1].tolist(),
+            lambda n: locks[n // plan_end] if locks else None,
             targets.reshape(-1),
         ).view_as(head)
         return torch.cat([head, logits[:, plan_end:]], dim=1)
@@ -358,10 +447,12 @@ class PlannedMusicGPT(nn.Module):
         top_p: float = 1.0,
         generator: Generators = None,
         bar_limit_of_token: torch.Tensor | None = None,
+        locks: Sequence[PromptLock | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As `MusicGPT.sample`: (tokens, logprobs, lengths). Each step draws every row's
         token from the planner (rows still planning) or the body (the others); the body
-        reads every token, the planner only until every plan is closed."""
+        reads every token, the planner only until every plan is closed. locks: each row's
+        PromptLock (or None)."""
         batch = len(text_emb)
         max_new_tokens = min(max_new_tokens, self.max_sequence_tokens)
         planner_length = self.config.planner.block_size
@@ -389,8 +480,11 @@ class PlannedMusicGPT(nn.Module):
             planning = ~state[4]
             logits = mask.apply(torch.where(planning[:, None], plan_logits, body_logits), state)
             if bool(planning.any()):
-                logits = REGISTER_MASK.apply(
-                    logits, lambda n: sampler.prefix(int(sampler.running[n]))
+                logits = PLAN_MASK.apply(
+                    logits,
+                    planning.nonzero()[:, 0].tolist(),
+                    lambda n: sampler.prefix(int(sampler.running[n])),
+                    lambda n: locks[int(sampler.running[n])] if locks else None,
                 )
             token = sampler.draw(logits)
             state = mask.advance(state, token)

@@ -64,8 +64,14 @@ A plan run (`part="plan"`) explores the same way with plans drawn for the varied
 planner is what plays every prompt's tempo as asked.
 
 `kept_fields` are the prompt's fields (tempo, instruments, drums, mode, density, key) that a
-sample must keep as asked, whatever the rewards say: R_i loses keep_weight for each unit of fit
-it gives up on them (`reward_hacking.strayed`, read off the plan a planned sample declares). A
+sample must keep as asked, whatever the rewards say. A planned policy is locked to them
+(`planned.PromptLock`, set on the policy's sampling, so the tuned version keeps them too): its
+plans declare them only as the prompt asks. Otherwise R_i loses keep_weight for each unit of
+fit it gives up on them (`reward_hacking.strayed`, read off the plan a planned sample
+declares, else the notes). The penalty alone was not enough for plans: a plan stage on the
+default taste at keep_weight 10 still left held-out plans' drums fit at 0.957 and instrument
+fit at 0.915 (the base's: 1.000, 0.991), as a higher register, written right after the
+instruments, competes with one more of them. A
 reward learned from votes that never asked for another key can still pay for one through a
 side door: a higher lead line is bought most cheaply by moving the plan's key, which transposes
 every note (see best_of_group above). The closed loop keeps every field its votes do not pull
@@ -551,7 +557,8 @@ def sampler_for(
     """The policy as the run samples it: its own sampling settings, bar the temperature if
     the config sets one (samples at a temperature other than 1 are slightly off-policy: the
     gradient and the KL use the untempered log-probs), on the run's threads. The policy
-    itself keeps its settings, so the version saved from it samples as before."""
+    itself keeps its temperature and threads, so the version saved from it samples as
+    before (`train_rloo` gives it the run's kept fields)."""
     temperature = policy.sampling.temperature if config.temperature is None else config.temperature
     sampling = replace(
         policy.sampling, temperature=temperature, num_threads=config.loop.num_threads
@@ -582,6 +589,10 @@ def train_rloo(
         raise ValueError("no rewards: set config.reward_weights")
     if not prompts or not held_out_prompts:
         raise ValueError("need training and held-out prompts")
+    if config.kept_fields:
+        # A planned policy then declares the kept fields only as each prompt asks, in every
+        # sample it draws here and in the version saved from it (planned.PromptLock).
+        policy.sampling = replace(policy.sampling, kept_fields=config.kept_fields)
     module = RLOOModule(policy.model, config.reward_names)
     reference.model.eval()
     run = RLOORun(config, module, sampler_for(policy, config), reference, reward_fn)

@@ -486,6 +486,26 @@ def test_a_sample_that_strays_from_a_kept_field_loses_keep_weight_for_each_unit_
     assert objective == pytest.approx([0.8 - 0.1, 0.8 - 0.1 - 3.0, 0.2 - 1.5])
 
 
+def test_a_run_that_keeps_fields_locks_the_policy_s_plans_to_them(encoder, tmp_path):
+    """The tiny random planner strays on every field; kept, its training and held-out
+    plans declare them as asked, and the tuned policy (the version saved from it) keeps
+    sampling so."""
+    from generation.music.evaluation import plan_fit
+
+    kept = ("tempo", "instruments", "drums", "mode", "density", "key")
+    settings = config(kept_fields=kept, loop={"steps": 2, "warmup_steps": 1})
+    policy, reference = models(encoder)
+    fits = lambda samples: [plan_fit(parse_prompt(s.prompt), s.plan) for s in samples]  # noqa: E731
+    assert any(fit[name] < 1 for fit in fits(policy.sample(PROMPTS, 2, 0)) for name in kept)
+
+    result = train_rloo(settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path)
+
+    assert [entry["strayed"] for entry in result.history] == [0.0, 0.0]
+    assert result.metrics["heldout_strayed"] == 0.0
+    assert policy.sampling.kept_fields == kept
+    assert all(fit[name] == 1 for fit in fits(policy.sample(PROMPTS, 4, 1)) for name in kept)
+
+
 def test_kept_and_explored_fields_are_checked_and_survive_a_round_trip_through_json():
     import json
 
