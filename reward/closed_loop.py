@@ -439,6 +439,11 @@ def _rl_run(
             "explore_fields": list(explored),  # none when it does not explore
             "kept_fields": list(fields.kept if fields else ()),
             "keep_weight": budget.rl_keep_weight,
+            # Plans first for U and RU; R's reward, adherence, the base meets already.
+            "plan_steps": budget.rl_plan_steps if fields is not None else 0,
+            "plan_prompts_per_step": budget.rl_plan_prompts_per_step,
+            "plan_samples_per_prompt": budget.rl_plan_samples_per_prompt,
+            "plan_learning_rate": budget.rl_plan_learning_rate,
             "num_threads": budget.rl_num_threads,
             "train_prompts": budget.rl_train_prompts,
             "held_out_prompts": budget.rl_held_out_prompts,

@@ -45,6 +45,19 @@ class Budget:
     # What RL's objective loses per unit of fit a sample gives up on a field the votes do not
     # pull (RLOOConfig.keep_weight), in normalised reward units.
     rl_keep_weight: float = 2.0
+    # Steps on plans alone before the U and RU runs' whole sequences (finetune's plan_steps):
+    # each plan is heard as the composer plays it, at milliseconds a sample, so a taste that
+    # lives in the plan moves in many cheap samples; the whole-sequence steps then teach the
+    # body to play the plans it now writes. Measured with the default taste as the exact
+    # reward (benchmarks/rl_oracle.py --part plan, 100 steps of 16 x 8 plans, every field
+    # kept, kl_loss 0.02; one run each): 0.809 against the base at 3e-4 without the prompt
+    # lock (held-out plans' instrument fit 0.982, tempo 0.986), 0.785 at 1e-3 with it
+    # (0.997, 1.000), where 60 whole-sequence steps won 0.682. None for R: the base plays
+    # its prompts' fields as asked already.
+    rl_plan_steps: int = 0
+    rl_plan_prompts_per_step: int = 16
+    rl_plan_samples_per_prompt: int = 8
+    rl_plan_learning_rate: float = 1e-3
     rl_num_threads: int = 2  # the loop has the machine to itself (finetune's num_threads)
     rl_train_prompts: int = 2000  # the pools RL samples from and is judged on
     rl_held_out_prompts: int = 64  # also the evaluation campaign's prompts
@@ -113,6 +126,9 @@ BUDGETS = {
         rl_held_out_prompts=4,
         rl_prompts_per_step=2,  # 4 samples a step: the stage runs, nothing is learned
         rl_samples_per_prompt=2,
+        rl_plan_steps=1,
+        rl_plan_prompts_per_step=2,
+        rl_plan_samples_per_prompt=2,
         rl_num_threads=1,  # the test suite runs two processes at once
         min_decisive_votes=0,
         audio_min_votes=0,  # every model trains, so the test covers every stage
@@ -127,6 +143,7 @@ BUDGETS = {
         # loop of 100 steps took 482 s and won 0.66 [0.60, 0.72]; 250 steps took 962 s (RL
         # 863 s, under the 20 minutes) and won 0.755 [0.69, 0.81] (default taste, one run each).
         rl_steps=250,
+        rl_plan_steps=100,
         eval_votes_per_item=4,  # 256 votes over 64 held-out prompts: >= 180 decisive
         wall_seconds=19 * 60,  # issue 15: a loop in 20 minutes, the command's start-up included
     ),

@@ -7,6 +7,7 @@ import pytest
 
 from generation.models import GeneratorVersion, Track
 from generation.music.evaluation import FIT_PARTS
+from generation.music.learned import create_backend
 from ratings.models import Campaign, Vote
 from ratings.simulation.tastes import default_preference
 from reward import finetune_results
@@ -69,15 +70,23 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
         "R": ("adherence", "attribute_match"), "U": ("preference", "measured"),
         "RU": ("preference", "measured"),
     }.items():  # fmt: skip
-        (stage,) = runs[preset].stages
-        optimised = RewardModel.objects.get(pk=int(next(iter(stage["rewards"]))))
-        assert (optimised.kind, optimised.method) == (kind, method)
+        stages = runs[preset].stages
+        # U and RU learn on plans first, then on whole sequences; R on whole sequences.
+        parts = ["all"] if preset == "R" else ["plan", "all"]
+        assert [stage.get("part", "all") for stage in stages] == parts
+        for stage in stages:
+            optimised = RewardModel.objects.get(pk=int(next(iter(stage["rewards"]))))
+            assert (optimised.kind, optimised.method) == (kind, method)
     # U and RU keep the prompt's fields the votes do not pull and explore only those they
     # do (24 votes pin down no weight: all are kept); R's reward is adherence itself.
     fields = result["taste_fields"]
     assert sorted([*fields["kept"], *fields["pulled"]]) == sorted(FIT_PARTS)
     for preset in ("U", "RU"):
         assert runs[preset].settings["kept_fields"] == fields["kept"]
+        # The tuned version, as the platform loads it to make clips, keeps them as each
+        # prompt asks (planned.PromptLock).
+        tuned = create_backend(runs[preset].result_version.backend_config())
+        assert list(tuned.sampling.kept_fields) == fields["kept"]
         assert runs[preset].settings["explore_share"] == (0.5 if fields["explored"] else 0.0)
     assert runs["R"].settings["kept_fields"] == []
     assert any(line.startswith("  the votes ask to move") for line in said), said
