@@ -51,7 +51,7 @@ class Budget:
     # body to play the plans it now writes. Measured with the default taste as the exact
     # reward (benchmarks/rl_oracle.py --part plan, 100 steps of 16 x 8 plans, every field
     # kept, kl_loss 0.02; one run each): 0.809 against the base at 3e-4 without the prompt
-    # lock (held-out plans' instrument fit 0.982, tempo 0.986), 0.785 at 1e-3 with it
+    # lock (held-out notes' instrument fit 0.982, tempo 0.986), 0.785 at 1e-3 with it
     # (0.997, 1.000), where 60 whole-sequence steps won 0.682. None for R: the base plays
     # its prompts' fields as asked already.
     rl_plan_steps: int = 0

@@ -247,8 +247,8 @@ def playable_registers(
     moves it and so the most pretraining showed the body. A planner free to declare any
     band declares some the body was never shown: a plan stage tuned on the default taste
     (a higher lead) declared bands up to 44 semitones above home, heard at +12 as the
-    composer plays them, and the body then kept to its declared band in 0.75 of its clips
-    against the base's 0.875 (benchmarks/rl_oracle.py --part plan)."""
+    composer plays them, and the body then kept to its declared band in 0.688 of its
+    held-out clips (benchmarks/rl_oracle.py --part plan)."""
     if not instruments:  # drums alone: no melody, so any band is as good as another
         return frozenset(range(REGISTER_LOW, REGISTER_HIGH + 1, REGISTER_STEP))
     # Tempo, drums and density do not move the melody's home.
