@@ -148,7 +148,7 @@ class SymbolicTransformerBackend:
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.text_encoder.encode(list(prompts))
 
-    def locks(self, prompts: Sequence[str]) -> dict[str, Any]:
+    def lock_keywords(self, prompts: Sequence[str]) -> dict[str, Any]:
         """The model's keyword for each prompt's PromptLock on the kept fields: none unless
         a planned generator keeps some (the first generator's header has no such fields)."""
         if not self.sampling.kept_fields or not isinstance(self.model, PlannedMusicGPT):
@@ -236,7 +236,7 @@ class SymbolicTransformerBackend:
                     top_k=config.top_k,
                     top_p=config.top_p,
                     generator=generator,
-                    **self.locks(batch),
+                    **self.lock_keywords(batch),
                 )
             for row, prompt in enumerate(batch):
                 ids = tokens[row, : lengths[row]].tolist()
@@ -271,7 +271,7 @@ class SymbolicTransformerBackend:
                 top_p=config.top_p,
                 generator=generator,
                 bar_limit_of_token=limits,
-                **self.locks(prompts),
+                **self.lock_keywords(prompts),
             )
         samples = []
         for row, prompt in enumerate(prompts):
@@ -363,7 +363,7 @@ class SymbolicTransformerBackend:
         for row, ids in enumerate(token_ids):
             targets[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
         inputs = torch.cat([torch.full((len(token_ids), 1), BOS_ID), targets[:, :-1]], dim=1)
-        logits = self.model(self.embed(prompts), inputs, **self.locks(prompts))
+        logits = self.model(self.embed(prompts), inputs, **self.lock_keywords(prompts))
         mask = targets != PAD_ID
         logprobs = F.log_softmax(logits, dim=-1).gather(2, targets[..., None])[..., 0]
         return logprobs.masked_fill(~mask, 0.0), mask

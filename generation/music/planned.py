@@ -26,9 +26,10 @@ other, yet one sequence log-prob covers both, so RL and DPO move whichever part 
 lives in through the same `forward` and `sample` as any generator.
 
 `forward` gives the planner's logits at plan positions and the body's elsewhere, masked by
-the grammar and by the registers the plan can be played in (`RegisterMask`); `sample` draws
-both in one lockstep loop with the same masks, so teacher-forced scoring matches the
-log-probs recorded while sampling.
+the grammar and by what a plan may declare beyond it (`PlanMask`: a register band it can be
+played in and, under a `PromptLock`, its prompt's kept fields as asked); `sample` draws both
+in one lockstep loop with the same masks, so teacher-forced scoring matches the log-probs
+recorded while sampling.
 """
 
 from __future__ import annotations
@@ -421,8 +422,9 @@ class PlannedMusicGPT(nn.Module):
         head = torch.where(in_plan[:, :plan_end, None], plan_logits, logits[:, :plan_end])
         logits = torch.cat([head, logits[:, plan_end:]], dim=1)
         logits = self.grammar_mask.apply(logits, state)
-        # Position t of a plan has read idx[:, : t + 1] and predicts idx[:, t + 1] (PAD
-        # past the end).
+        # Position t of a plan has read idx[:, : t + 1] and predicts idx[:, t + 1]. The last
+        # position's target is not in idx (PAD stands in): only a sequence cut off inside
+        # its plan could have a forbidden token there.
         head = logits[:, :plan_end]
         targets = idx[:, 1 : plan_end + 1]
         targets = F.pad(targets, (0, plan_end - targets.shape[1]), value=PAD_ID)
