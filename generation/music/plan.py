@@ -246,7 +246,7 @@ def playable_registers(
     melody's home moved by at most MAX_REGISTER_SHIFT semitones, the most the composer
     moves it and so the most pretraining showed the body. A planner free to declare any
     band declares some the body was never shown: a plan stage tuned on the default taste
-    (a higher lead) declared bands up to 44 semitones above home, heard at +12 as the
+    (a higher lead) declared bands up to 44 semitones above the base's, heard at most +12 as the
     composer plays them, and the body then kept to its declared band in 0.688 of its
     held-out clips (benchmarks/rl_oracle.py --part plan)."""
     if not instruments:  # drums alone: no melody, so any band is as good as another
