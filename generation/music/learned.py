@@ -30,11 +30,12 @@ import torch.nn.functional as F
 
 from generation.music.attributes_measure import adherence, measure
 from generation.music.composer import bars_for
+from generation.music.evaluation import FIT_PARTS
 from generation.music.events import Piece, events_to_piece
 from generation.music.interface import GeneratedClip, check_duration, encode_clip
 from generation.music.model import Generators, GPTConfig, MusicGPT
 from generation.music.plan import Plan, plan_for_piece, plan_piece
-from generation.music.planned import LOCKABLE_FIELDS, PlannedConfig, PlannedMusicGPT, PromptLock
+from generation.music.planned import PlannedConfig, PlannedMusicGPT, PromptLock
 from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.text_encoder import TextEncoder, get_text_encoder
 from generation.music.tokenizer import (
@@ -71,14 +72,14 @@ class SamplingConfig:
     # second thread costs more than it saves (measured: 1 thread is ~10x faster).
     num_threads: int = 1
     target_lufs: float = -16.0
-    # Prompt fields (planned.LOCKABLE_FIELDS) a planned generator's plans declare only as the
+    # Prompt fields (evaluation.FIT_PARTS) a planned generator's plans declare only as the
     # prompt asks (planned.PromptLock): a generator tuned to keep them samples so.
     kept_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # JSON and checkpoints give lists: keep a tuple, as set.
         object.__setattr__(self, "kept_fields", tuple(self.kept_fields))
-        if unknown := set(self.kept_fields) - set(LOCKABLE_FIELDS):
+        if unknown := set(self.kept_fields) - set(FIT_PARTS):
             raise ValueError(f"kept_fields: no such prompt fields {sorted(unknown)}")
 
     @classmethod

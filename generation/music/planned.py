@@ -34,6 +34,7 @@ recorded while sampling.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from generation.music.evaluation import FIT_PARTS
 from generation.music.events import quantize_tempo
 from generation.music.melody_features import FEATURE_SIZES, MelodyFeatures, MelodyTracker
 from generation.music.model import (
@@ -65,6 +67,7 @@ from generation.music.tokenizer import (
     BOS_ID,
     PAD_ID,
     PLAN_GRAMMAR,
+    TOKEN_TO_ID,
     TOKENS,
     VOCAB_SIZE,
     Grammar,
@@ -223,11 +226,6 @@ class PlanSummary:
         self.total, self.count = self.total[rows], self.count[rows]
 
 
-# The prompt fields a PromptLock can hold a plan to (evaluation.FIT_PARTS, without importing
-# it: evaluation reads plans).
-LOCKABLE_FIELDS = ("tempo", "instruments", "drums", "mode", "density", "key")
-
-
 def _ids_by_kind() -> dict[str, dict[int, str]]:
     """{token kind: {id: its value}}, e.g. {"Register": {id of Register_60: "60", ...}}."""
     by_kind: dict[str, dict[int, str]] = {}
@@ -238,6 +236,9 @@ def _ids_by_kind() -> dict[str, dict[int, str]]:
 
 
 _BY_KIND = _ids_by_kind()
+_PROGRAM_IDS = frozenset(_BY_KIND["Program"])
+_REGISTER_IDS = list(_BY_KIND["Register"])
+_DRUMS_ID = TOKEN_TO_ID["Drums"]
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,7 @@ class PromptLock:
     @classmethod
     def of(cls, target: Any, fields: Sequence[str]) -> PromptLock:
         """The lock for a prompt's parsed target (prompts.MusicAttributes) on `fields`."""
-        if unknown := set(fields) - set(LOCKABLE_FIELDS):
+        if unknown := set(fields) - set(FIT_PARTS):
             raise ValueError(f"no such prompt fields to keep: {sorted(unknown)}")
         wanted = {
             "tempo": ("Tempo", f"Tempo_{quantize_tempo(target.tempo_bpm)}"),
@@ -269,34 +270,40 @@ class PromptLock:
             "density": ("Density", f"Density_{round(nearest_density(target.density) * 100)}"),
         }
         fixed = tuple(
-            (wanted[name][0], TOKENS.index(wanted[name][1])) for name in fields if name in wanted
+            (wanted[name][0], TOKEN_TO_ID[wanted[name][1]]) for name in fields if name in wanted
         )
         instruments = None
         if "instruments" in fields:
-            instruments = frozenset(TOKENS.index(f"Program_{p}") for p in target.instruments)
+            instruments = frozenset(TOKEN_TO_ID[f"Program_{p}"] for p in target.instruments)
         return cls(fixed, instruments, bool(target.drums) if "drums" in fields else None)
+
+    @functools.cached_property
+    def always_forbidden(self) -> list[int]:
+        """What the lock forbids whatever the plan has read: the other values of its fixed
+        fields, and instruments it does not name. Computed once: `forbidden` runs at every
+        plan position of every row sampled or scored."""
+        out = [
+            index for kind, allowed in self.fixed for index in _BY_KIND[kind] if index != allowed
+        ]
+        if self.instruments is not None:
+            out += [index for index in _PROGRAM_IDS if index not in self.instruments]
+        return out
 
     def forbidden(self, prefix: list[int]) -> list[int]:
         """The ids a plan opening with `prefix` may not write next under the lock (where the
         grammar allows other kinds, forbidding these changes nothing)."""
-        out = [
-            index for kind, allowed in self.fixed for index in _BY_KIND[kind] if index != allowed
-        ]
         declared = set(prefix)
-        missing = False
-        if self.instruments is not None:
-            out += [index for index in _BY_KIND["Program"] if index not in self.instruments]
-            missing = not self.instruments <= declared
-        drums = TOKENS.index("Drums")
+        missing = self.instruments is not None and not self.instruments <= declared
+        out = list(self.always_forbidden)
         if self.drums is False or missing:  # the instruments come first, then Drums
-            out.append(drums)
-        if self.drums and drums not in declared:
-            out += list(_BY_KIND["Register"])
+            out.append(_DRUMS_ID)
+        if self.drums and _DRUMS_ID not in declared:
+            out += _REGISTER_IDS
             # Drums count towards the grammar's cap: leave them room.
-            if len(declared & set(_BY_KIND["Program"])) >= MAX_PLAN_INSTRUMENTS - 1:
-                out += list(_BY_KIND["Program"])
+            if len(declared & _PROGRAM_IDS) >= MAX_PLAN_INSTRUMENTS - 1:
+                out += _PROGRAM_IDS
         elif missing:
-            out += list(_BY_KIND["Register"])
+            out += _REGISTER_IDS
         return out
 
 

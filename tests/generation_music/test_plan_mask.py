@@ -10,7 +10,7 @@ from generation.music.composer import REGISTER_HIGH, REGISTER_STEP, ComposerStyl
 from generation.music.evaluation import FIT_PARTS, plan_fit
 from generation.music.learned import SamplingConfig, SymbolicTransformerBackend
 from generation.music.plan import _shift_to, playable_registers
-from generation.music.planned import LOCKABLE_FIELDS, SIZES, PlannedMusicGPT, PromptLock
+from generation.music.planned import SIZES, PlannedMusicGPT, PromptLock
 from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.text_encoder import get_text_encoder
 from generation.music.tokenizer import TOKEN_TO_ID, TOKENS
@@ -126,7 +126,7 @@ def test_that_the_lock_holds_every_kept_field_and_only_those(random_planner):
     assert fits["tempo"] == fits["drums"] == fits["key"] == 1.0
     assert fits["instruments"] < 0.9 and fits["mode"] < 0.9  # not kept, still free
 
-    everything = backend(random_planner, LOCKABLE_FIELDS)
+    everything = backend(random_planner, FIT_PARTS)
     for samples in (everything.sample_plans(ASKING, 8, seed=2), everything.sample(ASKING, 2, 3)):
         assert set(mean_fits(samples).values()) == {1.0}
         rescored = everything.seq_logprobs(
@@ -141,7 +141,7 @@ def test_a_locked_model_scores_a_plan_that_strays_finitely(random_planner):
     strays = [s for s in free if plan_fit(parse_prompt(s.prompt), s.plan)["tempo"] < 1]
     assert strays
 
-    scores = backend(random_planner, LOCKABLE_FIELDS).seq_logprobs(
+    scores = backend(random_planner, FIT_PARTS).seq_logprobs(
         [s.prompt for s in strays], [s.token_ids for s in strays]
     )
 
