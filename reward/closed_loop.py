@@ -52,6 +52,7 @@ from reward.closed_loop_objective import (
 )
 from reward.closed_loop_table import presets_table, table_lines
 from reward.finetune_stages import TIME_BUDGET
+from reward.learning.measured import SUPPORT_ERROR
 from reward.models import Evaluation, FineTuneRun, RewardModel
 
 logger = logging.getLogger(__name__)
@@ -582,7 +583,8 @@ def _preference_models(
         "measured",
         collects,
         1,
-        {"test_share": test_share},
+        # Only the weights the votes support: RL would chase the rest's noise as readily.
+        {"test_share": test_share, "support_error": SUPPORT_ERROR},
         say,
     )
     return models

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scipy import stats
-
 from generation.music.listening import PROMPT_FIELD_FEATURES
 from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
+from reward.learning.measured import supported_features
 from reward.models import RewardModel
 
 
@@ -190,41 +189,33 @@ class TasteFields:
         return {"pulled": self.pulled, "kept": list(self.kept), "explored": list(self.explored)}
 
 
-# The family-wise error of telling which fields the votes pull: each feature's test is at
-# PULL_ERROR / (number of features tested), so that the noise in some twenty weights does not
-# free a field. In a `prefers_slower` run, drums (+0.20 [+0.02, +0.39]) and brightness had
-# 95% intervals clear of 0 as well as tempo against the request (-0.47 [-0.69, -0.27]).
-PULL_ERROR = 0.05
-
-
 def taste_fields(measured_model: RewardModel | None) -> TasteFields:
     """The fields the measured-feature model's weights pull away from the request: one whose
     signed measure (faster, more instruments, minor) has a weight clearly away from 0, or whose
     fit to the request has one clearly below 0. "Clearly": |weight| / its standard error
-    beyond the normal quantile of a two-sided test at PULL_ERROR shared among every feature
-    tested (Bonferroni), the standard error read off the weight's 95% bootstrap interval.
+    beyond the normal quantile of a two-sided test at SUPPORT_ERROR shared among every feature
+    tested (Bonferroni, `measured.supported_features`), the standard error read off the
+    weight's 95% bootstrap interval.
     Every other field is kept: a reward that never learned to care about the key can still
     pay for another key through what a transposition does to the lead's register. Without
-    that model's weights and intervals nothing can be told apart, and every field is kept."""
+    that model's weights and intervals nothing can be told apart, and every field is kept.
+    A model that kept only its supported features (`support_error`) says which they were,
+    tested among all its features: those decide."""
     metrics = measured_model.metrics if measured_model else {}
     weights, intervals = metrics.get("weights") or {}, metrics.get("weight_intervals") or {}
     tested = [
-        feature
-        for signed, fit in PROMPT_FIELD_FEATURES.values()
-        for feature in (*signed, fit)
-        if feature in weights and feature in intervals
+        feature for signed, fit in PROMPT_FIELD_FEATURES.values() for feature in (*signed, fit)
     ]
-    threshold = stats.norm.ppf(1 - PULL_ERROR / 2 / max(1, len(tested)))
-
-    def z_score(feature: str) -> float:
-        low, high = intervals[feature]
-        error = (high - low) / (2 * stats.norm.ppf(0.975))
-        return weights[feature] / error if error > 0 else 0.0
-
+    if chosen := metrics.get("supported_features"):
+        # A model refitted on the features its votes support rewards only those: a field is
+        # pulled exactly when the reward RL optimises can pull it.
+        z_scores = {name: z for name, z in chosen["z"].items() if name in tested}
+    else:
+        z_scores = supported_features(weights, intervals, tested)
     pulled: dict[str, list[str]] = {}
     for name, (signed, fit) in PROMPT_FIELD_FEATURES.items():
-        pulling = [f for f in signed if f in tested and abs(z_score(f)) > threshold]
-        if fit in tested and z_score(fit) < -threshold:
+        pulling = [feature for feature in signed if feature in z_scores]
+        if z_scores.get(fit, 0.0) < 0:
             pulling.append(fit)
         if pulling:
             pulled[name] = pulling

@@ -266,6 +266,7 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
         MeasuredPreferenceConfig,
         features_matrix,
         fit_measured_preference,
+        fit_supported,
         log_likelihood_per_vote,
         out_of_fold_margins,
         weight_intervals,
@@ -295,12 +296,29 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
         return features[votes.clip_a.numpy()], features[votes.clip_b.numpy()], votes.target.numpy()
 
     fit_config = MeasuredPreferenceConfig(l2=config["l2"])
-    model, fit = fit_measured_preference(*side(train), fit_config)
+    support_error = float(config["support_error"])
+    two_prompts = len(set(train.prompt.tolist())) >= 2
+    _require(two_prompts or not support_error, "choosing features needs votes on two prompts")
+    if support_error:
+        heartbeat.phase("fitting, bootstrapping the weights, keeping the supported ones")
+        chosen = fit_supported(*side(train), train.prompt.numpy(), fit_config, error=support_error)
+        model, fit, intervals = chosen.model, chosen.report, chosen.intervals
+    else:
+        model, fit = fit_measured_preference(*side(train), fit_config)
+        intervals = None
+        if two_prompts:
+            heartbeat.phase("bootstrapping the weights")
+            intervals = weight_intervals(*side(train), train.prompt.numpy(), fit_config)
     metrics: dict[str, Any] = {"fit": fit, "weights": model.weights_by_feature()}
-    if len(set(train.prompt.tolist())) >= 2:
-        heartbeat.phase("bootstrapping the weights")
-        intervals = weight_intervals(*side(train), train.prompt.numpy(), fit_config)
+    if intervals is not None:
+        # The intervals are those of the fit on every feature: they say what is supported.
         metrics["weight_intervals"] = {name: list(bounds) for name, bounds in intervals.items()}
+    if support_error:
+        metrics["supported_features"] = {
+            "error": support_error,
+            "z": chosen.supported,
+            "weights_before": chosen.full.weights_by_feature(),
+        }
     for name, votes in (("train", train), ("heldout", test)):
         features_a, features_b, targets = side(votes)
         margins = model.reward(features_a) - model.reward(features_b)
@@ -321,7 +339,9 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
     if len(np.unique(prompts)) >= CROSS_VALIDATION_FOLDS:
         heartbeat.phase("cross-validating")
         groups = np.concatenate([train.group.numpy(), test.group.numpy()])
-        margins = out_of_fold_margins(*every, prompts, fit_config, folds=CROSS_VALIDATION_FOLDS)
+        margins = out_of_fold_margins(
+            *every, prompts, fit_config, folds=CROSS_VALIDATION_FOLDS, support_error=support_error
+        )
         accuracy = pairwise_accuracy(margins, every[2], groups)
         gain = log_likelihood_gain(margins, every[2], groups)
         metrics["cross_validated"] = {

@@ -24,7 +24,15 @@ KIND_SETTINGS: dict[str, dict[str, Any]] = {
     # encoder_from: the id of a learned adherence model whose music tower starts the audio
     # encoder (0: start from scratch).
     # l2: the measured method's penalty on its standardised weights, per vote.
-    RewardModel.Kind.PREFERENCE: {"crop_seconds": 4.0, "encoder_from": 0, "l2": 0.01},
+    # support_error: 0, the measured method weighs every feature; else it keeps only those
+    # whose weights the votes support at this family-wise error (Bonferroni) and refits on
+    # them (reward/learning/measured.py fit_supported).
+    RewardModel.Kind.PREFERENCE: {
+        "crop_seconds": 4.0,
+        "encoder_from": 0,
+        "l2": 0.01,
+        "support_error": 0.0,
+    },
     RewardModel.Kind.QUALITY: {"crop_seconds": 4.0, "encoder_from": 0},
     RewardModel.Kind.ADHERENCE: {"corpus_size": 512, "held_out_size": 64, "clip_seconds": 6.0},
 }
@@ -49,6 +57,8 @@ def reward_settings(kind: str, overrides: dict[str, Any] | None) -> dict[str, An
             raise RewardModelError(f"{key} must be a non-negative number")
     if not 0 < merged["test_share"] < 1:
         raise RewardModelError("test_share must lie strictly between 0 and 1")
+    if not 0 <= merged.get("support_error", 0) < 1:
+        raise RewardModelError("support_error must lie in [0, 1)")
     if not 0 < merged["learning_rate"] <= 1:
         raise RewardModelError("learning_rate must lie in (0, 1]")
     for key in ("batch_size", "checkpoint_every", "eval_every"):

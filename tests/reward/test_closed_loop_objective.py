@@ -183,3 +183,26 @@ def test_a_taste_that_pulls_no_prompt_field_keeps_them_all_and_explores_nothing(
     # The key is never explored (no variant changes it), though votes may pull it.
     pulled_key = taste_fields(measured_model({"key_fit": (-0.6, -0.9, -0.3)}))
     assert pulled_key.pulled == {"key": ["key_fit"]} and pulled_key.explored == ()
+
+
+def test_a_model_that_kept_only_its_supported_features_pulls_exactly_the_fields_they_measure():
+    from reward.closed_loop_objective import taste_fields
+
+    model = measured_model({
+        "tempo_vs_request": (-0.9, -1.2, -0.6),
+        "tempo_fit": (0.0, -0.2, 0.2),
+        "drums_fit": (-0.8, -1.1, -0.5),  # would pull drums were it chosen; it was not
+    })  # fmt: skip
+    model.metrics["supported_features"] = {
+        "error": 0.05,
+        # Chosen among every feature: the lead's pitch is no prompt field; a fit liked as
+        # asked (mode_fit > 0) keeps its field.
+        "z": {"tempo_vs_request": -5.1, "lead_pitch": 4.0, "mode_fit": 3.5},
+        "weights_before": {},
+    }
+
+    fields = taste_fields(model)
+
+    assert fields.pulled == {"tempo": ["tempo_vs_request"]}
+    assert fields.kept == ("instruments", "drums", "mode", "density", "key")
+    assert fields.explored == ("tempo",)

@@ -73,10 +73,52 @@ def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign, client
     assert reward_scores(reward_model=model, tracks=tracks) == pytest.approx(
         [row.value for row in stored[:4]]
     )
+    # With support_error, on the same votes.
+    assert_it_weighs_only_what_the_votes_support(supported_model_on(campaign))
 
 
 @pytest.mark.parametrize("kind", ["adherence", "quality"])
 def test_the_measured_method_is_only_for_preference_models(kind):
     with pytest.raises(RewardModelError, match="not for"):
         reward_model_create(name="wrong", kind=kind, method="measured", steps=1, queue=False)
+    assert not RewardModel.objects.exists()
+
+
+def supported_model_on(campaign):
+    """Trained with support_error on the votes of the campaign the test before voted on:
+    part of that test, so the 160 clips are rendered once."""
+    job = reward_model_create(
+        name="measured, supported", kind="preference", method="measured", steps=1,
+        queue=False, filters=DataFilters(campaign_ids=(campaign.pk,)),
+        settings={"test_share": 0.5, "support_error": 0.05},
+    )  # fmt: skip
+
+    model = reward_model_execute(reward_model_id=job.pk)
+
+    assert model.status == RewardModel.Status.FINISHED, model.error
+    return model
+
+
+def assert_it_weighs_only_what_the_votes_support(model):
+    chosen = model.metrics["supported_features"]
+    weights = model.metrics["weights"]
+    assert chosen["error"] == 0.05 and chosen["z"], chosen
+    # The reward is the refit on the supported features: every other weight is 0, and the
+    # intervals (of the fit on every feature) are still listed for all of them.
+    assert {name for name, weight in weights.items() if weight} == set(chosen["z"])
+    assert set(model.metrics["weight_intervals"]) == set(weights)
+    assert set(chosen["weights_before"]) == set(weights)
+    # Chosen inside each fold too, and still clear of chance on all 240 votes.
+    crossed = model.metrics["cross_validated"]
+    assert crossed["votes"] == 240 and crossed["accuracy_ci"][0] > 0.5
+    assert model.metrics["heldout"]["accuracy_ci"][0] > 0.5
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, True])
+def test_support_error_outside_zero_to_one_is_refused_and_nothing_is_stored(value):
+    with pytest.raises(RewardModelError, match="support_error"):
+        reward_model_create(
+            name="wrong", kind="preference", method="measured", steps=1, queue=False,
+            settings={"support_error": value},
+        )  # fmt: skip
     assert not RewardModel.objects.exists()

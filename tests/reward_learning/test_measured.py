@@ -18,7 +18,9 @@ from reward.learning.measured import (
     clip_features,
     features_matrix,
     fit_measured_preference,
+    fit_supported,
     out_of_fold_margins,
+    supported_features,
     weight_intervals,
 )
 from tests.reward.conftest import varied_prompts
@@ -185,3 +187,81 @@ def test_out_of_fold_margins_judge_each_vote_by_a_model_that_never_saw_its_promp
     assert not np.allclose(again[prompts != 7], margins[prompts != 7])
     with pytest.raises(ValueError, match="at least 5 prompts"):
         out_of_fold_margins(features_a[:8], features_b[:8], targets[:8], prompts[:8], folds=5)
+
+
+def test_a_fit_on_chosen_features_holds_every_other_weight_at_zero():
+    truth = np.zeros(len(FEATURE_NAMES))
+    truth[TEMPO] = 0.2
+    votes = synthetic_votes(truth, 300, seed=2)
+    model, report = fit_measured_preference(*votes, only=("tempo_bpm", "lead_pitch"))
+
+    weights = model.weights_by_feature()
+    assert report["converged"] and weights["tempo_bpm"] > 1.2
+    assert weights["lead_pitch"] != 0.0
+    assert all(w == 0.0 for name, w in weights.items() if name not in {"tempo_bpm", "lead_pitch"})
+
+
+def test_a_supported_fit_keeps_the_planted_taste_and_drops_the_noise_weights():
+    truth = np.zeros(len(FEATURE_NAMES))
+    truth[TEMPO] = 0.1  # a standard deviation is a logit: a taste few votes show clearly
+    features_a, features_b, targets = synthetic_votes(truth, 300, seed=6)
+    prompts = np.arange(300) // 3
+
+    chosen = fit_supported(features_a, features_b, targets, prompts, resamples=100)
+
+    assert set(chosen.supported) == {"tempo_bpm"} and chosen.supported["tempo_bpm"] > 3.1
+    weights = chosen.model.weights_by_feature()
+    assert weights["tempo_bpm"] > 0.6
+    assert all(w == 0.0 for name, w in weights.items() if name != "tempo_bpm")
+    # The full fit spread some weight over the 24 features that carry nothing.
+    noise = [abs(w) for name, w in chosen.full.weights_by_feature().items() if name != "tempo_bpm"]
+    assert sum(noise) > 0.5
+    # On fresh votes of the same raters the supported model predicts at least as well.
+    fresh_a, fresh_b, fresh_targets = synthetic_votes(truth, 2000, seed=16)
+
+    def accuracy(model: MeasuredPreferenceModel) -> float:
+        margins = model.reward(fresh_a) - model.reward(fresh_b)
+        return float(np.mean((margins > 0) == (fresh_targets == 1)))
+
+    assert accuracy(chosen.model) >= accuracy(chosen.full)
+
+
+def test_when_no_weight_is_supported_the_full_fit_is_kept():
+    features_a, features_b, _ = synthetic_votes(np.zeros(len(FEATURE_NAMES)), 300, seed=3)
+    coin = np.random.default_rng(3).integers(0, 2, 300).astype(float)
+
+    chosen = fit_supported(features_a, features_b, coin, np.arange(300) // 3, resamples=100)
+
+    assert chosen.supported == {}
+    assert np.array_equal(chosen.model.weights, chosen.full.weights)
+
+
+def test_support_is_a_bonferroni_test_on_the_bootstrap_standard_error():
+    # 95% interval half-width 1.96 standard errors: these standard errors are all 0.1.
+    intervals = {"a": (0.104, 0.496), "b": (0.004, 0.396), "c": (-0.496, -0.104)}
+    weights = {"a": 0.3, "b": 0.2, "c": -0.3}
+
+    # One feature tested: |z| > 1.96. Three: |z| > 2.39. Untested ones are never supported.
+    assert supported_features(weights, intervals, ["b"]) == pytest.approx({"b": 2.0}, rel=1e-3)
+    assert supported_features(weights, intervals, ["a", "b", "c", "d"]) == pytest.approx(
+        {"a": 3.0, "c": -3.0}, rel=1e-3
+    )
+
+
+def test_cross_validation_chooses_each_folds_features_from_that_fold_alone():
+    truth = np.zeros(len(FEATURE_NAMES))
+    truth[TEMPO] = 0.2
+    features_a, features_b, targets = synthetic_votes(truth, 300, seed=0)
+    prompts = np.arange(300) // 4
+
+    margins = out_of_fold_margins(
+        features_a, features_b, targets, prompts, folds=5, support_error=0.05
+    )
+
+    assert np.mean((margins > 0) == (targets == 1)) > 0.75
+    flipped = targets.copy()
+    flipped[prompts == 7] = 1 - flipped[prompts == 7]
+    again = out_of_fold_margins(
+        features_a, features_b, flipped, prompts, folds=5, support_error=0.05
+    )
+    assert np.array_equal(again[prompts == 7], margins[prompts == 7])
