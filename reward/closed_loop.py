@@ -263,6 +263,7 @@ def closed_loop_run(
         (preset, run), (label, evaluation) = *runs.items(), *evaluations.items()
         return result | {
             "fine_tune_run": run.pk,
+            "rl_stages": _stage_times(run),
             "preset": preset,
             "candidate": run.result_version.name,
             "evaluation": evaluation.pk,
@@ -275,6 +276,7 @@ def closed_loop_run(
     return result | {
         "presets": list(presets),
         "fine_tune_runs": {preset: run.pk for preset, run in runs.items()},
+        "rl_stages": {preset: _stage_times(run) for preset, run in runs.items()},
         "candidates": {preset: run.result_version.name for preset, run in runs.items()},
         "evaluations": {label: evaluation.pk for label, evaluation in evaluations.items()},
         "reports": reports,
@@ -396,6 +398,9 @@ def _tune(
             say(f"  the run stopped at step {int(run.curve[-1]['step'])} of {run.steps}: its "
                 f"{rl_seconds:.0f} s ran out (the loop's wall time less what the evaluation "
                 "needs)")  # fmt: skip
+        for index, times in enumerate(_stage_times(run)):
+            say(f"  stage {index + 1} ({times['part']}): {times['steps']} steps in "
+                f"{times['seconds']} s")  # fmt: skip
         say(f"  candidate {run.result_version}; warnings: {run.warnings or 'none'}")
         runs[preset] = run
     return runs
@@ -445,6 +450,7 @@ def _rl_run(
             "plan_prompts_per_step": budget.rl_plan_prompts_per_step,
             "plan_samples_per_prompt": budget.rl_plan_samples_per_prompt,
             "plan_learning_rate": budget.rl_plan_learning_rate,
+            "plan_kl_loss": budget.rl_plan_kl_loss,
             "num_threads": budget.rl_num_threads,
             "train_prompts": budget.rl_train_prompts,
             "held_out_prompts": budget.rl_held_out_prompts,
@@ -457,6 +463,14 @@ def _rl_run(
     if run is None or run.status != FineTuneRun.Status.FINISHED:
         raise RuntimeError(f"the RL run {name} did not finish: {run and run.error}")
     return run
+
+
+def _stage_times(run: FineTuneRun) -> list[dict[str, Any]]:
+    """Each RL stage's part, steps and wall seconds, for the report."""
+    return [
+        {key: figures.get(key) for key in ("part", "steps", "seconds", "stopped_reason")}
+        for figures in _stage_metrics(run)
+    ]
 
 
 def _stage_metrics(run: FineTuneRun) -> list[dict[str, Any]]:

@@ -73,6 +73,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "plan_prompts_per_step": 16,
     "plan_samples_per_prompt": 8,
     "plan_learning_rate": 1e-3,
+    # The per-token KL term's weight in plan stages (None: kl_loss). A plan token that
+    # moves to another tempo leaves a model that was sure of the asked one by several nats
+    # at once, and kl_loss's square of that outweighs any normalised reward: at the loop's
+    # 0.25 a prefers_slower plan stage left 0.76 of the asked tempo fit; at 0.02, with the
+    # taste itself as the reward, 0.07 (benchmarks/rl_oracle.py --part plan).
+    "plan_kl_loss": None,
 }
 STRING_SETTINGS = {"guard_action": ("warn", "stop"), "estimator": ("rloo", "best_of_group")}
 # Settings that hold a list of names, each one of these (rl.py checks the same).

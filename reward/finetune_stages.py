@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -21,6 +21,9 @@ from reward import jobs
 from reward.finetune_data import dpo_pairs, prompt_pool
 from reward.finetune_settings import FineTuneError, loop_config
 from reward.models import FineTuneRun, RewardModel
+
+if TYPE_CHECKING:
+    from reward.learning.rl import RLOOConfig  # torch loads only when a run does
 
 GENERATOR_NAME = "generator.pt"
 
@@ -112,11 +115,52 @@ def _base_checkpoint(run: FineTuneRun) -> str:
     return run.base_version.backend_config()["checkpoint"]
 
 
+def stage_rloo_config(
+    config: dict[str, Any], stage: dict[str, Any], index: int, weights: dict[str, float]
+) -> RLOOConfig:
+    """The RLOOConfig of a run's stage `index`, from the run's settings and the stage's
+    reward weights (by reward model name): a plan stage takes the plan_ settings."""
+    from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
+    from reward.learning.rl import RLOOConfig  # torch loads only when a run does
+
+    # Stages stored before plan stages existed trained the whole sequence.
+    on_plan = stage.get("part", "all") == "plan"
+    prefix = "plan_" if on_plan else ""  # a plan stage's own batch settings
+    loop = loop_config(config, steps=stage["steps"], seed=int(config["seed"]) + index)
+    if on_plan:
+        rate = float(config["plan_learning_rate"])
+        loop = replace(loop, learning_rate=rate, min_learning_rate=rate / 10)
+    return RLOOConfig(
+        loop=loop,
+        prompts_per_step=int(config[f"{prefix}prompts_per_step"]),
+        samples_per_prompt=int(config[f"{prefix}samples_per_prompt"]),
+        part="plan" if on_plan else "all",
+        beta=float(config["beta"]),
+        kl_loss=float(
+            config["kl_loss"]
+            if not on_plan or config.get("plan_kl_loss") is None
+            else config["plan_kl_loss"]
+        ),
+        reward_weights=weights,
+        kl_limit=config["kl_limit"],
+        diversity_floor=config["diversity_floor"],
+        guard_action=config["guard_action"],
+        # Runs stored before the setting existed used RLOO's advantages.
+        estimator=config.get("estimator", "rloo"),
+        plan_kl_weight=float(config.get("plan_kl_weight", 0.0)),
+        heard_seconds=float(config["clip_seconds"]),
+        # Runs stored before the setting did not explore.
+        explore_share=float(config.get("explore_share", 0.0)),
+        explore_fields=tuple(config.get("explore_fields", PROMPT_VARIANT_AXES)),
+        kept_fields=tuple(config.get("kept_fields", ())),
+        keep_weight=float(config.get("keep_weight", 0.0)),
+    )
+
+
 def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
     """Every stage not finished yet, each tuning the generator the stage before it left;
     returns the last stage's generator file."""
-    from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
-    from reward.learning.rl import RLOOConfig, train_rloo
+    from reward.learning.rl import train_rloo
 
     config = run.settings
     train_prompts, held_out = prompt_pool(config)
@@ -140,37 +184,11 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
         heartbeat.phase(f"stage {index + 1}/{len(run.stages)}: loading the generator")
         policy = _load_backend(reference_path)
         reference = _load_backend(reference_path)
-        # Stages stored before plan stages existed trained the whole sequence.
-        on_plan = stage.get("part", "all") == "plan"
-        prefix = "plan_" if on_plan else ""  # a plan stage's own batch settings
-        loop = loop_config(config, steps=stage["steps"], seed=int(config["seed"]) + index)
-        if on_plan:
-            rate = float(config["plan_learning_rate"])
-            loop = replace(loop, learning_rate=rate, min_learning_rate=rate / 10)
-        rloo = RLOOConfig(
-            loop=loop,
-            prompts_per_step=int(config[f"{prefix}prompts_per_step"]),
-            samples_per_prompt=int(config[f"{prefix}samples_per_prompt"]),
-            part="plan" if on_plan else "all",
-            beta=float(config["beta"]),
-            kl_loss=float(config["kl_loss"]),
-            reward_weights=weights,
-            kl_limit=config["kl_limit"],
-            diversity_floor=config["diversity_floor"],
-            guard_action=config["guard_action"],
-            # Runs stored before the setting existed used RLOO's advantages.
-            estimator=config.get("estimator", "rloo"),
-            plan_kl_weight=float(config.get("plan_kl_weight", 0.0)),
-            heard_seconds=float(config["clip_seconds"]),
-            # Runs stored before the setting did not explore.
-            explore_share=float(config.get("explore_share", 0.0)),
-            explore_fields=tuple(config.get("explore_fields", PROMPT_VARIANT_AXES)),
-            kept_fields=tuple(config.get("kept_fields", ())),
-            keep_weight=float(config.get("keep_weight", 0.0)),
-        )
+        rloo = stage_rloo_config(config, stage, index, weights)
         if resumed := jobs.resume_step(stage_dir):
             jobs.job_note_resume(FineTuneRun, run.pk, offset + resumed)
         heartbeat.phase(f"stage {index + 1}/{len(run.stages)}: RLOO")
+        started = time.monotonic()
         result = train_rloo(
             rloo,
             policy,
@@ -184,16 +202,23 @@ def run_rloo_stages(run: FineTuneRun, heartbeat: jobs.Heartbeat) -> Path:
         )
         if result.stopped_reason is not None:
             heartbeat.flush()
-        _record_stage(run, index, result)
+        _record_stage(run, index, result, seconds=time.monotonic() - started)
         result.policy.save(result_path)
         reference_path, offset = str(result_path), offset + stage["steps"]
     return Path(reference_path)
 
 
-def _record_stage(run: FineTuneRun, index: int, result: Any) -> None:
+def _record_stage(run: FineTuneRun, index: int, result: Any, *, seconds: float) -> None:
+    """The stage's final figures (its steps among them), why it stopped early if it did,
+    which part it trained, and its wall seconds (of this attempt: a stage resumed after a
+    crash does not count the time before it)."""
     current = FineTuneRun.objects.get(pk=run.pk)
     metrics = dict(current.metrics)
-    metrics[f"stage_{index}"] = result.metrics | {"stopped_reason": result.stopped_reason}
+    metrics[f"stage_{index}"] = result.metrics | {
+        "stopped_reason": result.stopped_reason,
+        "part": run.stages[index].get("part", "all"),
+        "seconds": round(seconds, 1),
+    }
     FineTuneRun.objects.filter(pk=run.pk).update(
         metrics=metrics, warnings=[*current.warnings, *result.warnings]
     )

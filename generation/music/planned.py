@@ -358,13 +358,15 @@ class PlanMask:
         (a corpus piece whose melody's middle landed a band off its home) scores finitely
         among what is allowed, and a sampled one scores as it was drawn."""
         forbidden_rows, forbidden_ids = [], []
+        # Read once: indexing a tensor per forbidden id was most of a plan step's masking.
+        target_ids = None if targets is None else targets.tolist()
         for row in rows:
             read = prefix(row)
             forbidden = self.unplayable(read)
             if (lock := locks(row)) is not None:
                 forbidden = forbidden + lock.forbidden(read)
-            if targets is not None:
-                forbidden = [index for index in forbidden if index != int(targets[row])]
+            if target_ids is not None:
+                forbidden = [index for index in forbidden if index != target_ids[row]]
             forbidden_rows += [row] * len(forbidden)
             forbidden_ids += forbidden
         if not forbidden_rows:

@@ -9,6 +9,7 @@ the fine-tuning pools) are in prompt_sampling.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import asdict, dataclass
@@ -318,8 +319,11 @@ def complete_instruments(named: list[int], preset: GenrePreset, solo: bool) -> t
     return tuple(dict.fromkeys(melodic + basses))
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_prompt(text: str) -> MusicAttributes:
-    """Read attributes from free text; anything not mentioned comes from genre defaults."""
+    """Read attributes from free text; anything not mentioned comes from genre defaults.
+    Cached (the attributes are frozen): RL parses each sample's prompt several times a step,
+    and a plan step of 128 samples spent 0.6 CPU s on it."""
     prompt = _Text(text)
     named = _parse_instruments(prompt)
     drums = _parse_drums(prompt)

@@ -74,6 +74,10 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
         # U and RU learn on plans first, then on whole sequences; R on whole sequences.
         parts = ["all"] if preset == "R" else ["plan", "all"]
         assert [stage.get("part", "all") for stage in stages] == parts
+        # The report gives each stage's steps and wall time.
+        times = result["rl_stages"][preset]
+        assert [t["part"] for t in times] == parts and all(t["seconds"] > 0 for t in times)
+        assert sum(t["steps"] for t in times) == runs[preset].steps
         for stage in stages:
             optimised = RewardModel.objects.get(pk=int(next(iter(stage["rewards"]))))
             assert (optimised.kind, optimised.method) == (kind, method)

@@ -51,3 +51,29 @@ def test_kept_and_explored_fields_are_lists_of_known_names_from_a_list_or_a_comm
         finetune_run_settings({"explore_share": 0.25, "explore_fields": []})
     with pytest.raises(FineTuneError, match="keep_weight"):
         finetune_run_settings({"keep_weight": -1})
+
+
+def test_a_plan_stage_takes_the_plan_settings_and_a_whole_sequence_stage_its_own():
+    import pytest
+
+    from reward.finetune_settings import FineTuneError
+    from reward.finetune_stages import stage_rloo_config
+
+    settings = finetune_run_settings({
+        "kl_loss": 0.25, "plan_kl_loss": 0.02, "learning_rate": 1e-4, "plan_learning_rate": 1e-3,
+        "prompts_per_step": 8, "samples_per_prompt": 4, "plan_steps": 10,
+    })  # fmt: skip
+    plan = stage_rloo_config(settings, {"part": "plan", "steps": 10}, 0, {"taste": 1.0})
+    whole = stage_rloo_config(settings, {"part": "all", "steps": 30}, 1, {"taste": 1.0})
+
+    assert (plan.part, plan.kl_loss, plan.loop.learning_rate) == ("plan", 0.02, 1e-3)
+    assert (plan.prompts_per_step, plan.samples_per_prompt, plan.loop.steps) == (16, 8, 10)
+    assert (whole.part, whole.kl_loss, whole.loop.learning_rate) == ("all", 0.25, 1e-4)
+    assert (whole.prompts_per_step, whole.samples_per_prompt, whole.loop.steps) == (8, 4, 30)
+    # Unset (and in runs stored before it existed), a plan stage keeps the run's kl_loss.
+    unset = finetune_run_settings({"kl_loss": 0.25})
+    assert stage_rloo_config(unset, {"part": "plan", "steps": 1}, 0, {}).kl_loss == 0.25
+    stored = {k: v for k, v in unset.items() if k != "plan_kl_loss"}
+    assert stage_rloo_config(stored, {"part": "plan", "steps": 1}, 0, {}).kl_loss == 0.25
+    with pytest.raises(FineTuneError, match="plan_kl_loss must be a non-negative number"):
+        finetune_run_settings({"plan_kl_loss": -0.1})
