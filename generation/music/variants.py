@@ -13,7 +13,10 @@ Axes, each changing only what its name says:
   played twice (two halves);
 - articulation: each pitched note held until its part's next onset (legato), or cut to at
   most half of that gap (detached), its onset and pitch unchanged;
-- loudness: the pitched parts played a third louder or a third softer (drums stay).
+- loudness: the pitched parts played a third louder or a third softer (drums stay);
+- parts: one pitched part left out where two or more play, or, where one plays, a part
+  added: its notes an octave below on an instrument of another family. The instruments
+  axis keeps the number of parts; only this one shows whether raters want more or fewer.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from generation.music.events import (
 
 VARIANT_AXES = (
     "tempo", "transpose", "drums", "instruments", "density", "articulation", "loudness",
+    "parts",
 )  # fmt: skip
 TEMPO_FACTORS = (0.8, 0.9, 1.11, 1.25)
 TRANSPOSITIONS = (-7, -5, 5, 7)
@@ -192,6 +196,25 @@ def _loudness(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
     return dataclasses.replace(piece, notes=notes), {"loudness": name}
 
 
+def _parts(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    programs = sorted({note.program for note in piece.notes if not note.is_drum})
+    if len(programs) >= 2:
+        left_out = rng.choice(programs)
+        notes = [note for note in piece.notes if note.is_drum or note.program != left_out]
+        return dataclasses.replace(piece, notes=notes), {"part_left_out": left_out}
+    if not programs:  # drums alone: the closest change a listener hears is the drums
+        return _drums(piece, rng)
+    families = {program // 8 for program in programs}
+    added = rng.choice([p for p in SWAP_PROGRAMS if p // 8 not in families])
+    doubled = [
+        dataclasses.replace(note, program=added, pitch=note.pitch - 12)
+        for note in piece.notes
+        if not note.is_drum and note.pitch >= 12
+    ]
+    notes = sorted([*piece.notes, *doubled], key=lambda note: note.start)
+    return dataclasses.replace(piece, notes=notes), {"part_added": added}
+
+
 _MAKERS = {
     "tempo": _tempo,
     "transpose": _transpose,
@@ -200,6 +223,7 @@ _MAKERS = {
     "density": _density,
     "articulation": _articulation,
     "loudness": _loudness,
+    "parts": _parts,
 }
 
 

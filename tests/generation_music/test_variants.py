@@ -139,3 +139,27 @@ def test_a_loud_piece_is_made_softer_so_the_change_is_not_clipped():
     for seed in range(5):
         _, change = variant_piece(loud, "loudness", random.Random(seed))
         assert change == {"loudness": "softer"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_parts_leaves_one_pitched_part_out_and_keeps_the_rest_as_they_were(seed):
+    piece = compose(ROCK, seed=seed, duration_seconds=6)
+    variant, change = variant_piece(piece, "parts", random.Random(seed))
+    before, after = heard(ROCK, piece), heard(ROCK, variant)
+    left_out = change["part_left_out"]
+    assert left_out in {n.program for n in piece.notes if not n.is_drum}
+    assert variant.notes == [n for n in piece.notes if n.is_drum or n.program != left_out]
+    assert after["melodic_instruments"] == before["melodic_instruments"] - 1
+    assert (after["tempo_bpm"], after["drums"]) == (before["tempo_bpm"], before["drums"])
+
+
+def test_parts_adds_a_part_an_octave_below_where_only_one_plays():
+    piece = compose(BALLAD, seed=2, duration_seconds=6)
+    assert len({n.program for n in piece.notes if not n.is_drum}) == 1
+    variant, change = variant_piece(piece, "parts", random.Random(0))
+    added = change["part_added"]
+    new_part = [n for n in variant.notes if n.program == added]
+    assert added // 8 not in {n.program // 8 for n in piece.notes}
+    assert [n for n in variant.notes if n.program != added] == piece.notes
+    assert [(n.start, n.pitch + 12) for n in new_part] == [(n.start, n.pitch) for n in piece.notes]
+    assert heard(BALLAD, variant)["melodic_instruments"] == 2.0
