@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +92,7 @@ def main() -> int:
             on_progress=progress,
         )  # fmt: skip
     # marks[0] is the start, marks[1] the end of the first (uncounted) step.
-    counted = list(zip(marks[1:], marks[2:], strict=False))
+    counted = list(pairwise(marks[1:]))
     wall = statistics.median(b[0] - a[0] for a, b in counted)
     cpu = statistics.median(b[1] - a[1] for a, b in counted)
     plans = PROMPTS_PER_STEP * PLANS_PER_PROMPT

@@ -296,7 +296,7 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
         return features[votes.clip_a.numpy()], features[votes.clip_b.numpy()], votes.target.numpy()
 
     fit_config = MeasuredPreferenceConfig(l2=config["l2"])
-    support_error = float(config["support_error"])
+    support_error = float(config.get("support_error", 0.0))  # absent from older jobs
     two_prompts = len(set(train.prompt.tolist())) >= 2
     _require(two_prompts or not support_error, "choosing features needs votes on two prompts")
     if support_error:
