@@ -80,6 +80,10 @@ def key_histograms(notes: list[Note]) -> tuple[np.ndarray, np.ndarray]:
     return whole / whole.sum(), closing / max(closing.sum(), 1e-12)
 
 
+# Row r holds the pitch classes in the order np.roll(histogram, -r) puts them.
+_ROLLS = (np.arange(12)[:, None] + np.arange(12)[None, :]) % 12
+
+
 def _correlations(histogram: np.ndarray, profile: np.ndarray) -> np.ndarray:
     """(12,) Pearson correlation of the histogram moved down by each root (np.roll(histogram,
     -root)) with the profile: all twelve in one product, which the key estimate of every
@@ -87,7 +91,7 @@ def _correlations(histogram: np.ndarray, profile: np.ndarray) -> np.ndarray:
     (or empty) histogram says nothing about the key: 0 for every root."""
     if np.ptp(histogram) == 0:
         return np.zeros(12)
-    rolled = histogram[(np.arange(12)[:, None] + np.arange(12)[None, :]) % 12]
+    rolled = histogram[_ROLLS]
     rolled = rolled - rolled.mean(axis=1, keepdims=True)
     centred = profile - profile.mean()
     norms = np.sqrt((rolled**2).sum(axis=1) * (centred**2).sum())

@@ -133,7 +133,7 @@ def test_a_run_out_of_time_stops_keeping_what_it_learned_and_says_why(
     assert [point["step"] for point in run.curve] == [1]  # of 5
     assert run.metrics["stage_0"]["stopped_reason"] == "time_budget"
     assert run.metrics["stage_0"]["steps"] == 1
-    assert 0 < run.metrics["stage_0"]["seconds"] < 600 and run.metrics["stage_0"]["part"] == "all"
+    assert run.metrics["stage_0"]["seconds"] > 0 and run.metrics["stage_0"]["part"] == "all"
     assert run.result_version.parent == learned_base
     assert Path(run.result_version.backend_config()["checkpoint"]).exists()
 
