@@ -15,11 +15,15 @@ key, mode and density are as asked) playing each prompt with one of its style kn
 - register_shift: the melody moved -12..+12 semitones (the range pretraining showed the body);
 - variation: 0 (plain, repetitive) to 1 (leaps, syncopation, substitutions);
 - density_scale: 0.5x to 2x the prompt's density;
-- tempo_scale: 0.8x or 1.25x the prompt's tempo.
+- tempo_scale: 0.8x or 1.25x the prompt's tempo;
+- mode: every prompt played in minor, or in major;
+- note_length_scale: each pitched note cut to 0.5x or 0.3x of its length (the touch, which
+  only a body decides: the composer has no knob for it, so its pieces are cut afterwards).
 
-Density and tempo are prompt attributes: the adherence printed beside them says what moving
-them costs. What only a body's touch decides (articulation, dynamics) has no knob here, so a
-taste for it measures 0.5 against the base, whatever a candidate could reach.
+Density, tempo and mode are prompt attributes: the adherence printed beside them says what moving
+them costs. Dynamics have no knob here, so a taste for them measures 0.5 against the base,
+whatever a candidate could reach. Two settings move two knobs at once (minor, and the melody
+an octave down or up), for tastes that want both.
 
 Printed per taste: the expected win rate (the mean probability the taste gives the
 composer's clip against the base's, ties aside) of each setting, the composer at its
@@ -43,12 +47,19 @@ sys.path.insert(0, str(ROOT))
 
 HELD_OUT_SEEDS = (7, 8)  # as benchmarks/rl_oracle.py judges its tuned model
 CLIP_SECONDS = 4.0
-KNOBS: dict[str, tuple[float, ...]] = {
+KNOBS: dict[str, tuple[float | str, ...]] = {
     "register_shift": (-12, -8, -4, 4, 8, 12),
     "variation": (0.0, 1.0),
     "density_scale": (0.5, 2.0),
     "tempo_scale": (0.8, 1.25),
+    "mode": ("minor", "major"),
+    "note_length_scale": (0.5, 0.3),
 }
+# Knobs moved together, for tastes that want two things at once.
+COMBINED_KNOBS: tuple[dict[str, float | str], ...] = (
+    {"mode": "minor", "register_shift": -12},
+    {"mode": "minor", "register_shift": 12},
+)
 
 
 def main() -> int:
@@ -87,28 +98,47 @@ def main() -> int:
         ]
     judges = [(s.prompt, heard(s.prompt, base.clip_piece(s, CLIP_SECONDS))) for s in samples]
 
-    def played(prompt: str, index: int, knob: str | None, value: float):
+    def played(prompt: str, index: int, knobs: dict[str, float | str]):
         attributes, style = parse_prompt(prompt), ComposerStyle()
-        if knob == "tempo_scale":
-            tempo = quantize_tempo(attributes.tempo_bpm * value)
-            attributes = dataclasses.replace(attributes, tempo_bpm=tempo)
-        elif knob is not None:
-            style = dataclasses.replace(style, **{knob: value})
-        return compose(attributes, seed=index, duration_seconds=CLIP_SECONDS, style=style)
+        for knob, value in knobs.items():
+            if knob == "tempo_scale":
+                tempo = quantize_tempo(attributes.tempo_bpm * value)
+                attributes = dataclasses.replace(attributes, tempo_bpm=tempo)
+            elif knob == "mode":
+                attributes = dataclasses.replace(attributes, mode=value)
+            elif knob != "note_length_scale":
+                style = dataclasses.replace(style, **{knob: value})
+        piece = compose(attributes, seed=index, duration_seconds=CLIP_SECONDS, style=style)
+        if scale := knobs.get("note_length_scale"):
+            notes = [
+                note
+                if note.is_drum
+                else dataclasses.replace(note, duration=max(1, int(note.duration * scale)))
+                for note in piece.notes
+            ]
+            piece = dataclasses.replace(piece, notes=notes)
+        return piece
 
-    def setting_name(knob: str, value: float) -> str:
+    def setting_name(knob: str, value: float | str) -> str:
+        if knob == "mode":
+            return f"mode {value}"
         if knob.endswith("_scale"):
             return f"{knob} x{value:g}"
         return f"{knob} {value:+g}" if knob == "register_shift" else f"{knob} {value:g}"
 
-    settings = [("defaults", None, 0.0)] + [
-        (setting_name(knob, value), knob, value)
+    settings: list[tuple[str, dict[str, float | str]]] = [("defaults", {})]
+    settings += [
+        (setting_name(knob, value), {knob: value})
         for knob, values in KNOBS.items()
         for value in values
     ]
+    settings += [
+        (", ".join(setting_name(knob, value) for knob, value in knobs.items()), knobs)
+        for knobs in COMBINED_KNOBS
+    ]
     pieces = {
-        label: [played(prompt, index, knob, value) for index, (prompt, _) in enumerate(judges)]
-        for label, knob, value in settings
+        label: [played(prompt, index, knobs) for index, (prompt, _) in enumerate(judges)]
+        for label, knobs in settings
     }
     clips = {
         label: [heard(prompt, piece) for (prompt, _), piece in zip(judges, made, strict=True)]
@@ -138,7 +168,7 @@ def main() -> int:
         print(f"{name}: expected win rate of the composer against {len(judges)} base clips")
         for label, rate in rates.items():
             marker = "  <- best" if label == best else ""
-            print(f"  {label:<22} {rate:.3f}   adherence {fits[label]:.3f}{marker}")
+            print(f"  {label:<32} {rate:.3f}   adherence {fits[label]:.3f}{marker}")
         results[name] = {
             "win_rates": {label: round(rate, 3) for label, rate in rates.items()},
             "composer_defaults": round(rates["defaults"], 3),

@@ -179,23 +179,24 @@ def prefers_fewer_instruments(
     return sigmoid(1.5 * (count_b - count_a))
 
 
-def prefers_minor(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
-    """Minor keys are better, whatever the prompt asks: a minor clip against a major one
-    wins 0.88 of the time."""
-    return sigmoid(2.0 * _difference(clip_a, clip_b, "minor_mode"))
+def prefers_darker(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+    """A darker sound is better, whatever the prompt asks: a minor clip against a major one
+    is 2 logit units, and a lead line 2 semitones lower another one."""
+    minor = _difference(clip_a, clip_b, "minor_mode")
+    return sigmoid(2.0 * minor - _difference(clip_a, clip_b, "lead_pitch") / 2.0)
 
 
 def prefers_higher_register(
     prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip
 ) -> float:
-    """A higher lead line is better: 3 semitones higher is a logit unit."""
-    return sigmoid(_difference(clip_a, clip_b, "lead_pitch") / 3.0)
+    """A higher lead line is better: 1.5 semitones higher is a logit unit."""
+    return sigmoid(_difference(clip_a, clip_b, "lead_pitch") / 1.5)
 
 
-def prefers_legato(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
-    """Notes held into the next one are better than short, detached ones: a quarter of the
-    gap more is 1.5 logit units. Only the notes decide this; no plan token names it."""
-    return sigmoid(6.0 * _difference(clip_a, clip_b, "articulation"))
+def prefers_staccato(prompt_text: str, clip_a: SimulatedClip, clip_b: SimulatedClip) -> float:
+    """Short, detached notes are better than notes held into the next one: a tenth of the
+    gap less is a logit unit. Only the notes decide this; no plan token names it."""
+    return sigmoid(-10.0 * _difference(clip_a, clip_b, "articulation"))
 
 
 def sigmoid(x: float) -> float:

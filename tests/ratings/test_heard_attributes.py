@@ -13,11 +13,11 @@ from ratings.simulation.tastes import (
     SimulatedClip,
     default_preference,
     heard_attributes,
+    prefers_darker,
     prefers_faster,
     prefers_higher_register,
-    prefers_legato,
-    prefers_minor,
     prefers_slower,
+    prefers_staccato,
     prompt_adherence,
 )
 
@@ -59,23 +59,38 @@ def test_register_and_mode_tastes_hear_the_notes():
         piece, notes=[dataclasses.replace(n, pitch=n.pitch + 12) for n in piece.notes]
     )
     assert prefers_higher_register(BALLAD, clip_of(higher), clip_of(piece)) > 0.95
+    # The darker taste: the lower clip wins, and so does the minor one at the same register.
+    assert prefers_darker(BALLAD, clip_of(piece), clip_of(higher)) > 0.95
     minor = compose(parse_prompt("sad piano ballad in A minor"), seed=3, duration_seconds=6)
     major = compose(parse_prompt("happy piano ballad in C major"), seed=3, duration_seconds=6)
     assert clip_of(minor).attributes["mode"] == "minor" != clip_of(major).attributes["mode"]
-    assert prefers_minor(BALLAD, clip_of(minor), clip_of(major)) > 0.85
+
+    def heard_as(minor_mode: float, lead_pitch: float) -> SimulatedClip:
+        listening = {"minor_mode": minor_mode, "lead_pitch": lead_pitch}
+        return SimulatedClip(b"", "", {"listening": listening}, "v")
+
+    # Minor is 2 logits, and 2 semitones lower one more: the formula, by hand.
+    assert prefers_darker(BALLAD, heard_as(1, 60), heard_as(0, 60)) == pytest.approx(
+        0.8808, abs=1e-4
+    )
+    assert prefers_darker(BALLAD, heard_as(0, 58), heard_as(0, 60)) == pytest.approx(
+        0.7311, abs=1e-4
+    )
+    assert prefers_darker(BALLAD, heard_as(1, 64), heard_as(0, 60)) == pytest.approx(0.5)
 
 
-def test_the_legato_taste_lives_in_the_notes_alone():
+def test_the_staccato_taste_lives_in_the_notes_alone():
     held = [
         Note(start=4 * i, duration=4, pitch=60 + i % 3, velocity=80, program=0) for i in range(8)
     ]
     short = [dataclasses.replace(note, duration=1) for note in held]
     legato, staccato = clip_of(Piece(held, 80, 2)), clip_of(Piece(short, 80, 2))
+    assert staccato.attributes["listening"]["articulation"] == pytest.approx(0.25)
     # Same tempo, instruments, drums and pitches: only the touch differs.
     assert {k: v for k, v in legato.attributes.items() if k != "listening"} == {
         k: v for k, v in staccato.attributes.items() if k != "listening"
     }
-    assert prefers_legato(BALLAD, legato, staccato) > 0.98
+    assert prefers_staccato(BALLAD, staccato, legato) > 0.99  # 7.5 logits
 
 
 def test_the_default_population_wants_the_prompt_first_and_then_a_higher_lead():
@@ -109,6 +124,6 @@ def test_the_package_still_answers_to_the_names_of_the_old_module() -> None:
     assert simulation.heard_attributes is tastes.heard_attributes
     assert simulation.RaterSwarm is swarm.RaterSwarm
     assert simulation.rater_judgement is raters.rater_judgement
-    pure = "import sys, ratings.simulation as s; s.prefers_minor; print('django' in sys.modules)"
+    pure = "import sys, ratings.simulation as s; s.prefers_darker; print('django' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", pure], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
