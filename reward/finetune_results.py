@@ -36,7 +36,9 @@ def finetune_run_register_candidate(*, run: FineTuneRun, generator_path: Path) -
             status=GeneratorVersion.Status.CANDIDATE,
             metrics={"fine_tune_run": run.pk, "preset": run.preset},
         )
-        jobs.job_finish(FineTuneRun, run.pk, result_version=version, step=run.steps)
+        # The step stays the last one the heartbeat wrote: a run stopped early (its time,
+        # a guard) says how far it got, not the steps it was asked for.
+        jobs.job_finish(FineTuneRun, run.pk, result_version=version)
     return version
 
 

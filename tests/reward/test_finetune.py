@@ -131,6 +131,7 @@ def test_a_run_out_of_time_stops_keeping_what_it_learned_and_says_why(
 
     assert run.status == FineTuneRun.Status.FINISHED, run.error
     assert [point["step"] for point in run.curve] == [1]  # of 5
+    assert (run.step, run.steps) == (1, 5)  # how far it got, not what it was asked for
     assert run.metrics["stage_0"]["stopped_reason"] == "time_budget"
     assert run.metrics["stage_0"]["steps"] == 1
     assert run.metrics["stage_0"]["seconds"] > 0 and run.metrics["stage_0"]["part"] == "all"
@@ -146,6 +147,7 @@ def test_a_finished_run_becomes_an_evaluation_on_its_held_out_prompts(
         reward_weights={attribute_match.pk: 1.0}, settings=QUICK, queue=False,
     )  # fmt: skip
     run = finetune.finetune_run_execute(run_id=run.pk)
+    assert run.step == run.steps == 2
 
     evaluation = finetune_results.evaluation_for_run(run=run, queue=False)
 
