@@ -137,12 +137,18 @@ def raters_agreement_gap(model: RewardModel) -> dict[str, Any] | None:
     """A preference model's held-out accuracy against the raters' own agreement on the same
     held-out pairs (the chance that two votes on a pair agree; `rater_agreement`): a model
     that predicts a vote as well as another rater's vote does stands at a gap of 0 or more.
+    The accuracy is read on the votes the agreement counts (decisive votes on pairs with two
+    or more) when the model measured it there. A model that was cross-validated is also read
+    on every pair (`cross_validated`): each vote predicted by a fit that never saw its
+    prompt, against the raters' agreement on all pairs, five times as many as held out.
     None when the held-out pairs have too few votes each to measure agreement."""
-    accuracy = (model.metrics.get("heldout") or {}).get("accuracy")
-    raters = (model.metrics.get("noise_ceiling") or {}).get("heldout") or {}
+    heldout = model.metrics.get("heldout") or {}
+    accuracy = heldout.get("agreement_pairs_accuracy", heldout.get("accuracy"))
+    ceilings = model.metrics.get("noise_ceiling") or {}
+    raters = ceilings.get("heldout") or {}
     if accuracy is None or raters.get("agreement") is None:
         return None
-    return {
+    figures = {
         "accuracy": accuracy,
         "raters_agreement": raters["agreement"],
         "gap": accuracy - raters["agreement"],
@@ -150,17 +156,33 @@ def raters_agreement_gap(model: RewardModel) -> dict[str, Any] | None:
         "best_possible_upper": raters.get("ceiling_upper"),
         "pairs": raters.get("n_pairs"),
     }
+    every = ceilings.get("all") or {}
+    crossed = (model.metrics.get("cross_validated") or {}).get("agreement_pairs_accuracy")
+    if crossed is not None and every.get("agreement") is not None:
+        figures["cross_validated"] = {
+            "accuracy": crossed,
+            "raters_agreement": every["agreement"],
+            "gap": crossed - every["agreement"],
+            "pairs": every.get("n_pairs"),
+        }
+    return figures
 
 
 def against_the_raters(model: RewardModel) -> str:
     figures = raters_agreement_gap(model)
     if figures is None:
         return f"{model.name}: the held-out pairs have too few votes to measure agreement"
-    return (
+    line = (
         f"{model.name}: held-out accuracy {figures['accuracy']:.3f}; the raters' own agreement "
         f"on the same {figures['pairs']} pairs {figures['raters_agreement']:.3f} (gap "
         f"{figures['gap']:+.3f}; best possible at most {figures['best_possible_upper']:.3f})"
     )
+    if crossed := figures.get("cross_validated"):
+        line += (
+            f"; cross-validated on all {crossed['pairs']} pairs {crossed['accuracy']:.3f} "
+            f"against the raters' {crossed['raters_agreement']:.3f} (gap {crossed['gap']:+.3f})"
+        )
+    return line
 
 
 @dataclass(frozen=True)

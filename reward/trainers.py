@@ -333,6 +333,9 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
             "gain_over_chance": gain["gain"],
             "gain_over_chance_ci": [gain["low"], gain["high"]],
         }
+        metrics[name]["agreement_pairs_accuracy"] = _agreement_pairs_accuracy(
+            margins, targets, votes.group.numpy()
+        )
     metrics["noise_ceiling"] = _noise_ceiling(train, test)
     every = [np.concatenate(parts) for parts in zip(side(train), side(test), strict=True)]
     prompts = np.concatenate([train.prompt.numpy(), test.prompt.numpy()])
@@ -352,10 +355,26 @@ def _train_measured(reward_model: RewardModel, heartbeat: jobs.Heartbeat) -> Non
             "decisive": accuracy["n"],
             "gain_over_chance": gain["gain"],
             "gain_over_chance_ci": [gain["low"], gain["high"]],
+            # Every vote predicted by a model that never saw its prompt, so it can be set
+            # beside the raters' agreement on every pair (noise_ceiling["all"]), not only on
+            # the held-out fifth's.
+            "agreement_pairs_accuracy": _agreement_pairs_accuracy(margins, every[2], groups),
         }
     reward_model_finish(
         reward_model, fitted=model, metrics=metrics, track_ids=data.track_ids, heartbeat=heartbeat
     )
+
+
+def _agreement_pairs_accuracy(
+    margins: np.ndarray, targets: np.ndarray, groups: np.ndarray
+) -> float | None:
+    """The accuracy on the votes the raters' agreement is measured on (None: there are none)."""
+    from reward.learning.metrics import agreement_votes, pairwise_accuracy
+
+    counted = agreement_votes(targets, groups)
+    if not counted.any():
+        return None
+    return pairwise_accuracy(margins[counted], targets[counted], groups[counted])["accuracy"]
 
 
 def _noise_ceiling(

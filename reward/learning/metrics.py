@@ -179,6 +179,17 @@ def log_likelihood_gain(
     return _mean_and_interval("gain", gains, groups, **bootstrap)
 
 
+def agreement_votes(targets: ArrayLike, groups: ArrayLike) -> np.ndarray:
+    """Which votes `rater_agreement` reads: the decisive ones (target 1 or 0) on pairs with at
+    least two of them. A model's accuracy on exactly these votes is the one to set beside
+    the raters' agreement: the same votes on the same pairs."""
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    decisive = targets != 0.5
+    pairs, counts = np.unique(groups[decisive], return_counts=True)
+    return decisive & np.isin(groups, pairs[counts >= 2])
+
+
 def rater_agreement(
     votes_by_group: Mapping[int, Sequence[float]],
     *,

@@ -71,6 +71,21 @@ def test_a_preference_model_is_read_against_the_raters_own_agreement_on_the_same
     assert figures["gap"] == pytest.approx(0.7 - 2 / 3)
     assert figures["pairs"] == 2
     assert "agreement on the same 2 pairs 0.667 (gap +0.033" in against_the_raters(model)
+    # Read on the votes the agreement counts when the model measured it there; a
+    # cross-validated model is read on every pair too.
+    model.metrics["heldout"]["agreement_pairs_accuracy"] = 0.75
+    model.metrics["cross_validated"] = {"accuracy": 0.6, "agreement_pairs_accuracy": 0.62}
+    everyone = rater_agreement({0: [1.0, 1.0], 1: [1.0, 0.0], 2: [0.0, 0.0]}, resamples=50)
+    model.metrics["noise_ceiling"]["all"] = everyone
+    figures = raters_agreement_gap(model)
+    assert figures["gap"] == pytest.approx(0.75 - 2 / 3)
+    assert figures["cross_validated"] == {
+        "accuracy": 0.62, "raters_agreement": pytest.approx(2 / 3),
+        "gap": pytest.approx(0.62 - 2 / 3), "pairs": 3,
+    }  # fmt: skip
+    assert "cross-validated on all 3 pairs 0.620 against the raters' 0.667 (gap -0.047)" in (
+        against_the_raters(model)
+    )
     # Pairs with a single vote each cannot show agreement: no figure, and the line says why.
     model.metrics["noise_ceiling"] = {"heldout": rater_agreement({0: [1.0], 1: [0.0]})}
     assert raters_agreement_gap(model) is None

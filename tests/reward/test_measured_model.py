@@ -45,6 +45,9 @@ def test_it_learns_that_raters_prefer_the_sparse_clips(rendered_campaign, client
     assert (crossed["votes"], crossed["folds"]) == (240, 5)
     assert crossed["accuracy_ci"][0] > 0.5 and crossed["gain_over_chance_ci"][0] > 0
     assert heldout["gain_over_chance"] > 0
+    # Also read on the votes the raters' agreement counts, held out and on every pair.
+    assert 0.5 < heldout["agreement_pairs_accuracy"] <= 1 and model.metrics["noise_ceiling"]["all"]
+    assert 0.5 < crossed["agreement_pairs_accuracy"] <= 1
     # The busy version plays more notes: the fitted weights say raters dislike that. Density
     # and notes per bar measure nearly the same thing, so the fit may split their weight
     # either way (one CI run gave notes per bar +0.10, density more negative); only their sum

@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 
 from reward.learning.metrics import (
+    agreement_votes,
     bootstrap_interval,
     log_likelihood_gain,
     pairwise_accuracy,
@@ -28,6 +29,23 @@ def test_rater_agreement_by_hand():
     assert figures["ceiling_upper"] == 0.5  # agreement below a half: no better than a coin
     assert (figures["n_pairs"], figures["n_votes"]) == (3, 8)
     assert figures["low"] <= figures["accuracy"] <= figures["high"]
+
+
+def test_agreement_votes_are_the_votes_rater_agreement_counts():
+    votes = {
+        1: [1.0, 1.0, 1.0],
+        2: [1.0, 0.0],
+        3: [1.0, 0.5],  # one decisive vote and a tie: not counted
+        4: [0.5, 0.5],
+        5: [0.0],
+    }
+    targets = np.array([vote for group in votes.values() for vote in group])
+    groups = np.array([group for group, votes_on in votes.items() for _ in votes_on])
+
+    counted = agreement_votes(targets, groups)
+
+    assert counted.tolist() == [True] * 5 + [False] * 5
+    assert int(counted.sum()) == rater_agreement(votes, resamples=50)["n_votes"]
 
 
 def test_rater_agreement_extremes():
