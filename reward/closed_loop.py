@@ -417,9 +417,7 @@ def _rl_run(
     fields: TasteFields | None = None,
     max_seconds: float | None = None,
 ) -> FineTuneRun:
-    """One RL run of the loop. With `fields`, it explores the fields the votes pull (at the
-    budget's exploring learning rate) and keeps the others as the prompt asks."""
-    explored = fields.explored if fields else ()
+    """One RL run of the loop, with `rl_settings`."""
     run = finetune.finetune_run_create(
         name=name,
         base_version=starts_from,
@@ -428,41 +426,53 @@ def _rl_run(
         steps=budget.rl_steps,
         queue=False,
         stage_rewards=[{reward.pk: 1.0}],
-        settings={
-            "clip_seconds": budget.clip_seconds,
-            "seed": seed,
-            "learning_rate": (
-                budget.rl_explore_learning_rate if explored else budget.rl_learning_rate
-            ),
-            "min_learning_rate": budget.rl_min_learning_rate,
-            "beta": budget.rl_beta,
-            "kl_loss": budget.rl_kl_loss,
-            "prompts_per_step": budget.rl_prompts_per_step,
-            "samples_per_prompt": budget.rl_samples_per_prompt,
-            "estimator": budget.rl_estimator,
-            "plan_kl_weight": budget.rl_plan_kl_weight,
-            "explore_share": budget.rl_explore_share if explored else 0.0,
-            "explore_fields": list(explored),  # none when it does not explore
-            "kept_fields": list(fields.kept if fields else ()),
-            "keep_weight": budget.rl_keep_weight,
-            # Plans first for U and RU; R's reward, adherence, the base meets already.
-            "plan_steps": budget.rl_plan_steps if fields is not None else 0,
-            "plan_prompts_per_step": budget.rl_plan_prompts_per_step,
-            "plan_samples_per_prompt": budget.rl_plan_samples_per_prompt,
-            "plan_learning_rate": budget.rl_plan_learning_rate,
-            "plan_kl_loss": budget.rl_plan_kl_loss,
-            "num_threads": budget.rl_num_threads,
-            "train_prompts": budget.rl_train_prompts,
-            "held_out_prompts": budget.rl_held_out_prompts,
-            "eval_every": max(1, budget.rl_steps // 2),
-            "checkpoint_every": max(1, budget.rl_steps // 4),
-            "max_seconds": max_seconds or 0,
-        },
+        settings=rl_settings(budget, seed, fields=fields, max_seconds=max_seconds),
     )
     run = finetune.finetune_run_execute(run_id=run.pk)
     if run is None or run.status != FineTuneRun.Status.FINISHED:
         raise RuntimeError(f"the RL run {name} did not finish: {run and run.error}")
     return run
+
+
+def rl_settings(
+    budget: Budget,
+    seed: int,
+    *,
+    fields: TasteFields | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """A loop RL run's fine-tuning settings. With `fields` (U and RU) it explores the fields
+    the votes pull (at the budget's exploring learning rate), keeps the others as the prompt
+    asks, and tunes plans first when a plan can move its reward; without (R) it tunes whole
+    samples alone: its reward, adherence, the base meets already."""
+    explored = fields.explored if fields else ()
+    return {
+        "clip_seconds": budget.clip_seconds,
+        "seed": seed,
+        "learning_rate": budget.rl_explore_learning_rate if explored else budget.rl_learning_rate,
+        "min_learning_rate": budget.rl_min_learning_rate,
+        "beta": budget.rl_beta,
+        "kl_loss": budget.rl_kl_loss,
+        "prompts_per_step": budget.rl_prompts_per_step,
+        "samples_per_prompt": budget.rl_samples_per_prompt,
+        "estimator": budget.rl_estimator,
+        "plan_kl_weight": budget.rl_plan_kl_weight,
+        "explore_share": budget.rl_explore_share if explored else 0.0,
+        "explore_fields": list(explored),  # none when it does not explore
+        "kept_fields": list(fields.kept if fields else ()),
+        "keep_weight": budget.rl_keep_weight,
+        "plan_steps": budget.rl_plan_steps if fields is not None and fields.in_plan else 0,
+        "plan_prompts_per_step": budget.rl_plan_prompts_per_step,
+        "plan_samples_per_prompt": budget.rl_plan_samples_per_prompt,
+        "plan_learning_rate": budget.rl_plan_learning_rate,
+        "plan_kl_loss": budget.rl_plan_kl_loss,
+        "num_threads": budget.rl_num_threads,
+        "train_prompts": budget.rl_train_prompts,
+        "held_out_prompts": budget.rl_held_out_prompts,
+        "eval_every": max(1, budget.rl_steps // 2),
+        "checkpoint_every": max(1, budget.rl_steps // 4),
+        "max_seconds": max_seconds or 0,
+    }
 
 
 def _stage_times(run: FineTuneRun) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generation.music.listening import PROMPT_FIELD_FEATURES
+from generation.music.listening import BODY_ONLY_FEATURES, PROMPT_FIELD_FEATURES
 from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
 from reward.learning.measured import supported_features
 from reward.models import RewardModel
@@ -193,22 +193,42 @@ class TasteFields:
     pulled: dict[str, list[str]]
     kept: tuple[str, ...]  # RLOOConfig.kept_fields: held as the prompt asks
     explored: tuple[str, ...]  # RLOOConfig.explore_fields: the pulled ones a variant can vary
+    # The body-only features the reward weighs, when it weighs nothing else: no plan can
+    # move such a reward, so RL skips its plan stage and gives the time to whole samples.
+    body_only: tuple[str, ...] = ()
 
     def summary(self) -> str:
         if not self.pulled:
-            return (
+            line = (
                 "the votes ask to move none of the prompt's fields: RL keeps "
                 f"{', '.join(self.kept)} as asked and explores nothing"
             )
-        because = "; ".join(
-            f"{name} ({', '.join(features)})" for name, features in self.pulled.items()
-        )
-        kept = f"keeps {', '.join(self.kept)} as asked" if self.kept else "keeps nothing fixed"
-        explored = ", ".join(self.explored) or "nothing"
-        return f"the votes ask to move {because}: RL explores {explored} and {kept}"
+        else:
+            because = "; ".join(
+                f"{name} ({', '.join(features)})" for name, features in self.pulled.items()
+            )
+            kept = f"keeps {', '.join(self.kept)} as asked" if self.kept else "keeps nothing fixed"
+            explored = ", ".join(self.explored) or "nothing"
+            line = f"the votes ask to move {because}: RL explores {explored} and {kept}"
+        if self.body_only:
+            line += (
+                f"; the reward weighs only what the notes alone decide "
+                f"({', '.join(self.body_only)}), so RL skips the plan stage"
+            )
+        return line
+
+    @property
+    def in_plan(self) -> bool:
+        """Whether a plan can move the reward (a plan stage is worth its time)."""
+        return not self.body_only
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pulled": self.pulled, "kept": list(self.kept), "explored": list(self.explored)}
+        return {
+            "pulled": self.pulled,
+            "kept": list(self.kept),
+            "explored": list(self.explored),
+            "body_only": list(self.body_only),
+        }
 
 
 def taste_fields(measured_model: RewardModel | None) -> TasteFields:
@@ -222,16 +242,20 @@ def taste_fields(measured_model: RewardModel | None) -> TasteFields:
     pay for another key through what a transposition does to the lead's register. Without
     that model's weights and intervals nothing can be told apart, and every field is kept.
     A model that kept only its supported features (`support_error`) says which they were,
-    tested among all its features: those decide."""
+    tested among all its features: those decide, and when every one of them is one no plan
+    token decides (`BODY_ONLY_FEATURES`), `body_only` names them."""
     metrics = measured_model.metrics if measured_model else {}
     weights, intervals = metrics.get("weights") or {}, metrics.get("weight_intervals") or {}
     tested = [
         feature for signed, fit in PROMPT_FIELD_FEATURES.values() for feature in (*signed, fit)
     ]
+    body_only: tuple[str, ...] = ()
     if chosen := metrics.get("supported_features"):
         # A model refitted on the features its votes support rewards only those: a field is
         # pulled exactly when the reward RL optimises can pull it.
         z_scores = {name: z for name, z in chosen["z"].items() if name in tested}
+        if chosen["z"] and set(chosen["z"]) <= set(BODY_ONLY_FEATURES):
+            body_only = tuple(sorted(chosen["z"]))
     else:
         z_scores = supported_features(weights, intervals, tested)
     pulled: dict[str, list[str]] = {}
@@ -245,4 +269,5 @@ def taste_fields(measured_model: RewardModel | None) -> TasteFields:
         pulled=pulled,
         kept=tuple(name for name in PROMPT_FIELD_FEATURES if name not in pulled),
         explored=tuple(axis for axis in PROMPT_VARIANT_AXES if axis in pulled),
+        body_only=body_only,
     )

@@ -70,6 +70,10 @@ PROMPT_FIELD_FEATURES: dict[str, tuple[tuple[str, ...], str]] = {
     "density": (("density", "density_vs_request", "notes_per_bar"), "density_fit"),
     "key": ((), "key_fit"),  # a key is heard only against the request
 }
+# What no plan token decides (plan.py declares tempo, instruments, drums, key, mode, density
+# and the lead's register): the touch, loudness, rhythm and form only a body writes. A taste
+# that lives in these alone gains nothing from RL on plans.
+BODY_ONLY_FEATURES = ("syncopation", "articulation", "loudness", "dynamics", "repetition")
 # Measured from the pitched parts only (0 for drums alone).
 PITCHED_PART_FEATURES = (
     "polyphony", "lead_pitch", "bass_pitch", "pitch_range", "brightness", "syncopation",

@@ -221,3 +221,44 @@ def test_a_model_that_kept_only_its_supported_features_pulls_exactly_the_fields_
     assert fields.pulled == {"tempo": ["tempo_vs_request"]}
     assert fields.kept == ("instruments", "drums", "mode", "density", "key")
     assert fields.explored == ("tempo",)
+    assert fields.in_plan and fields.body_only == ()  # tempo and register: plans move them
+
+
+def test_a_reward_of_what_only_the_notes_decide_skips_the_plan_stage():
+    from reward.closed_loop_objective import taste_fields
+
+    def chosen(z_scores: dict[str, float]):
+        model = measured_model({"articulation": (-0.9, -1.2, -0.6)})
+        model.metrics["supported_features"] = {"error": 0.05, "z": z_scores, "weights_before": {}}
+        return taste_fields(model)
+
+    touch = chosen({"articulation": -6.0, "dynamics": 3.4})
+    assert touch.body_only == ("articulation", "dynamics") and not touch.in_plan
+    assert touch.pulled == {} and touch.explored == ()
+    assert "only what the notes alone decide (articulation, dynamics)" in touch.summary()
+    assert touch.to_dict()["body_only"] == ["articulation", "dynamics"]
+    # One feature a plan decides among them (the lead's register), and plans come first.
+    assert chosen({"articulation": -6.0, "lead_pitch": 4.0}).in_plan
+    # A full fit (no choice stored) says nothing about where the taste lives: plans stay.
+    assert taste_fields(measured_model({"articulation": (-0.9, -1.2, -0.6)})).in_plan
+
+
+def test_the_loop_s_rl_settings_tune_plans_first_only_where_a_plan_moves_the_reward():
+    from reward.closed_loop import rl_settings
+    from reward.closed_loop_budgets import BUDGETS
+    from reward.closed_loop_objective import TasteFields
+
+    budget = BUDGETS["small"]
+    kept = ("tempo", "instruments", "drums", "mode", "density", "key")
+    register = TasteFields(pulled={}, kept=kept, explored=())
+    touch = TasteFields(pulled={}, kept=kept, explored=(), body_only=("articulation",))
+    slower = TasteFields(pulled={"tempo": ["tempo_bpm"]}, kept=kept[1:], explored=("tempo",))
+
+    assert rl_settings(budget, 0, fields=register)["plan_steps"] == budget.rl_plan_steps > 0
+    assert rl_settings(budget, 0, fields=touch)["plan_steps"] == 0
+    assert rl_settings(budget, 0)["plan_steps"] == 0  # R: whole samples alone
+    explored = rl_settings(budget, 0, fields=slower, max_seconds=600)
+    assert explored["explore_fields"] == ["tempo"] and explored["kept_fields"] == list(kept[1:])
+    assert explored["learning_rate"] == budget.rl_explore_learning_rate
+    assert explored["max_seconds"] == 600
+    assert rl_settings(budget, 0, fields=touch)["learning_rate"] == budget.rl_learning_rate
