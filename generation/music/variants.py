@@ -16,7 +16,11 @@ Axes, each changing only what its name says:
 - loudness: the pitched parts played a third louder or a third softer (drums stay);
 - parts: one pitched part left out where two or more play, or, where one plays, a part
   added: its notes an octave below on an instrument of another family. The instruments
-  axis keeps the number of parts; only this one shows whether raters want more or fewer.
+  axis keeps the number of parts; only this one shows whether raters want more or fewer;
+- mode: the key as heard (`estimate_key`) turned to its parallel: in major the third, sixth
+  and seventh degrees a semitone lower (natural minor), in minor the same three a semitone
+  higher. The root, the rhythm and every other note stay: only this axis shows whether
+  raters want major or minor, which the base otherwise plays as the prompt asks.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import random
 import statistics
 from collections import defaultdict
 
+from generation.music.attributes_measure import estimate_key
 from generation.music.events import (
     DRUM_PROGRAM,
     MAX_DURATION_TICKS,
@@ -39,7 +44,7 @@ from generation.music.events import (
 
 VARIANT_AXES = (
     "tempo", "transpose", "drums", "instruments", "density", "articulation", "loudness",
-    "parts",
+    "parts", "mode",
 )  # fmt: skip
 TEMPO_FACTORS = (0.8, 0.9, 1.11, 1.25)
 TRANSPOSITIONS = (-7, -5, 5, 7)
@@ -47,6 +52,9 @@ KICK, SNARE, CLOSED_HAT = 36, 38, 42
 # One common instrument per General MIDI family (piano, organ, guitar, bass, strings,
 # ensemble, brass, reed, pipe, synth lead, synth pad): a swap always changes the family.
 SWAP_PROGRAMS = (0, 16, 24, 32, 40, 48, 56, 65, 73, 81, 89)
+# Semitones above the tonic of the major third, sixth and seventh, and of the minor ones
+# (natural minor) that replace them: the degrees that tell a key from its parallel.
+MAJOR_TO_MINOR_DEGREES = {4: 3, 9: 8, 11: 10}
 
 
 def _tempo(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
@@ -215,6 +223,23 @@ def _parts(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
     return dataclasses.replace(piece, notes=notes), {"part_added": added}
 
 
+def _mode(piece: Piece, rng: random.Random) -> tuple[Piece, dict]:
+    root, mode = estimate_key(piece.notes)
+    if root is None:  # no key to hear (drums alone, one pitch class): change the register
+        return _transpose(piece, rng)
+    if mode == "major":
+        moved, step, heard_as = MAJOR_TO_MINOR_DEGREES, -1, "minor"
+    else:
+        moved, step, heard_as = {v: k for k, v in MAJOR_TO_MINOR_DEGREES.items()}, 1, "major"
+    notes = [
+        dataclasses.replace(note, pitch=note.pitch + step)
+        if not note.is_drum and (note.pitch - root) % 12 in moved and 0 <= note.pitch + step <= 127
+        else note
+        for note in piece.notes
+    ]
+    return dataclasses.replace(piece, notes=notes), {"key_root": root, "mode": heard_as}
+
+
 _MAKERS = {
     "tempo": _tempo,
     "transpose": _transpose,
@@ -224,6 +249,7 @@ _MAKERS = {
     "articulation": _articulation,
     "loudness": _loudness,
     "parts": _parts,
+    "mode": _mode,
 }
 
 

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from generation.music.attributes_measure import estimate_key
 from generation.music.composer import compose
 from generation.music.events import VELOCITY_LEVELS
 from generation.music.listening import listening_features
@@ -13,7 +14,8 @@ from generation.music.prompts import parse_prompt
 from generation.music.variants import VARIANT_AXES, variant_piece
 
 BALLAD = parse_prompt("slow sad piano ballad")
-ROCK = parse_prompt("energetic rock with electric guitar and drums")
+ROCK_TEXT = "energetic rock with electric guitar and drums"
+ROCK = parse_prompt(ROCK_TEXT)
 
 
 def heard(target, piece):
@@ -163,3 +165,30 @@ def test_parts_adds_a_part_an_octave_below_where_only_one_plays():
     assert [n for n in variant.notes if n.program != added] == piece.notes
     assert [(n.start, n.pitch + 12) for n in new_part] == [(n.start, n.pitch) for n in piece.notes]
     assert heard(BALLAD, variant)["melodic_instruments"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "text", ["happy piano ballad in C major", "sad piano ballad in A minor", ROCK_TEXT]
+)
+@pytest.mark.parametrize("seed", range(3))
+def test_mode_turns_the_key_to_its_parallel_and_moves_only_three_degrees(text, seed):
+    target = parse_prompt(text)
+    piece = compose(target, seed=seed, duration_seconds=6)
+    root, mode = estimate_key(piece.notes)
+    variant, change = variant_piece(piece, "mode", random.Random(seed))
+    before, after = heard(target, piece), heard(target, variant)
+
+    assert change == {"key_root": root, "mode": "minor" if mode == "major" else "major"}
+    assert estimate_key(variant.notes) == (root, change["mode"])  # heard in the parallel key
+    assert after["minor_mode"] == 1.0 - before["minor_mode"]
+    step = -1 if mode == "major" else 1
+    moved_from = {4, 9, 11} if mode == "major" else {3, 8, 10}
+    for old, new in zip(piece.notes, variant.notes, strict=True):
+        # Rhythm, instruments and drums as they were; a pitch moves a semitone exactly when
+        # it is one of the three degrees.
+        assert dataclasses.replace(new, pitch=old.pitch) == old
+        degree_moves = not old.is_drum and (old.pitch - root) % 12 in moved_from
+        assert new.pitch - old.pitch == (step if degree_moves else 0)
+    assert variant.notes != piece.notes
+    for name in ("tempo_bpm", "melodic_instruments", "drums", "notes_per_bar", "articulation"):
+        assert after[name] == before[name], name
