@@ -423,7 +423,7 @@ def _rl_run(
         base_version=starts_from,
         algorithm="rloo",
         preset=preset,
-        steps=budget.rl_steps,
+        steps=rl_steps(budget, fields),
         queue=False,
         stage_rewards=[{reward.pk: 1.0}],
         settings=rl_settings(budget, seed, fields=fields, max_seconds=max_seconds),
@@ -432,6 +432,13 @@ def _rl_run(
     if run is None or run.status != FineTuneRun.Status.FINISHED:
         raise RuntimeError(f"the RL run {name} did not finish: {run and run.error}")
     return run
+
+
+def rl_steps(budget: Budget, fields: TasteFields | None = None) -> int:
+    """A loop RL run's steps: the budget's, or more for a reward of what only the notes
+    decide, whose steps are the cheapest (no plan stage) and the slowest to move."""
+    body_only = fields is not None and not fields.in_plan
+    return budget.rl_steps * (budget.rl_body_only_steps_factor if body_only else 1)
 
 
 def rl_settings(
@@ -443,16 +450,23 @@ def rl_settings(
 ) -> dict[str, Any]:
     """A loop RL run's fine-tuning settings. With `fields` (U and RU) it explores the fields
     the votes pull (at the budget's exploring learning rate), keeps the others as the prompt
-    asks, and tunes plans first when a plan can move its reward; without (R) it tunes whole
-    samples alone: its reward, adherence, the base meets already."""
+    asks, and tunes plans first when a plan can move its reward; when none can (a reward of
+    what only the notes decide) its whole-sequence steps take the body-only KL weight and
+    learning rate. Without `fields` (R) it tunes whole samples alone: its reward,
+    adherence, the base meets already."""
     explored = fields.explored if fields else ()
+    body_only = fields is not None and not fields.in_plan
+    if body_only:
+        learning_rate = budget.rl_body_only_learning_rate
+    else:
+        learning_rate = budget.rl_explore_learning_rate if explored else budget.rl_learning_rate
     return {
         "clip_seconds": budget.clip_seconds,
         "seed": seed,
-        "learning_rate": budget.rl_explore_learning_rate if explored else budget.rl_learning_rate,
+        "learning_rate": learning_rate,
         "min_learning_rate": budget.rl_min_learning_rate,
         "beta": budget.rl_beta,
-        "kl_loss": budget.rl_kl_loss,
+        "kl_loss": budget.rl_body_only_kl_loss if body_only else budget.rl_kl_loss,
         "prompts_per_step": budget.rl_prompts_per_step,
         "samples_per_prompt": budget.rl_samples_per_prompt,
         "estimator": budget.rl_estimator,

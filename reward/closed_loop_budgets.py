@@ -65,6 +65,17 @@ class Budget:
     # 0.02, 0.984 [0.960, 0.994] (tempo fit 0.04, every other field kept), and the default
     # taste 0.919 [0.878, 0.947] (one run each, with the supported-features reward).
     rl_plan_kl_loss: float = 0.02
+    # A run whose reward weighs only what the notes alone decide (taste_fields.body_only)
+    # has no plan stage, and its whole-sequence steps must move the body itself: every
+    # note's length, say, for a taste for staccato. At rl_kl_loss and rl_learning_rate a
+    # `prefers_staccato` loop's 250 steps left the training reward flat (0.48 at step 1,
+    # 0.20 at step 221) and won 0.518 [0.448, 0.587]. Such a run takes the plan stages' KL
+    # weight, the exploring learning rate and up to twice the steps (the wall time still
+    # stops it): the same taste's loop then raised that reward to about 1 (KL about 30
+    # nats) in 390 steps and won 0.855 [0.804, 0.895] (one run each).
+    rl_body_only_kl_loss: float = 0.02
+    rl_body_only_learning_rate: float = 3e-4
+    rl_body_only_steps_factor: int = 2
     rl_num_threads: int = 2  # the loop has the machine to itself (finetune's num_threads)
     rl_train_prompts: int = 2000  # the pools RL samples from and is judged on
     rl_held_out_prompts: int = 64  # also the evaluation campaign's prompts

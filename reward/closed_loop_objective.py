@@ -194,7 +194,8 @@ class TasteFields:
     kept: tuple[str, ...]  # RLOOConfig.kept_fields: held as the prompt asks
     explored: tuple[str, ...]  # RLOOConfig.explore_fields: the pulled ones a variant can vary
     # The body-only features the reward weighs, when it weighs nothing else: no plan can
-    # move such a reward, so RL skips its plan stage and gives the time to whole samples.
+    # move such a reward, so RL skips its plan stage and gives the time to whole samples
+    # (`closed_loop.rl_settings`).
     body_only: tuple[str, ...] = ()
 
     def summary(self) -> str:
@@ -213,7 +214,8 @@ class TasteFields:
         if self.body_only:
             line += (
                 f"; the reward weighs only what the notes alone decide "
-                f"({', '.join(self.body_only)}), so RL skips the plan stage"
+                f"({', '.join(self.body_only)}), so RL skips the plan stage and moves the "
+                "body itself"
             )
         return line
 

@@ -244,7 +244,7 @@ def test_a_reward_of_what_only_the_notes_decide_skips_the_plan_stage():
 
 
 def test_the_loop_s_rl_settings_tune_plans_first_only_where_a_plan_moves_the_reward():
-    from reward.closed_loop import rl_settings
+    from reward.closed_loop import rl_settings, rl_steps
     from reward.closed_loop_budgets import BUDGETS
     from reward.closed_loop_objective import TasteFields
 
@@ -261,4 +261,15 @@ def test_the_loop_s_rl_settings_tune_plans_first_only_where_a_plan_moves_the_rew
     assert explored["explore_fields"] == ["tempo"] and explored["kept_fields"] == list(kept[1:])
     assert explored["learning_rate"] == budget.rl_explore_learning_rate
     assert explored["max_seconds"] == 600
-    assert rl_settings(budget, 0, fields=touch)["learning_rate"] == budget.rl_learning_rate
+    plain = rl_settings(budget, 0, fields=register)
+    assert (plain["learning_rate"], plain["kl_loss"]) == (
+        budget.rl_learning_rate,
+        budget.rl_kl_loss,
+    )
+    # What only the notes decide: the body itself must move, at the body-only KL weight and
+    # learning rate, over more (and cheaper) steps.
+    body = rl_settings(budget, 0, fields=touch)
+    assert body["learning_rate"] == budget.rl_body_only_learning_rate > budget.rl_learning_rate
+    assert body["kl_loss"] == budget.rl_body_only_kl_loss < budget.rl_kl_loss
+    assert rl_steps(budget, touch) == budget.rl_steps * budget.rl_body_only_steps_factor
+    assert rl_steps(budget, register) == rl_steps(budget) == budget.rl_steps
