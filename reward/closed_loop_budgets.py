@@ -84,7 +84,7 @@ class Budget:
     max_collect_rounds: int = 2
     # Share of collect pairs that set a clip against a variant of it changed along one
     # audible axis (tempo, transposition, drums, instruments, density, articulation,
-    # loudness, parts): votes that isolate an axis, including how much each of the prompt's
+    # loudness, parts, mode): votes that isolate an axis, including how much each of the prompt's
     # attributes matters to the raters.
     collect_variant_share: float = 0.5
     # The share in a round that follows one whose votes did not pin a taste down: all of
