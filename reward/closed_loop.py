@@ -434,11 +434,15 @@ def _rl_run(
     return run
 
 
+def _body_only(fields: TasteFields | None) -> bool:
+    """A U or RU run whose reward no plan can move (R has no fields)."""
+    return fields is not None and not fields.in_plan
+
+
 def rl_steps(budget: Budget, fields: TasteFields | None = None) -> int:
     """A loop RL run's steps: the budget's, or more for a reward of what only the notes
     decide, whose steps are the cheapest (no plan stage) and the slowest to move."""
-    body_only = fields is not None and not fields.in_plan
-    return budget.rl_steps * (budget.rl_body_only_steps_factor if body_only else 1)
+    return budget.rl_steps * (budget.rl_body_only_steps_factor if _body_only(fields) else 1)
 
 
 def rl_settings(
@@ -455,7 +459,7 @@ def rl_settings(
     learning rate. Without `fields` (R) it tunes whole samples alone: its reward,
     adherence, the base meets already."""
     explored = fields.explored if fields else ()
-    body_only = fields is not None and not fields.in_plan
+    body_only = _body_only(fields)
     if body_only:
         learning_rate = budget.rl_body_only_learning_rate
     else:
