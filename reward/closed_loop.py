@@ -29,7 +29,7 @@ from django.db.models import F, Sum
 
 from generation.models import GeneratorVersion
 from generation.music.backends import SHIPPED_GENERATOR, get_backend
-from generation.music.evaluation import composer_ceiling
+from generation.music.evaluation import FIT_PARTS, composer_ceiling
 from generation.music.variants import VARIANT_AXES
 from generation.services import shipped_version_register
 from ratings.campaigns import campaign_create, campaign_generate_prompts, campaign_votes_extend
@@ -254,6 +254,10 @@ def closed_loop_run(
         )
         for report in reports.values():
             report["adherence_ceiling"] = ceiling
+        for label, evaluation in evaluations.items():
+            reports[label] |= _whole_piece_adherence(
+                evaluation, fields=fields, budget=budget, seed=seed, say=say
+            )
     stage("done")
     result |= {
         "seconds": stages["done"],
@@ -455,7 +459,7 @@ def rl_settings(
     """A loop RL run's fine-tuning settings. With `fields` (U and RU) it explores the fields
     the votes pull (at the budget's exploring learning rate), keeps the others as the prompt
     asks, and tunes plans first when a plan can move its reward; when none can (a reward of
-    what only the notes decide) its whole-sequence steps take the body-only KL weight and
+    what only the notes decide) its whole-sequence steps take the body-only KL weights and
     learning rate. Without `fields` (R) it tunes whole samples alone: its reward,
     adherence, the base meets already."""
     explored = fields.explored if fields else ()
@@ -469,7 +473,7 @@ def rl_settings(
         "seed": seed,
         "learning_rate": learning_rate,
         "min_learning_rate": budget.rl_min_learning_rate,
-        "beta": budget.rl_beta,
+        "beta": budget.rl_body_only_beta if body_only else budget.rl_beta,
         "kl_loss": budget.rl_body_only_kl_loss if body_only else budget.rl_kl_loss,
         "prompts_per_step": budget.rl_prompts_per_step,
         "samples_per_prompt": budget.rl_samples_per_prompt,
@@ -569,6 +573,46 @@ def _judged(
         )  # fmt: skip
         report = evaluation_refresh(evaluation)
     return report
+
+
+def _whole_piece_adherence(
+    evaluation: Evaluation,
+    *,
+    fields: TasteFields | None,
+    budget: Budget,
+    seed: int,
+    say: Say,
+) -> dict[str, Any]:
+    """The candidate's prompt adherence beside its baseline's on whole pieces of the
+    evaluation's prompts (`evaluations.held_out_adherence`), and the fields the taste does
+    not pull on which it fell more than 0.02 below (all fields for R, which no taste
+    pulls)."""
+    from reward.evaluations import adherence_shortfalls, evaluation_held_out_adherence
+
+    figures = evaluation_held_out_adherence(
+        evaluation, samples_per_prompt=budget.adherence_samples_per_prompt, seed=seed + 7,
+        threads=budget.rl_num_threads,
+    )  # fmt: skip
+    notes = (figures or {}).get("notes")
+    if not notes:
+        return {"held_out_adherence": figures}
+    say(
+        f"  adherence on whole pieces ({budget.adherence_samples_per_prompt} per prompt, "
+        f"{notes['prompts']} prompts), {evaluation.candidate.name} against "
+        f"{evaluation.baseline.name}: "
+        + "; ".join(
+            f"{part} {notes[part]['candidate']:.3f} / {notes[part]['parent']:.3f} "
+            f"({notes[part]['difference']:+.3f})"
+            for part in FIT_PARTS
+        )
+    )
+    unpulled = fields.kept if fields is not None else FIT_PARTS
+    shortfalls = adherence_shortfalls(figures, unpulled)
+    say(
+        "  fields the taste does not pull, more than 0.02 below the baseline: "
+        + (", ".join(f"{name} {value:+.3f}" for name, value in shortfalls.items()) or "none")
+    )
+    return {"held_out_adherence": figures, "unpulled_shortfalls": shortfalls}
 
 
 def _music_tower(tag: str, budget: Budget, say: Say) -> RewardModel:

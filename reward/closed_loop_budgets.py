@@ -43,8 +43,14 @@ class Budget:
     rl_explore_share: float = 0.5
     rl_explore_learning_rate: float = 3e-4  # the learning rate of a run that explores
     # What RL's objective loses per unit of fit a sample gives up on a field the votes do not
-    # pull (RLOOConfig.keep_weight), in normalised reward units.
-    rl_keep_weight: float = 2.0
+    # pull (RLOOConfig.keep_weight), in normalised reward units: its plan's, which the prompt
+    # lock holds anyway, and its notes' agreement with the plan on instruments, drums and
+    # density (`reward_hacking.strayed`). A body that plays fewer notes than its plan declares
+    # sounds more detached, so a taste for staccato paid for it: with the taste itself as the
+    # reward (the oracle runs under rl_body_only_beta, beta 0), the held-out notes' density
+    # fit was 0.882 at 2 and 0.925 at 10 (the base's 0.952), and the expected win rate 0.830
+    # and 0.826.
+    rl_keep_weight: float = 10.0
     # Steps on plans alone before the U and RU runs' whole sequences (finetune's plan_steps):
     # each plan is heard as the composer plays it, at milliseconds a sample, so a taste that
     # lives in the plan moves in many cheap samples; the whole-sequence steps then teach the
@@ -74,6 +80,13 @@ class Budget:
     # stops it): the same taste's loop then raised that reward to about 1 (KL about 30
     # nats) in 390 steps and won 0.855 [0.804, 0.895] (one run each).
     rl_body_only_kl_loss: float = 0.02
+    # Nor does it charge the sequence-level KL (beta), which grows with every note the body
+    # changes: a taste for staccato moves every note's length. With the taste itself as the
+    # reward (`benchmarks/rl_oracle.py --taste prefers_staccato --heard-seconds 4 --kl-loss
+    # 0.02 --learning-rate 3e-4 --kept-fields tempo instruments drums mode density key
+    # --steps 60 --threads 1`, one run each), beta 0.02 won an expected 0.705 against the
+    # base and 0.660 at --keep-weight 10; beta 0, 0.830 and 0.826 (base's best of 8: 0.613).
+    rl_body_only_beta: float = 0.0
     rl_body_only_learning_rate: float = 3e-4
     rl_body_only_steps_factor: int = 2
     rl_num_threads: int = 2  # the loop has the machine to itself (finetune's num_threads)
@@ -111,9 +124,14 @@ class Budget:
     # ends within it, whatever a taste does to the length of the samples; None: no limit.
     # `--presets` runs, several RL runs and evaluations, take what they need.
     wall_seconds: float | None = None
+    # Whole pieces per held-out prompt and version on which the report reads the candidate's
+    # prompt adherence beside its parent's (`evaluations.held_out_adherence`).
+    adherence_samples_per_prompt: int = 4
     # What the RL run leaves for the evaluation campaign (clips, votes, report): 41 s and
-    # 44 s in the last two `small` runs, and up to three more rounds of votes may follow.
-    evaluation_seconds: float = 150.0
+    # 44 s in two `small` runs, and up to three more rounds of votes may follow; then the
+    # whole pieces the report reads adherence on, 256 per version (37 s for the base's on
+    # one thread of the 2-core machine, the other one busy).
+    evaluation_seconds: float = 210.0
 
     def rl_seconds(self, spent_seconds: float) -> float | None:
         """The time the loop's RL run may take once the loop has spent `spent_seconds`: the
@@ -149,6 +167,7 @@ BUDGETS = {
         rl_plan_samples_per_prompt=2,
         rl_num_threads=1,  # the test suite runs two processes at once
         min_decisive_votes=0,
+        adherence_samples_per_prompt=1,
         audio_min_votes=0,  # every model trains, so the test covers every stage
     ),
     "small": Budget(

@@ -3,6 +3,8 @@ report computed from its votes, and the admin's decision to promote or retire th
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,12 +14,23 @@ from django.db.models import Max
 from django.utils import timezone
 
 from generation.models import GeneratorVersion
+from generation.music.backends import get_backend
+from generation.music.evaluation import (
+    FIT_PARTS,
+    GeneratedPiece,
+    mean_by_key,
+    piece_fit,
+    plan_fit,
+)
+from generation.music.events import events_to_piece
+from generation.music.plan import Plan
+from generation.music.prompts import parse_prompt
 from ratings import campaigns
 from ratings.dataset import DataFilters, vote_rows
 from ratings.errors import RatingError
 from ratings.models import Campaign
 from reward.models import Evaluation, FineTuneRun
-from reward.statistics import REPORT_VERSION, evaluation_report
+from reward.statistics import REPORT_VERSION, evaluation_report, score_summary
 
 CAMPAIGN_NAME_MAX = 200
 
@@ -97,6 +110,8 @@ def evaluation_refresh(evaluation: Evaluation) -> dict[str, Any]:
     else:
         report["adherence"], report["plan_adherence"] = campaign_adherence(evaluation.campaign)
     report["adherence_pairs"] = clips
+    if "held_out_adherence" in previous:  # measured once, on pieces no vote changes
+        report["held_out_adherence"] = previous["held_out_adherence"]
     evaluation.report = report
     evaluation.computed_at = timezone.now()
     evaluation.save(update_fields=["report", "computed_at"])
@@ -114,11 +129,6 @@ def campaign_adherence(
     4-second clip say it roughly (the composer's own clips, which play the asked key, measure
     in it about a third of the time). Clips without notes (audio-only backends) are left
     out."""
-    from generation.music.evaluation import FIT_PARTS, mean_by_key, piece_fit, plan_fit
-    from generation.music.events import events_to_piece
-    from generation.music.plan import Plan
-    from generation.music.prompts import parse_prompt
-
     fits: dict[str, list[dict[str, float]]] = {}
     plan_fits: dict[str, list[dict[str, float]]] = {}
     pairs = campaign.pairs.select_related(
@@ -143,6 +153,119 @@ def campaign_adherence(
         }
 
     return means(fits), means(plan_fits)
+
+
+# What the 0.02 rule of issue 15 reads: a shortfall this large on a field the raters' taste does
+# not pull is one the candidate gave up for nothing the votes asked for.
+ADHERENCE_TOLERANCE = 0.02
+
+
+def held_out_adherence(
+    candidate: GeneratorVersion,
+    parent: GeneratorVersion,
+    prompts: list[str],
+    *,
+    samples_per_prompt: int,
+    seed: int,
+    threads: int = 1,
+) -> dict[str, Any] | None:
+    """Prompt adherence of the candidate beside its parent's on the same prompts, read off
+    whole pieces as each version writes them (`samples_per_prompt` each, from the same
+    seeds), per attribute of the notes and of the declared plans (`paired_adherence`).
+
+    An evaluation's clips are few (one per prompt and version) and cut to the clip's length,
+    which stops before the cadence the key and mode estimates read (the composer's own 4-s
+    clips measure in the asked mode 0.69 of the time): a difference of 0.02, the most issue
+    15 lets a candidate give up on a field its taste does not pull, is far inside that
+    noise. Whole pieces end on their cadence, and several per prompt, paired by prompt,
+    narrow the interval. None for a version that samples no notes (an audio-only backend)."""
+    from generation.music.learned import torch_threads  # torch: imported on use
+
+    pieces: list[list[GeneratedPiece]] = []
+    for version in (candidate, parent):
+        backend = get_backend(version.backend, version.backend_config())
+        if getattr(backend, "sampling", None) is None:  # not a learned, planned generator
+            return None
+        with torch_threads(threads):
+            samples = backend.sample(prompts, samples_per_prompt, seed)
+        pieces.append([GeneratedPiece(s.prompt, s.piece, s.plan, s.well_formed) for s in samples])
+    return paired_adherence(*pieces) | {"samples_per_prompt": samples_per_prompt}
+
+
+def evaluation_held_out_adherence(
+    evaluation: Evaluation, *, samples_per_prompt: int, seed: int, threads: int = 1
+) -> dict[str, Any] | None:
+    """`held_out_adherence` of the evaluation's candidate and baseline on its prompts, stored
+    in its report (the page shows it beside the clips' adherence)."""
+    prompts = list(evaluation.campaign.prompts.order_by("pk").values_list("text", flat=True))
+    figures = held_out_adherence(
+        evaluation.candidate, evaluation.baseline, prompts,
+        samples_per_prompt=samples_per_prompt, seed=seed, threads=threads,
+    )  # fmt: skip
+    evaluation.report = {**(evaluation.report or {}), "held_out_adherence": figures}
+    evaluation.save(update_fields=["report"])
+    return figures
+
+
+def paired_adherence(
+    candidate: Sequence[GeneratedPiece], parent: Sequence[GeneratedPiece]
+) -> dict[str, Any]:
+    """Per attribute (`FIT_PARTS` and "score"), of the notes and of the plans both versions
+    declared: each version's mean fit over its pieces, and the candidate's difference from
+    the parent as the mean over prompts of the per-prompt difference of means, with its 95%
+    Student-t interval over prompts (the pieces of one prompt share its difficulty, so they
+    are paired by prompt, not by piece)."""
+    parts = (*FIT_PARTS, "score")
+
+    def by_prompt(pieces: Sequence[GeneratedPiece], plans: bool) -> dict[str, list[dict]]:
+        rows: dict[str, list[dict[str, float]]] = {}
+        for item in pieces:
+            target = parse_prompt(item.prompt)
+            if plans and item.plan is None:
+                continue
+            fit = plan_fit(target, item.plan) if plans else piece_fit(target, item.piece)
+            rows.setdefault(item.prompt, []).append(fit)
+        return rows
+
+    def compare(plans: bool) -> dict[str, Any] | None:
+        ours, theirs = by_prompt(candidate, plans), by_prompt(parent, plans)
+        shared = sorted(set(ours) & set(theirs))
+        if not shared:
+            return None
+        figures: dict[str, Any] = {}
+        for part in parts:
+            means = [
+                [statistics.fmean(row[part] for row in side[prompt]) for prompt in shared]
+                for side in (ours, theirs)
+            ]
+            difference = score_summary(a - b for a, b in zip(*means, strict=True))
+            figures[part] = {
+                "candidate": round(statistics.fmean(means[0]), 4),
+                "parent": round(statistics.fmean(means[1]), 4),
+                "difference": round(difference["mean"], 4),
+                "difference_ci": [round(bound, 4) for bound in difference["ci"] or ()] or None,
+            }
+        return figures | {"prompts": len(shared)}
+
+    return {
+        "pieces": {"candidate": len(candidate), "parent": len(parent)},
+        "notes": compare(plans=False),
+        "plans": compare(plans=True),
+    }
+
+
+def adherence_shortfalls(
+    figures: dict[str, Any] | None, fields: Sequence[str], tolerance: float = ADHERENCE_TOLERANCE
+) -> dict[str, float]:
+    """The fields among `fields` (those the raters' taste does not pull) on which the
+    candidate's notes fall more than `tolerance` below its parent's (`held_out_adherence`):
+    each with its difference. Empty when none does, or when nothing was measured."""
+    notes = (figures or {}).get("notes") or {}
+    return {
+        field: notes[field]["difference"]
+        for field in fields
+        if field in notes and notes[field]["difference"] < -tolerance
+    }
 
 
 def version_promote(version: GeneratorVersion) -> GeneratorVersion:

@@ -64,9 +64,10 @@ def evaluation_detail(request: HttpRequest, evaluation_id: int) -> HttpResponse:
     return render(request, "reward/evaluation_detail.html", context)
 
 
-def adherence_table(report: dict, evaluation: Evaluation) -> dict[str, list]:
+def adherence_table(report: dict, evaluation: Evaluation) -> dict[str, Any]:
     """Candidate first, then the baseline: each version's mean fit per attribute, of its
-    clips' notes and of the plans they declared."""
+    clips' notes and of the plans they declared; and, where measured, of whole pieces, with
+    the candidate's difference from the baseline (`evaluations.held_out_adherence`)."""
     from generation.music.evaluation import FIT_PARTS
 
     parts = [*FIT_PARTS, "score"]
@@ -79,10 +80,15 @@ def adherence_table(report: dict, evaluation: Evaluation) -> dict[str, list]:
             if name in fits
         ]  # fmt: skip
 
+    whole = report.get("held_out_adherence") or {}
+    notes = whole.get("notes") or {}
     return {
         "adherence_parts": parts,
         "adherence_rows": rows(report.get("adherence") or {}),
         "plan_adherence_rows": rows(report.get("plan_adherence") or {}),
+        "whole_piece_rows": [{"part": part, **notes[part]} for part in parts if part in notes],
+        "whole_piece_samples": whole.get("samples_per_prompt"),
+        "whole_piece_prompts": notes.get("prompts"),
     }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -187,26 +188,34 @@ AGREEMENT_FIELDS = ("tempo", "instruments", "drums", "key", "mode", "density", "
 BODY_FIELDS = AGREEMENT_FIELDS[1:]
 
 
-def plan_agreement(plan: Plan, piece: Piece) -> dict[str, float]:
+def plan_agreement(
+    plan: Plan, piece: Piece, fields: Sequence[str] = AGREEMENT_FIELDS
+) -> dict[str, float]:
     """How well the notes keep to a declared plan, per field in [0, 1]: tempo, instruments
     (the played set is the declared one), drums, key and mode (`estimate_key` of the
     notes), density (the onsets per bar of the lead's melody against those the declared
     density means at the plan's tempo, scored as prompt adherence scores it) and register
-    (the melody's median pitch lies in the declared band). An empty piece agrees with nothing."""
+    (the melody's median pitch lies in the declared band). An empty piece agrees with nothing.
+    Only `fields` are measured (the key estimate is the costly one)."""
+    if unknown := set(fields) - set(AGREEMENT_FIELDS):
+        raise ValueError(f"no such plan fields: {sorted(unknown)}")
     if not piece.notes:
-        return dict.fromkeys(AGREEMENT_FIELDS, 0.0)
-    key_root, mode = estimate_key(piece.notes)
-    played = {note.program for note in piece.notes if not note.is_drum}
-    played_density = estimate_density(piece, plan.lead)
-    return {
-        "tempo": float(piece.tempo_bpm == plan.tempo_bpm),
-        "instruments": float(played == set(plan.instruments)),
-        "drums": float(any(note.is_drum for note in piece.notes) == plan.drums),
-        "key": float(key_root == plan.key_root),
-        "mode": float(mode == plan.mode),
-        "density": density_fit(played_density, playable_density(plan.density, plan.tempo_bpm)),
-        "register": float(lead_register(piece, plan.lead, plan.key_root) == plan.register),
+        return dict.fromkeys(fields, 0.0)
+    key_estimate = functools.cache(lambda: estimate_key(piece.notes))  # key and mode share it
+    measures: dict[str, Callable[[], float]] = {
+        "tempo": lambda: float(piece.tempo_bpm == plan.tempo_bpm),
+        "instruments": lambda: float(
+            {note.program for note in piece.notes if not note.is_drum} == set(plan.instruments)
+        ),
+        "drums": lambda: float(any(note.is_drum for note in piece.notes) == plan.drums),
+        "key": lambda: float(key_estimate()[0] == plan.key_root),
+        "mode": lambda: float(key_estimate()[1] == plan.mode),
+        "density": lambda: density_fit(
+            estimate_density(piece, plan.lead), playable_density(plan.density, plan.tempo_bpm)
+        ),
+        "register": lambda: float(lead_register(piece, plan.lead, plan.key_root) == plan.register),
     }
+    return {name: measures[name]() for name in fields}
 
 
 MAX_REGISTER_SHIFT = 12  # semitones: ComposerStyle's limit

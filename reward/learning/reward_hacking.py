@@ -22,6 +22,7 @@ from torch import nn
 
 from generation.music.evaluation import FIT_PARTS, piece_fit, plan_fit
 from generation.music.learned import Sample
+from generation.music.plan import plan_agreement
 from generation.music.prompts import MusicAttributes, parse_prompt
 from generation.music.tokenizer import content_ids
 
@@ -77,23 +78,43 @@ def fit_figures(samples: Sequence[Sample], prefix: str = "") -> dict[str, float]
     }
 
 
+# The kept fields a planned sample's notes are held to as well as its plan: a plan locked to
+# the prompt declares them as asked whatever the body then plays, so a reward that pays for
+# fewer notes (detached ones, to a taste for staccato) was free to leave the declared density
+# behind. These three the notes of a 4-s clip measure as the plan declares them: on the
+# base's heard bars of the 64 held-out prompts (two samples each), instruments 1.000, drums
+# 1.000 and density 0.967, where key (0.320) and mode (0.641) are mostly the estimate's
+# misses.
+NOTES_KEPT_FIELDS = ("instruments", "drums", "density")
+
+
 def strayed(samples: Sequence[Sample], fields: Sequence[str]) -> torch.Tensor:
     """(N,) float64: how far each sample strays from its prompt on `fields` (FIT_PARTS), the
     sum of 1 - fit over them. A planned sample is judged on what its plan declares, exactly
-    (the body plays what the plan says; a 4-second clip's key, measured from its notes,
-    matches the asked one in only about a third of the base's own samples); a sample without
-    a plan on its notes. RL subtracts it from the objective (`RLOOConfig.kept_fields`), so
-    what the votes do not ask to move stays as the prompt asks."""
+    (a 4-second clip's key, measured from its notes, matches the asked one in only about a
+    third of the base's own samples), plus how far its notes leave that plan on the fields
+    among them the notes measure well (`NOTES_KEPT_FIELDS`, `plan.plan_agreement`); a sample
+    without a plan on its notes. RL subtracts it from the objective
+    (`RLOOConfig.kept_fields`), so what the votes do not ask to move stays as the prompt
+    asks."""
     if unknown := set(fields) - set(FIT_PARTS):
         raise ValueError(f"no such prompt fields: {sorted(unknown)}")
     targets: dict[str, MusicAttributes] = {}
+    in_notes = [name for name in fields if name in NOTES_KEPT_FIELDS]
     totals = []
     for sample in samples:
         if sample.prompt not in targets:
             targets[sample.prompt] = parse_prompt(sample.prompt)
         target = targets[sample.prompt]
-        fit = plan_fit(target, sample.plan) if sample.plan else piece_fit(target, sample.piece)
-        totals.append(sum(1.0 - fit[name] for name in fields))
+        if sample.plan is None:
+            fit = piece_fit(target, sample.piece)
+            totals.append(sum(1.0 - fit[name] for name in fields))
+            continue
+        fit = plan_fit(target, sample.plan)
+        kept = plan_agreement(sample.plan, sample.piece, in_notes)
+        totals.append(
+            sum(1.0 - fit[name] for name in fields) + sum(1.0 - kept[name] for name in in_notes)
+        )
     return torch.tensor(totals, dtype=torch.float64)
 
 

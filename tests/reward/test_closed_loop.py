@@ -118,6 +118,25 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
         # Adherence per attribute of both versions' clips, and the composer's as the ceiling.
         assert set(report["adherence"]) == {evaluation.candidate.name, evaluation.baseline.name}
         assert report["adherence_ceiling"]["tempo"] == 1.0  # the composer plays the asked tempo
+        # And on whole pieces of the same prompts, paired by prompt, stored with the
+        # evaluation: one piece per prompt and version at the tiny budget.
+        whole = report["held_out_adherence"]
+        assert whole == evaluation.report["held_out_adherence"]
+        assert whole["pieces"] == {"candidate": 4, "parent": 4}
+        for measured in ("notes", "plans"):
+            assert whole[measured]["prompts"] == 4
+            for part in (*FIT_PARTS, "score"):
+                figures = whole[measured][part]
+                assert figures["difference"] == pytest.approx(
+                    figures["candidate"] - figures["parent"], abs=2e-4
+                )
+        # The fields the taste does not pull on which the candidate fell more than 0.02.
+        notes = whole["notes"]
+        assert report["unpulled_shortfalls"] == {
+            name: notes[name]["difference"]
+            for name in fields["kept"]
+            if notes[name]["difference"] < -0.02
+        }
     # RU's page shows its comparison with its parent, R.
     assert finetune_results.evaluation_for_run(run=runs["RU"]) == evaluations["RU vs R"]
     # The table, in MusicRL's form, as the reports give it.

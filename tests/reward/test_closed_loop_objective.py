@@ -271,5 +271,7 @@ def test_the_loop_s_rl_settings_tune_plans_first_only_where_a_plan_moves_the_rew
     body = rl_settings(budget, 0, fields=touch)
     assert body["learning_rate"] == budget.rl_body_only_learning_rate > budget.rl_learning_rate
     assert body["kl_loss"] == budget.rl_body_only_kl_loss < budget.rl_kl_loss
+    # and without the sequence-level KL charge, which grows with every note's duration moved.
+    assert body["beta"] == budget.rl_body_only_beta < plain["beta"] == budget.rl_beta
     assert rl_steps(budget, touch) == budget.rl_steps * budget.rl_body_only_steps_factor
     assert rl_steps(budget, register) == rl_steps(budget) == budget.rl_steps

@@ -3,18 +3,24 @@ admins (only admins) promote or retire the candidate from its page."""
 
 import dataclasses
 
+import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from generation.models import GeneratorVersion
 from generation.music.composer import compose
+from generation.music.evaluation import GeneratedPiece, piece_fit
 from generation.music.events import piece_to_events
 from generation.music.plan import plan_for_piece
 from generation.music.prompts import parse_prompt
 from ratings.models import Campaign, Role
 from reward.evaluations import (
     EvaluationError,
+    adherence_shortfalls,
     evaluation_create,
     evaluation_refresh,
+    held_out_adherence,
+    paired_adherence,
     version_promote,
     version_retire,
 )
@@ -293,3 +299,102 @@ def test_the_report_gives_each_version_s_prompt_adherence_on_the_clips_heard(ver
     table = page.content.decode().split('id="adherence-table"')[1].split("</table>")[0]
     assert table.index("tuned-v2") < table.index("base-v1")  # the candidate first
     assert 'id="plan-adherence-table"' in page.content.decode()
+
+
+def _pieces(version_tempo_shifts: list[list[int]], prompts: list[str]) -> list[GeneratedPiece]:
+    """For each prompt, one composer piece per tempo shift (BPM added to the asked tempo),
+    with the plan of what it plays declared."""
+    pieces = []
+    for index, (text, shifts) in enumerate(zip(prompts, version_tempo_shifts, strict=True)):
+        for number, shift in enumerate(shifts):
+            target = parse_prompt(text)
+            played = dataclasses.replace(target, tempo_bpm=target.tempo_bpm + shift)
+            piece = compose(played, seed=10 * index + number, duration_seconds=6)
+            pieces.append(GeneratedPiece(text, piece, plan_for_piece(played, piece)))
+    return pieces
+
+
+PAIRED_PROMPTS = ["slow sad piano ballad", "calm ambient pad with strings", "upbeat funk with bass"]
+
+
+def test_whole_piece_adherence_is_paired_by_prompt_with_a_t_interval():
+    # The candidate plays each prompt as asked; the parent drifts from the asked tempo by
+    # a different amount in each of its two pieces per prompt.
+    candidate = _pieces([[0, 0], [0, 0], [0, 0]], PAIRED_PROMPTS)
+    parent = _pieces([[8, 24], [0, 16], [12, 4]], PAIRED_PROMPTS)
+
+    figures = paired_adherence(candidate, parent)
+
+    assert figures["pieces"] == {"candidate": 6, "parent": 6}
+    tempo = figures["notes"]["tempo"]
+    # By hand: each prompt's mean tempo fit per version, their differences, and the 95%
+    # t-interval of the mean difference over the 3 prompts (2 degrees of freedom).
+    per_piece = {
+        name: [piece_fit(parse_prompt(p.prompt), p.piece)["tempo"] for p in pieces]
+        for name, pieces in (("candidate", candidate), ("parent", parent))
+    }
+    assert per_piece["candidate"] == [1.0] * 6
+    differences = np.array([
+        np.mean(per_piece["candidate"][2 * i : 2 * i + 2])
+        - np.mean(per_piece["parent"][2 * i : 2 * i + 2])
+        for i in range(3)
+    ])  # fmt: skip
+    assert differences.min() > 0  # every drift costs tempo fit
+    half_width = scipy_stats.t.ppf(0.975, 2) * differences.std(ddof=1) / np.sqrt(3)
+    assert tempo["difference"] == pytest.approx(differences.mean(), abs=1e-4)
+    assert tempo["difference_ci"] == pytest.approx(
+        [differences.mean() - half_width, differences.mean() + half_width], abs=1e-4
+    )
+    assert tempo["candidate"] == 1.0
+    assert tempo["parent"] == pytest.approx(np.mean(per_piece["parent"]), abs=1e-4)
+    # A field both play alike differs by 0 exactly, an interval of no width.
+    assert figures["notes"]["instruments"]["difference"] == 0.0
+    assert figures["notes"]["instruments"]["difference_ci"] == [0.0, 0.0]
+    # The plans declared the tempo played, so they show the same shortfall.
+    assert figures["plans"]["tempo"]["difference"] == pytest.approx(tempo["difference"], abs=0.02)
+    assert figures["notes"]["prompts"] == figures["plans"]["prompts"] == 3
+
+
+def test_only_unpulled_fields_more_than_0_02_below_are_shortfalls():
+    figures = {
+        "notes": {
+            "tempo": {"difference": -0.30},  # pulled by the taste: not a shortfall
+            "mode": {"difference": -0.05},
+            "key": {"difference": -0.02},  # exactly at the limit: allowed
+            "density": {"difference": 0.04},
+        }
+    }
+    kept = ("mode", "key", "density", "instruments")  # instruments not measured
+    assert adherence_shortfalls(figures, kept) == {"mode": -0.05}
+    assert adherence_shortfalls(None, kept) == {}
+
+
+def test_the_page_shows_whole_piece_adherence_and_a_refresh_keeps_it(
+    versions, make_rater, client_as
+):
+    candidate, baseline = versions
+    evaluation = evaluation_with_votes(candidate, baseline, make_rater)
+    figures = paired_adherence(
+        _pieces([[0, 0], [0, 0], [0, 0]], PAIRED_PROMPTS),
+        _pieces([[8, 24], [0, 16], [12, 4]], PAIRED_PROMPTS),
+    ) | {"samples_per_prompt": 2}
+    evaluation.report = {**evaluation.report, "held_out_adherence": figures}
+    evaluation.save()
+
+    report = evaluation_refresh(evaluation)  # votes change; the pieces do not
+
+    assert report["held_out_adherence"] == figures
+    page = client_as(Role.RESEARCHER).get(f"/manage/evaluations/{evaluation.pk}/")
+    html = page.content.decode()
+    table = html.split('id="whole-piece-adherence-table"')[1].split("</table>")[0]
+    tempo_row = table.split("<td>tempo</td>")[1].split("</tr>")[0]
+    assert f"{figures['notes']['tempo']['difference']:.3f}" in tempo_row
+    assert "2 whole pieces per prompt" in html and "3 prompts" in html
+
+
+def test_an_audio_only_version_has_no_whole_piece_adherence(versions):
+    candidate, baseline = versions  # procedural: no model to sample notes from
+    assert (
+        held_out_adherence(candidate, baseline, PAIRED_PROMPTS, samples_per_prompt=1, seed=0)
+        is None
+    )

@@ -11,7 +11,7 @@ from generation.music.attributes_measure import adherence
 from generation.music.composer import compose
 from generation.music.evaluation import FIT_PARTS, piece_fit
 from generation.music.learned import Sample
-from generation.music.plan import plan_for_piece
+from generation.music.plan import plan_agreement, plan_for_piece
 from generation.music.prompts import parse_prompt
 from reward.learning.reward_hacking import (
     GuardState,
@@ -84,6 +84,38 @@ def test_a_sample_strays_by_the_fit_it_gives_up_on_the_kept_fields_as_its_plan_d
     )
     with pytest.raises(ValueError, match="no such prompt fields"):
         strayed([as_asked], ["genre"])
+
+
+def test_a_planned_sample_whose_notes_leave_its_plan_strays_on_what_the_notes_show():
+    prompt = "upbeat funk with piano, bass and drums"
+    target = parse_prompt(prompt)
+    piece = compose(target, seed=5, duration_seconds=8)
+    plan = plan_for_piece(target, piece)  # declares the prompt's fields, as a locked plan does
+    sample = functools.partial(
+        Sample, prompt=prompt, token_ids=[], logprobs=torch.zeros(0), well_formed=True, plan=plan
+    )
+    lead_notes = [n for n in piece.notes if n.program == plan.lead]
+    # Every other onset of the lead left out: fewer, more detached notes than declared.
+    sparse = dataclasses.replace(
+        piece, notes=[n for n in piece.notes if n.program != plan.lead or n in lead_notes[::2]]
+    )
+    # The bass left out; and every note moved up a tone (key and mode are not read off notes).
+    no_bass = dataclasses.replace(
+        piece, notes=[n for n in piece.notes if n.is_drum or n.program != plan.instruments[-1]]
+    )
+    moved = dataclasses.replace(
+        piece, notes=[n if n.is_drum else dataclasses.replace(n, pitch=n.pitch + 2)
+                      for n in piece.notes],
+    )  # fmt: skip
+    kept_density = plan_agreement(plan, sparse, ["density"])["density"]
+
+    assert len(plan.instruments) == 2 and plan.drums  # piano, then the bass
+    assert strayed([sample(piece=piece)], FIT_PARTS).tolist() == [0.0]
+    assert kept_density < 0.7
+    assert strayed([sample(piece=sparse)], ["density"]).item() == pytest.approx(1 - kept_density)
+    assert strayed([sample(piece=sparse)], ["tempo", "key"]).tolist() == [0.0]  # density not kept
+    assert strayed([sample(piece=no_bass)], ["instruments"]).tolist() == [1.0]
+    assert strayed([sample(piece=moved)], ["key", "mode"]).tolist() == [0.0]
 
 
 def test_guards_warn_at_the_first_crossing_and_then_when_twice_as_bad():

@@ -491,6 +491,8 @@ def test_a_run_that_keeps_fields_locks_the_policy_s_plans_to_them(encoder, tmp_p
     plans declare them as asked, and the tuned policy (the version saved from it) keeps
     sampling so."""
     from generation.music.evaluation import plan_fit
+    from generation.music.plan import plan_agreement
+    from reward.learning.reward_hacking import NOTES_KEPT_FIELDS, strayed
 
     kept = ("tempo", "instruments", "drums", "mode", "density", "key")
     settings = config(kept_fields=kept, loop={"steps": 2, "warmup_steps": 1})
@@ -500,10 +502,17 @@ def test_a_run_that_keeps_fields_locks_the_policy_s_plans_to_them(encoder, tmp_p
 
     result = train_rloo(settings, policy, reference, PROMPTS, HELD_OUT, high_pitch_share, tmp_path)
 
-    assert [entry["strayed"] for entry in result.history] == [0.0, 0.0]
-    assert result.metrics["heldout_strayed"] == 0.0
     assert policy.sampling.kept_fields == kept
-    assert all(fit[name] == 1 for fit in fits(policy.sample(PROMPTS, 4, 1)) for name in kept)
+    after = policy.sample(PROMPTS, 4, 1)
+    assert all(fit[name] == 1 for fit in fits(after) for name in kept)
+    # So a sample strays only where its notes leave the plan (the tiny body plays its plans
+    # loosely), on the fields the notes measure well.
+    left_plan = [
+        sum(1 - value for value in plan_agreement(s.plan, s.piece, NOTES_KEPT_FIELDS).values())
+        for s in after
+    ]
+    assert strayed(after, kept).tolist() == pytest.approx(left_plan)
+    assert len(result.history) == 2 and all(entry["strayed"] >= 0 for entry in result.history)
 
 
 def test_kept_and_explored_fields_are_checked_and_survive_a_round_trip_through_json():
