@@ -149,6 +149,33 @@ def test_no_votes_is_an_error():
         fit_measured_preference(empty, empty, np.zeros(0))
 
 
+def test_the_reward_reads_each_feature_only_within_the_range_it_was_fitted_on(tmp_path):
+    truth = np.zeros(len(FEATURE_NAMES))
+    truth[TEMPO] = 0.2  # faster is better
+    features_a, features_b, targets = synthetic_votes(truth, 200, seed=3)
+    model, _ = fit_measured_preference(features_a, features_b, targets)
+    clips = np.concatenate([features_a, features_b])
+    fastest = clips[np.argmax(clips[:, TEMPO])]
+
+    assert model.high[TEMPO] == fastest[TEMPO] and model.low[TEMPO] == clips[:, TEMPO].min()
+    within = fastest.copy()
+    within[TEMPO] -= 1.0
+    beyond = fastest.copy()
+    beyond[TEMPO] += 50.0  # far faster than any clip the raters heard
+    rewards = model.reward(np.stack([within, fastest, beyond]))
+    # Faster pays inside the range; past it, nothing more.
+    assert rewards[0] < rewards[1] == rewards[2]
+    # The range is saved with the weights.
+    loaded = MeasuredPreferenceModel.load(model.save(tmp_path / "measured.json"))
+    assert np.array_equal(loaded.reward(np.stack([beyond])), model.reward(np.stack([beyond])))
+    # A file saved before the range was kept reads features unclipped.
+    payload = json.loads((tmp_path / "measured.json").read_text())
+    del payload["low"], payload["high"]
+    (tmp_path / "old.json").write_text(json.dumps(payload))
+    old = MeasuredPreferenceModel.load(tmp_path / "old.json")
+    assert old.low is None and old.reward(np.stack([beyond]))[0] > rewards[2]
+
+
 def test_the_scorer_file_round_trips_and_refuses_other_features(tmp_path):
     truth = np.zeros(len(FEATURE_NAMES))
     truth[TEMPO] = 0.2
