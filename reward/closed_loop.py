@@ -606,6 +606,13 @@ def _whole_piece_adherence(
             for part in FIT_PARTS
         )
     )
+    if (gap_closed := figures.get("gap_closed")) is not None:
+        say(
+            f"  mean fit {notes['score']['candidate']:.3f} against the baseline's "
+            f"{notes['score']['parent']:.3f} and the composer's "
+            f"{figures['composer_ceiling']['score']:.3f} (the ceiling): the candidate made up "
+            f"{gap_closed:+.2f} of the baseline's shortfall"
+        )
     unpulled = fields.kept if fields is not None else FIT_PARTS
     shortfalls = adherence_shortfalls(figures, unpulled)
     say(

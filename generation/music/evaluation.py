@@ -108,6 +108,7 @@ def composer_ceiling(
     duration_seconds: float,
     seed: int = 0,
     piece_bars: int | None = None,
+    cut: bool = True,
 ) -> dict[str, float]:
     """Mean `piece_fit` per attribute of the composer given each prompt's parsed attributes:
     the most the measurements can credit a generator with on these prompts (the estimators
@@ -117,7 +118,8 @@ def composer_ceiling(
     (as the learned one does) is measured on the composer's pieces of that length presented
     the same way: a clip shorter than the piece stops before its cadence, where the key
     estimate reads the closing bar, so the ceiling of whole short pieces (piece_bars None)
-    would credit a key and mode that no crop can show."""
+    would credit a key and mode that no crop can show. cut=False: the pieces of `piece_bars`
+    bars whole, the ceiling of whole pieces a generator writes."""
     from generation.music.composer import bars_for, compose
     from generation.music.tokenizer import loop_piece
 
@@ -125,7 +127,7 @@ def composer_ceiling(
     for index, target in enumerate(parse_prompt(prompt) for prompt in prompts):
         seconds = duration_seconds if piece_bars is None else piece_bars * 240 / target.tempo_bpm
         piece = compose(target, seed=seed + index, duration_seconds=seconds)
-        if piece_bars is not None:
+        if piece_bars is not None and cut:
             piece = loop_piece(piece, bars_for(duration_seconds, piece.tempo_bpm))
         rows.append(piece_fit(target, piece))
     return mean_by_key(rows, (*FIT_PARTS, "score"))

@@ -115,6 +115,9 @@ def test_the_composer_ceiling_of_clips_cut_from_longer_pieces_is_measured_on_tho
     cuts = composer_ceiling(prompts, duration_seconds=4.0, piece_bars=4)
     assert whole["key"] - cuts["key"] > 0.3
     assert cuts["tempo"] == cuts["instruments"] == cuts["drums"] == 1.0  # all heard in a cut
+    # Whole 4-bar pieces end on their cadence again.
+    uncut = composer_ceiling(prompts, duration_seconds=4.0, piece_bars=4, cut=False)
+    assert uncut["key"] - cuts["key"] > 0.3
 
 
 def test_the_composer_plays_a_plan_as_declared_and_in_the_declared_register():

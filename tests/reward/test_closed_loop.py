@@ -130,6 +130,16 @@ def test_every_stage_of_the_tiny_loop_produces_its_objects_and_musicrl_s_table(m
                 assert figures["difference"] == pytest.approx(
                     figures["candidate"] - figures["parent"], abs=2e-4
                 )
+        # The composer's whole pieces as the ceiling, and the share of the gap made up.
+        ceiling, score = whole["composer_ceiling"], whole["notes"]["score"]
+        assert ceiling["tempo"] == 1.0
+        if ceiling["score"] > score["parent"]:
+            assert whole["gap_closed"] == pytest.approx(
+                (score["candidate"] - score["parent"]) / (ceiling["score"] - score["parent"]),
+                abs=1e-3,
+            )
+        else:  # nothing to make up
+            assert whole["gap_closed"] is None
         # The fields the taste does not pull on which the candidate fell more than 0.02.
         notes = whole["notes"]
         assert report["unpulled_shortfalls"] == {
