@@ -127,11 +127,11 @@ class Budget:
     # Whole pieces per held-out prompt and version on which the report reads the candidate's
     # prompt adherence beside its parent's (`evaluations.held_out_adherence`).
     adherence_samples_per_prompt: int = 4
-    # What the RL run leaves for the evaluation campaign (clips, votes, report): 41 s and
-    # 44 s in two `small` runs, and up to three more rounds of votes may follow; then the
-    # whole pieces the report reads adherence on, 256 per version (37 s for the base's on
-    # one thread of the 2-core machine, the other one busy).
-    evaluation_seconds: float = 210.0
+    # What the RL run leaves for the evaluation campaign (clips, votes, report) and the
+    # whole pieces the report reads adherence on (256 per version): from the evaluation's
+    # start to the loop's end 90-125 s in six `small` runs, and up to three more rounds of
+    # votes may follow (about 10 s each).
+    evaluation_seconds: float = 180.0
 
     def rl_seconds(self, spent_seconds: float) -> float | None:
         """The time the loop's RL run may take once the loop has spent `spent_seconds`: the
