@@ -227,8 +227,9 @@ def paired_adherence(
     candidate: Sequence[GeneratedPiece], parent: Sequence[GeneratedPiece]
 ) -> dict[str, Any]:
     """Per attribute (`FIT_PARTS` and "score"), of the notes and of the plans both versions
-    declared: each version's mean fit over its pieces, and the candidate's difference from
-    the parent as the mean over prompts of the per-prompt difference of means, with its 95%
+    declared: each version's mean fit over prompts (of each prompt's mean over its pieces),
+    and the candidate's difference from the parent, the mean over prompts of the per-prompt
+    difference of those means, with its 95%
     Student-t interval over prompts (the pieces of one prompt share its difficulty, so they
     are paired by prompt, not by piece)."""
     parts = (*FIT_PARTS, "score")
