@@ -578,15 +578,14 @@ def _judged(
 def _whole_piece_adherence(
     evaluation: Evaluation,
     *,
-    fields: TasteFields | None,
+    fields: TasteFields,
     budget: Budget,
     seed: int,
     say: Say,
 ) -> dict[str, Any]:
     """The candidate's prompt adherence beside its baseline's on whole pieces of the
     evaluation's prompts (`evaluations.held_out_adherence`), and the fields the taste does
-    not pull on which it fell more than 0.02 below (all fields for R, which no taste
-    pulls)."""
+    not pull on which it fell more than 0.02 below."""
     from reward.evaluations import adherence_shortfalls, evaluation_held_out_adherence
 
     figures = evaluation_held_out_adherence(
@@ -613,8 +612,7 @@ def _whole_piece_adherence(
             f"{figures['composer_ceiling']['score']:.3f} (the ceiling): the candidate made up "
             f"{gap_closed:+.2f} of the baseline's shortfall"
         )
-    unpulled = fields.kept if fields is not None else FIT_PARTS
-    shortfalls = adherence_shortfalls(figures, unpulled)
+    shortfalls = adherence_shortfalls(figures, fields.kept)
     say(
         "  fields the taste does not pull, more than 0.02 below the baseline: "
         + (", ".join(f"{name} {value:+.3f}" for name, value in shortfalls.items()) or "none")
