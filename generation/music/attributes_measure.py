@@ -144,19 +144,25 @@ def _density_from_onsets(onsets_per_bar: float, tempo_bpm: float) -> float:
     return float(min(1.0, max(0.0, (onsets_per_bar - 1) / (7 * tempo_factor(tempo_bpm)))))
 
 
-def estimate_density(piece: Piece, lead: int | None) -> float:
+def estimate_density(piece: Piece, lead: int | None, *, whole_bars: int | None = None) -> float:
     """Invert the composer's lead rhythm (`composer.lead_onsets_per_bar`) from the onsets of
     the lead's melody (`composer.melody_notes`: a lead's own chords are not its melody).
     Phrase-ending bars, which halve the count, are left out (all bars count if only those
-    exist), and the median keeps a repeated motif or one busy bar from dominating."""
+    exist), and the median keeps a repeated motif or one busy bar from dominating.
+
+    whole_bars: the length of the piece these bars open, when they are only its first bars
+    (RL samples only the bars a clip plays). Its phrase endings are the ones left out, not
+    the last bar written: a body writing the first 2 of 4 bars plays its second bar in full,
+    and reading it as a phrase ending would leave it unmeasured."""
     if lead is None or piece.bars == 0:
         return 0.0
+    phrase_bars = max(piece.bars, whole_bars or 0)
     onsets: dict[int, set[int]] = {bar: set() for bar in range(piece.bars)}
     for note in melody_notes(piece.notes, lead):
         if note.start // TICKS_PER_BAR in onsets:
             onsets[note.start // TICKS_PER_BAR].add(note.start)
     counted = [
-        len(ticks) for bar, ticks in onsets.items() if not is_phrase_ending(bar, piece.bars)
+        len(ticks) for bar, ticks in onsets.items() if not is_phrase_ending(bar, phrase_bars)
     ] or [len(ticks) for ticks in onsets.values()]
     return _density_from_onsets(statistics.median(counted), piece.tempo_bpm)
 

@@ -189,14 +189,19 @@ BODY_FIELDS = AGREEMENT_FIELDS[1:]
 
 
 def plan_agreement(
-    plan: Plan, piece: Piece, fields: Sequence[str] = AGREEMENT_FIELDS
+    plan: Plan,
+    piece: Piece,
+    fields: Sequence[str] = AGREEMENT_FIELDS,
+    *,
+    whole_bars: int | None = None,
 ) -> dict[str, float]:
     """How well the notes keep to a declared plan, per field in [0, 1]: tempo, instruments
     (the played set is the declared one), drums, key and mode (`estimate_key` of the
     notes), density (the onsets per bar of the lead's melody against those the declared
     density means at the plan's tempo, scored as prompt adherence scores it) and register
     (the melody's median pitch lies in the declared band). An empty piece agrees with nothing.
-    Only `fields` are measured (the key estimate is the costly one)."""
+    Only `fields` are measured (the key estimate is the costly one). whole_bars: the piece's
+    length when `piece` holds only its first bars (`estimate_density`)."""
     if unknown := set(fields) - set(AGREEMENT_FIELDS):
         raise ValueError(f"no such plan fields: {sorted(unknown)}")
     if not piece.notes:
@@ -211,7 +216,8 @@ def plan_agreement(
         "key": lambda: float(key_estimate()[0] == plan.key_root),
         "mode": lambda: float(key_estimate()[1] == plan.mode),
         "density": lambda: density_fit(
-            estimate_density(piece, plan.lead), playable_density(plan.density, plan.tempo_bpm)
+            estimate_density(piece, plan.lead, whole_bars=whole_bars),
+            playable_density(plan.density, plan.tempo_bpm),
         ),
         "register": lambda: float(lead_register(piece, plan.lead, plan.key_root) == plan.register),
     }

@@ -88,7 +88,9 @@ def fit_figures(samples: Sequence[Sample], prefix: str = "") -> dict[str, float]
 NOTES_KEPT_FIELDS = ("instruments", "drums", "density")
 
 
-def strayed(samples: Sequence[Sample], fields: Sequence[str]) -> torch.Tensor:
+def strayed(
+    samples: Sequence[Sample], fields: Sequence[str], *, whole_bars: int | None = None
+) -> torch.Tensor:
     """(N,) float64: how far each sample strays from its prompt on `fields` (FIT_PARTS), the
     sum of 1 - fit over them. A planned sample is judged on what its plan declares, exactly
     (a 4-second clip's key, measured from its notes, matches the asked one in only about a
@@ -96,7 +98,9 @@ def strayed(samples: Sequence[Sample], fields: Sequence[str]) -> torch.Tensor:
     among them the notes measure well (`NOTES_KEPT_FIELDS`, `plan.plan_agreement`); a sample
     without a plan on its notes. RL subtracts it from the objective
     (`RLOOConfig.kept_fields`), so what the votes do not ask to move stays as the prompt
-    asks."""
+    asks. whole_bars: the length of the pieces whose first bars the samples hold (the
+    policy's max_bars, when RL samples only the bars a clip plays), so that the notes'
+    density is read on every bar the body wrote in full (`estimate_density`)."""
     if unknown := set(fields) - set(FIT_PARTS):
         raise ValueError(f"no such prompt fields: {sorted(unknown)}")
     targets: dict[str, MusicAttributes] = {}
@@ -111,7 +115,7 @@ def strayed(samples: Sequence[Sample], fields: Sequence[str]) -> torch.Tensor:
             totals.append(sum(1.0 - fit[name] for name in fields))
             continue
         fit = plan_fit(target, sample.plan)
-        kept = plan_agreement(sample.plan, sample.piece, in_notes)
+        kept = plan_agreement(sample.plan, sample.piece, in_notes, whole_bars=whole_bars)
         totals.append(
             sum(1.0 - fit[name] for name in fields) + sum(1.0 - kept[name] for name in in_notes)
         )

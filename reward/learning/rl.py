@@ -417,7 +417,7 @@ class RLOORun:
         logprobs, kl, squared = logprobs_against_reference(
             self.sampler, self.reference, samples, plan_weight=self.config.plan_kl_weight
         )
-        kept = strayed(samples, self.config.kept_fields)
+        kept = strayed(samples, self.config.kept_fields, whole_bars=self.sampler.sampling.max_bars)
         return Scored(samples, raw, kl, kept), logprobs, squared
 
     def sample(self, prompts: Sequence[str], n: int, seed: int) -> list[Sample]:
@@ -519,7 +519,8 @@ def best_of_group_step(
         )
     recorded = torch.stack([sample.logprobs.double().sum() for sample in samples])
     raw = raw_rewards(samples, run.reward_fn, config.reward_names)
-    scored = Scored(samples, raw, recorded - reference, strayed(samples, config.kept_fields))
+    kept = strayed(samples, config.kept_fields, whole_bars=run.sampler.sampling.max_bars)
+    scored = Scored(samples, raw, recorded - reference, kept)
     objective = objective_of(run, scored)
     best = [samples[index] for index in best_in_groups(objective, k).tolist()]
     logprobs, _, squared_log_ratio = logprobs_against_reference(

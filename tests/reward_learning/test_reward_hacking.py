@@ -3,13 +3,15 @@ its curves, and the guards that warn when the KL or the diversity crosses its li
 
 import dataclasses
 import functools
+import itertools
 
 import pytest
 import torch
 
 from generation.music.attributes_measure import adherence
-from generation.music.composer import compose
+from generation.music.composer import compose, is_phrase_ending, melody_notes
 from generation.music.evaluation import FIT_PARTS, piece_fit
+from generation.music.events import TICKS_PER_BAR
 from generation.music.learned import Sample
 from generation.music.plan import plan_agreement, plan_for_piece
 from generation.music.prompts import parse_prompt
@@ -84,6 +86,45 @@ def test_a_sample_strays_by_the_fit_it_gives_up_on_the_kept_fields_as_its_plan_d
     )
     with pytest.raises(ValueError, match="no such prompt fields"):
         strayed([as_asked], ["genre"])
+
+
+def test_the_notes_density_is_read_on_every_bar_of_an_opening_the_body_wrote_in_full():
+    """RL samples only the bars a clip plays, the first 2 of the policy's 4, say. Read as a
+    whole 2-bar piece, the second bar is a phrase ending and goes unread, so a body could
+    change its rhythm there for free; read as the opening of 4 bars, it is charged."""
+    prompt = "upbeat funk with piano, bass and drums"
+    target = parse_prompt(prompt)
+    piece = compose(target, seed=5, duration_seconds=16)
+    plan = plan_for_piece(target, piece)
+    assert piece.bars >= 4 and not is_phrase_ending(1, piece.bars)  # bar 1 plays in full
+    opening = dataclasses.replace(
+        piece, notes=[n for n in piece.notes if n.start < 2 * TICKS_PER_BAR], bars=2
+    )
+    melody_onsets = sorted(
+        {n.start for n in melody_notes(opening.notes, plan.lead) if n.start >= TICKS_PER_BAR}
+    )
+    busy = [  # bar 1's melody onsets doubled: a note added halfway to each next onset
+        *opening.notes,
+        *(
+            dataclasses.replace(n, start=(n.start + later) // 2)
+            for n in melody_notes(opening.notes, plan.lead)
+            for start, later in itertools.pairwise(melody_onsets)
+            if n.start == start
+        ),
+    ]
+    busier = dataclasses.replace(opening, notes=busy)
+    sample = functools.partial(
+        Sample, prompt=prompt, token_ids=[], logprobs=torch.zeros(0), well_formed=True, plan=plan
+    )
+
+    assert len(melody_onsets) >= 3
+    assert strayed([sample(piece=opening)], ["density"], whole_bars=4).tolist() == [0.0]
+    assert strayed([sample(piece=busier)], ["density"]).tolist() == [0.0]  # bar 1 unread
+    charged = strayed([sample(piece=busier)], ["density"], whole_bars=4).item()
+    assert charged == pytest.approx(
+        1 - plan_agreement(plan, busier, ["density"], whole_bars=4)["density"]
+    )
+    assert charged > 0.2
 
 
 def test_a_planned_sample_whose_notes_leave_its_plan_strays_on_what_the_notes_show():
