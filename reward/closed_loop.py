@@ -305,6 +305,7 @@ def _collect_until_decided(
     the objective is decided: optimise, or stop once the budget's rounds are spent."""
     collects: list[Campaign] = []
     reward_models: dict[str, RewardModel] = {}
+    axes = VARIANT_AXES  # a later round may vary only the axes the votes left in doubt
     while True:
         round_number = len(collects) + 1
         stage(f"collect campaign {round_number}: generating clips")
@@ -320,7 +321,7 @@ def _collect_until_decided(
             min_listen_seconds=budget.min_listen_seconds,
             clip_seconds=budget.clip_seconds,
             queue=False,
-            variant_axes=VARIANT_AXES,
+            variant_axes=axes,
             variant_share=(
                 budget.collect_variant_share if round_number == 1 else budget.followup_variant_share
             ),
@@ -352,6 +353,7 @@ def _collect_until_decided(
             rounds_done=round_number,
             max_rounds=budget.max_collect_rounds,
             confident_lower=budget.confident_accuracy_lower,
+            uncertain_error=budget.uncertain_axis_error,
         )  # fmt: skip
         say(f"  {decision.reason}")
         for role in ("preference", "measured"):
@@ -359,6 +361,7 @@ def _collect_until_decided(
                 say(f"  {against_the_raters(reward_models[role])}")
         if decision.action != "collect":
             break
+        axes = decision.variant_axes or VARIANT_AXES
     return collects, reward_models, decision
 
 

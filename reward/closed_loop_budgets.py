@@ -106,6 +106,13 @@ class Budget:
     # variant shows whether the raters care: in a `prefers_slower` run, 18 of 192 first-round
     # pairs differed in tempo, all of them variants.
     followup_variant_share: float = 1.0
+    # A first round's votes that support a taste may still leave an axis in doubt: a weight
+    # that passes its own two-sided test at this error but not the one shared among every
+    # feature (`closed_loop_objective.uncertain_axes`). While the rounds allow, the loop then
+    # collects a round whose pairs vary those axes alone. In a first round a mode variant is
+    # about 1 pair in 18 (half the pairs vary one of nine axes): two `prefers_darker` runs'
+    # models weighed minor at z +4.4 in one and left it out in the other. None: no such round.
+    uncertain_axis_error: float | None = 0.05
     # A preference model must beat chance on prompts it never saw to be optimised
     # (`better_than_chance`); while its accuracy interval's lower end stays below this, the
     # loop first collects another round if the budget allows (objective_decide). A

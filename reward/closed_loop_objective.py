@@ -10,9 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generation.music.listening import BODY_ONLY_FEATURES, PROMPT_FIELD_FEATURES
+from generation.music.listening import (
+    BODY_ONLY_FEATURES,
+    LISTENING_FEATURES,
+    PROMPT_FIELD_FEATURES,
+)
 from generation.music.prompt_sampling import PROMPT_VARIANT_AXES
-from reward.learning.measured import supported_features
+from generation.music.variants import AXIS_FEATURES, VARIANT_AXES
+from reward.learning.measured import support_threshold, supported_features, weight_z_scores
 from reward.models import RewardModel
 
 
@@ -59,6 +64,35 @@ class Decision:
     preset: str | None  # "U" or "R" when optimising
     reward_model: RewardModel | None  # the preference model U optimises
     reason: str
+    # A round to collect that only needs votes along some axes: its pairs vary those alone
+    # (every axis when empty).
+    variant_axes: tuple[str, ...] = ()
+
+
+def uncertain_axes(reward_model: RewardModel, error: float = 0.05) -> dict[str, dict[str, float]]:
+    """The variant axes (`variants.AXIS_FEATURES`) that move a feature the measured model's
+    votes leave in doubt, with those features' z-scores: a weight that passes its own
+    two-sided test at `error` but not the one shared among every feature (`measured
+    .supported_features`), on a feature no supported one already speaks for on the same
+    axis. Votes on pairs that differ along such an axis alone tell whether the raters care
+    about it. Empty for a model without weight intervals (nothing can be told)."""
+    metrics = reward_model.metrics or {}
+    chosen = metrics.get("supported_features") or {}
+    weights = chosen.get("weights_before") or metrics.get("weights") or {}
+    z_scores = weight_z_scores(weights, metrics.get("weight_intervals") or {}, LISTENING_FEATURES)
+    if not z_scores:
+        return {}
+    supported = support_threshold(len(z_scores))
+    own = support_threshold(1, error)
+    doubtful = {name: z for name, z in z_scores.items() if own < abs(z) <= supported}
+    axes: dict[str, dict[str, float]] = {}
+    for axis in VARIANT_AXES:
+        features = AXIS_FEATURES[axis]
+        if any(abs(z_scores.get(name, 0.0)) > supported for name in features):
+            continue  # the axis already speaks through a supported feature
+        if in_doubt := {name: doubtful[name] for name in features if name in doubtful}:
+            axes[axis] = in_doubt
+    return axes
 
 
 def _heldout_summary(model: RewardModel) -> str:
@@ -82,6 +116,7 @@ def objective_decide(
     rounds_done: int,
     max_rounds: int,
     confident_lower: float = 0.5,
+    uncertain_error: float | None = None,
 ) -> Decision:
     """U on the preference model that predicts the held-out votes best, when one beats
     chance; otherwise more votes while the budget allows, then a stop. The loop never
@@ -92,7 +127,13 @@ def objective_decide(
     confident_lower: a model that beats chance, but whose interval's lower end stays below
     this, gets another round of votes while the budget allows (a model that barely beats
     chance knows little of the taste, and RL on it moves little the raters care about);
-    after the last round it is optimised, as the best the votes support."""
+    after the last round it is optimised, as the best the votes support.
+
+    uncertain_error: a model that beats chance clearly, but whose votes leave some axis in
+    doubt (`uncertain_axes` at this error), gets another round of votes on pairs that vary
+    those axes alone while the budget allows: a taste a few pairs hint at (a mode variant is
+    about 1 pair in 18 of a first round) is either pinned down or shown to be noise before
+    RL spends its time. None: no such round."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
     if objective == "R":
@@ -101,6 +142,23 @@ def objective_decide(
     rounds_left = rounds_done < max_rounds
     if trusted is not None:
         lower = support_figures(trusted)[1]["accuracy_ci"][0]
+        doubtful = (
+            uncertain_axes(trusted, uncertain_error)
+            if uncertain_error is not None and rounds_left and lower >= confident_lower
+            else {}
+        )
+        if doubtful:
+            hints = "; ".join(
+                f"{axis} ({', '.join(f'{name} z {z:+.1f}' for name, z in features.items())})"
+                for axis, features in doubtful.items()
+            )
+            return Decision(
+                "collect", None, None,
+                f"{_heldout_summary(trusted)} beats chance, but its votes leave in doubt "
+                f"whether the raters care about {hints}: collecting pairs that vary "
+                f"{', '.join(doubtful)} alone, round {rounds_done + 1} of at most {max_rounds}",
+                variant_axes=tuple(doubtful),
+            )  # fmt: skip
         if lower >= confident_lower or not rounds_left:
             reason = (
                 f"U on {_heldout_summary(trusted)}: it predicts votes on prompts it never saw "

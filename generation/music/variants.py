@@ -46,6 +46,20 @@ VARIANT_AXES = (
     "tempo", "transpose", "drums", "instruments", "density", "articulation", "loudness",
     "parts", "mode",
 )  # fmt: skip
+# The listening features (`listening.LISTENING_FEATURES`) each axis is made to move: the
+# ones whose weight the votes on such pairs pin down. Register spread, syncopation and
+# repetition no axis isolates.
+AXIS_FEATURES: dict[str, tuple[str, ...]] = {
+    "tempo": ("tempo_bpm", "tempo_vs_request", "tempo_fit"),
+    "transpose": ("lead_pitch", "bass_pitch", "brightness", "key_fit"),
+    "drums": ("drums", "drums_fit", "drum_hits_per_bar"),
+    "instruments": ("instruments_fit",),
+    "density": ("density", "density_vs_request", "density_fit", "notes_per_bar"),
+    "articulation": ("articulation",),
+    "loudness": ("loudness", "dynamics"),
+    "parts": ("melodic_instruments", "instruments_fit", "polyphony"),
+    "mode": ("minor_mode", "mode_fit"),
+}
 TEMPO_FACTORS = (0.8, 0.9, 1.11, 1.25)
 TRANSPOSITIONS = (-7, -5, 5, 7)
 KICK, SNARE, CLOSED_HAT = 36, 38, 42

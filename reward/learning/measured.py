@@ -246,16 +246,30 @@ def supported_features(
     its standard error beyond the normal quantile of a two-sided test at `error` shared
     among the tested features, the standard error read off the weight's 95% bootstrap
     interval. Features without a weight or an interval are not tested."""
-    tested = [name for name in tested if name in weights and name in intervals]
-    threshold = stats.norm.ppf(1 - error / 2 / max(1, len(tested)))
-    supported = {}
+    z_scores = weight_z_scores(weights, intervals, tested)
+    threshold = support_threshold(len(z_scores), error)
+    return {name: z for name, z in z_scores.items() if abs(z) > threshold}
+
+
+def support_threshold(tested: int, error: float = SUPPORT_ERROR) -> float:
+    """The |z| a weight must pass to count as supported among `tested` features."""
+    return float(stats.norm.ppf(1 - error / 2 / max(1, tested)))
+
+
+def weight_z_scores(
+    weights: dict[str, float], intervals: dict[str, Sequence[float]], tested: Sequence[str]
+) -> dict[str, float]:
+    """Each tested feature's weight over its standard error, read off its 95% bootstrap
+    interval (0 for an interval of no width); features without a weight or an interval are
+    left out."""
+    z_scores = {}
     for name in tested:
+        if name not in weights or name not in intervals:
+            continue
         low, high = intervals[name]
         standard_error = (high - low) / (2 * stats.norm.ppf(0.975))
-        z = weights[name] / standard_error if standard_error > 0 else 0.0
-        if abs(z) > threshold:
-            supported[name] = float(z)
-    return supported
+        z_scores[name] = float(weights[name] / standard_error) if standard_error > 0 else 0.0
+    return z_scores
 
 
 @dataclass

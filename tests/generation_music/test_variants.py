@@ -9,9 +9,9 @@ import pytest
 from generation.music.attributes_measure import estimate_key
 from generation.music.composer import compose
 from generation.music.events import VELOCITY_LEVELS
-from generation.music.listening import listening_features
+from generation.music.listening import LISTENING_FEATURES, listening_features
 from generation.music.prompts import parse_prompt
-from generation.music.variants import VARIANT_AXES, variant_piece
+from generation.music.variants import AXIS_FEATURES, VARIANT_AXES, variant_piece
 
 BALLAD = parse_prompt("slow sad piano ballad")
 ROCK_TEXT = "energetic rock with electric guitar and drums"
@@ -73,6 +73,22 @@ def test_every_axis_is_known_and_an_unknown_one_is_refused():
         assert variant != piece and change
     with pytest.raises(ValueError, match="unknown variant axis"):
         variant_piece(piece, "timbre", random.Random(0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_each_axis_moves_the_features_it_is_said_to_isolate(seed):
+    """The loop collects pairs along an axis to pin down the weights of `AXIS_FEATURES`:
+    every axis names real features, and its variant moves at least one of them (a feature
+    of the prompt's fit moves only where the prompt asks for it, so not every one each time)."""
+    assert list(AXIS_FEATURES) == list(VARIANT_AXES)
+    assert {name for names in AXIS_FEATURES.values() for name in names} <= set(LISTENING_FEATURES)
+    for text in (ROCK_TEXT, "a calm folk song with flute, acoustic guitar and acoustic bass"):
+        target = parse_prompt(text)
+        piece = compose(target, seed=seed, duration_seconds=4)
+        for axis, names in AXIS_FEATURES.items():
+            variant, _ = variant_piece(piece, axis, random.Random(seed))
+            before, after = heard(target, piece), heard(target, variant)
+            assert any(before[name] != after[name] for name in names), (text, axis)
 
 
 @pytest.mark.parametrize("seed", range(6))

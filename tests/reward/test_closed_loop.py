@@ -234,3 +234,41 @@ def test_presets_that_cannot_run_are_refused_before_anything_is_made(presets, ob
         )  # fmt: skip
 
     assert not Campaign.objects.exists() and not GeneratorVersion.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True, reset_sequences=True)
+def test_a_round_for_the_axes_left_in_doubt_pairs_every_clip_with_a_variant_along_them(
+    monkeypatch,
+):
+    """When the first round's votes leave some axis in doubt, the next round's pairs vary
+    that axis alone (the decision itself is tested in test_closed_loop_objective)."""
+    from dataclasses import replace
+
+    from reward import closed_loop
+    from reward.closed_loop_objective import Decision
+
+    budgets = closed_loop.BUDGETS | {
+        "two-rounds": replace(closed_loop.BUDGETS["tiny"], audio_min_votes=1000,
+                             max_collect_rounds=2, collect_prompts=6, raters=2),
+    }  # fmt: skip
+    monkeypatch.setattr(closed_loop, "BUDGETS", budgets)
+
+    def decide(*, rounds_done, **_):
+        if rounds_done == 1:
+            return Decision("collect", None, None, "mode in doubt", variant_axes=("mode",))
+        return Decision("stop", None, None, "stopped, as this test decides")
+
+    monkeypatch.setattr(closed_loop, "objective_decide", decide)
+    # No reward models: the decisions are made here, and the campaigns are what is tested.
+    monkeypatch.setattr(closed_loop, "_preference_models", lambda *args: {})
+
+    result = closed_loop_run(
+        preference=default_preference, preference_name="default", budget_name="two-rounds",
+        say=lambda line: None,
+    )  # fmt: skip
+
+    assert result["collect_rounds"] == 2
+    first, second = Campaign.objects.filter(purpose="collect").order_by("pk")
+    assert len(first.variant_axes) == 9 and second.variant_axes == ["mode"]
+    axes = [pair.track_b.attributes["variant"]["axis"] for pair in second.pairs.all()]
+    assert axes == ["mode"] * 6

@@ -275,3 +275,53 @@ def test_the_loop_s_rl_settings_tune_plans_first_only_where_a_plan_moves_the_rew
     assert body["beta"] == budget.rl_body_only_beta < plain["beta"] == budget.rl_beta
     assert rl_steps(budget, touch) == budget.rl_steps * budget.rl_body_only_steps_factor
     assert rl_steps(budget, register) == rl_steps(budget) == budget.rl_steps
+
+
+def doubtful_model(**fitted: tuple[float, float, float]) -> RewardModel:
+    """A measured model over every listening feature, confident on held-out votes: each
+    weight 0 with a 95% interval of +-1 (a standard error of 0.51) but those given."""
+    from generation.music.listening import LISTENING_FEATURES
+
+    model = measured_model({name: (0.0, -1.0, 1.0) for name in LISTENING_FEATURES} | fitted)
+    model.metrics["heldout"] = {"accuracy": 0.7, "accuracy_ci": [0.6, 0.8], "votes": 60}
+    return model
+
+
+def test_an_axis_whose_weights_the_votes_leave_in_doubt_is_named_with_their_z_scores():
+    from reward.closed_loop_objective import uncertain_axes
+
+    model = doubtful_model(
+        lead_pitch=(4.0, 3.0, 5.0),  # z 7.8: supported among all 25 (beyond 3.09)
+        brightness=(1.2, 0.2, 2.2),  # z 2.35, but the transposition speaks through the pitch
+        minor_mode=(1.2, 0.2, 2.2),  # z 2.35: passes its own test, not the shared one
+        pitch_range=(-1.2, -2.2, -0.2),  # in doubt, but no variant varies it alone
+        tempo_fit=(0.8, -0.2, 1.8),  # z 1.57: not even its own test
+        drums=(-1.4, -2.4, -0.4),  # z -2.74
+    )
+
+    doubtful = uncertain_axes(model)
+
+    assert list(doubtful) == ["drums", "mode"]  # in VARIANT_AXES order
+    assert doubtful["mode"] == {"minor_mode": pytest.approx(2.352, abs=1e-3)}
+    assert doubtful["drums"] == {"drums": pytest.approx(-2.744, abs=1e-3)}
+    assert uncertain_axes(model, error=0.001) == {}  # a stricter own test: nothing in doubt
+    assert uncertain_axes(preference_model("audio", 0.7, 0.6, 0.8)) == {}  # no intervals
+
+
+def test_votes_that_leave_an_axis_in_doubt_get_a_round_of_pairs_varying_it_alone():
+    doubtful = doubtful_model(lead_pitch=(4.0, 3.0, 5.0), minor_mode=(1.2, 0.2, 2.2))
+    pinned = doubtful_model(lead_pitch=(4.0, 3.0, 5.0), minor_mode=(2.4, 1.4, 3.4))  # z 4.7
+
+    def decide(model: RewardModel, rounds_done: int, error: float | None = 0.05):
+        return objective_decide(
+            objective="auto", preference_models=[model], rounds_done=rounds_done,
+            max_rounds=2, confident_lower=0.55, uncertain_error=error,
+        )  # fmt: skip
+
+    first = decide(doubtful, 1)
+    assert (first.action, first.reward_model, first.variant_axes) == ("collect", None, ("mode",))
+    assert "minor_mode z +2.4" in first.reason and "round 2 of at most 2" in first.reason
+    # Once the rounds are spent, or without such rounds, the model is optimised as it stands;
+    # a model whose every axis is pinned down is optimised at once.
+    for decision in (decide(doubtful, 2), decide(doubtful, 1, None), decide(pinned, 1)):
+        assert (decision.action, decision.preset, decision.variant_axes) == ("optimise", "U", ())
