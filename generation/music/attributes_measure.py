@@ -233,12 +233,14 @@ def attribute_fit(
     )
 
 
-def adherence(prompt: str | MusicAttributes, piece: Piece) -> Adherence:
-    """How well the notes follow the prompt; an empty piece scores 0 everywhere."""
+def adherence(prompt: str | MusicAttributes, piece: Piece, *, lead: int | None = None) -> Adherence:
+    """How well the notes follow the prompt; an empty piece scores 0 everywhere. The density
+    is that of the lead's melody: `lead`'s when given (the lead a plan declared), else the
+    prompt's first instrument's when it plays, else the busiest part's."""
     target = parse_prompt(prompt) if isinstance(prompt, str) else prompt
     if not piece.notes:
         return Adherence(0.0, 0.0, 0.0, 0.0, 0.0)
-    measured = measure(piece, lead_hint=target.instruments[0])
+    measured = measure(piece, lead_hint=target.instruments[0] if lead is None else lead)
     return attribute_fit(
         target,
         tempo_bpm=measured.tempo_bpm,

@@ -63,10 +63,13 @@ def plan_fit(target: MusicAttributes, plan: Plan) -> dict[str, float]:
     return plan_adherence(target, plan).to_dict() | {"key": float(plan.key_root == target.key_root)}
 
 
-def piece_fit(target: MusicAttributes, piece: Piece) -> dict[str, float]:
+def piece_fit(
+    target: MusicAttributes, piece: Piece, *, lead: int | None = None
+) -> dict[str, float]:
     """How well one piece's notes follow the prompt's target: each of FIT_PARTS in [0, 1],
-    and "score", the mean of ADHERENCE_PARTS (`Adherence.score`)."""
-    fit = adherence(target, piece).to_dict()
+    and "score", the mean of ADHERENCE_PARTS (`Adherence.score`). lead: the part whose
+    melody carries the density (`attributes_measure.adherence`)."""
+    fit = adherence(target, piece, lead=lead).to_dict()
     fit["key"] = float(estimate_key(piece.notes)[0] == target.key_root)
     return fit
 

@@ -355,6 +355,30 @@ def test_whole_piece_adherence_is_paired_by_prompt_with_a_t_interval():
     assert figures["notes"]["prompts"] == figures["plans"]["prompts"] == 3
 
 
+def test_whole_piece_density_is_read_on_the_lead_the_plan_declared():
+    """A candidate whose votes pulled the instruments may lead with another part than the
+    prompt asked for; its density is the rhythm of the melody it leads with, not of
+    whichever part is busiest once the asked lead is gone."""
+    prompt = "a calm folk song with flute, acoustic guitar and acoustic bass"
+    target = parse_prompt(prompt)
+    cello_led = dataclasses.replace(target, instruments=(42, *target.instruments[1:]))
+    piece = compose(cello_led, seed=3, duration_seconds=16)
+    swapped = GeneratedPiece(prompt, piece, plan_for_piece(cello_led, piece), True)
+    as_asked = compose(target, seed=3, duration_seconds=16)
+    parent = GeneratedPiece(prompt, as_asked, plan_for_piece(target, as_asked), True)
+
+    figures = paired_adherence([swapped], [parent])
+
+    assert piece_fit(target, piece)["density"] < 0.9  # the busiest part's rhythm
+    assert (
+        figures["notes"]["density"]["candidate"]
+        == 1.0
+        == piece_fit(target, piece, lead=42)["density"]
+    )
+    assert figures["notes"]["density"]["parent"] == 1.0
+    assert figures["notes"]["instruments"]["candidate"] < 1.0  # the swap itself still shows
+
+
 def test_only_unpulled_fields_more_than_0_02_below_are_shortfalls():
     figures = {
         "notes": {
