@@ -249,7 +249,7 @@ def test_a_round_for_the_axes_left_in_doubt_pairs_every_clip_with_a_variant_alon
 
     budgets = closed_loop.BUDGETS | {
         "two-rounds": replace(closed_loop.BUDGETS["tiny"], audio_min_votes=1000,
-                             max_collect_rounds=2, collect_prompts=6, raters=2),
+                             max_collect_rounds=2, collect_prompts=3, raters=2),
     }  # fmt: skip
     monkeypatch.setattr(closed_loop, "BUDGETS", budgets)
 
@@ -271,4 +271,4 @@ def test_a_round_for_the_axes_left_in_doubt_pairs_every_clip_with_a_variant_alon
     first, second = Campaign.objects.filter(purpose="collect").order_by("pk")
     assert len(first.variant_axes) == 9 and second.variant_axes == ["mode"]
     axes = [pair.track_b.attributes["variant"]["axis"] for pair in second.pairs.all()]
-    assert axes == ["mode"] * 6
+    assert axes == ["mode"] * 3
