@@ -235,7 +235,8 @@ def paired_adherence(
     lead a piece's plan declared: a candidate whose votes pulled the instruments may lead
     with another part than the prompt's, and reading the density of whatever part is
     busiest instead charged a `prefers_darker` candidate whose every plan kept the density
-    asked for with -0.29 (-0.36 where the lead changed)."""
+    asked for with -0.29 (a fit of 0.637 on its pieces led by another part); read on the
+    declared lead, -0.006."""
     parts = (*FIT_PARTS, "score")
 
     def by_prompt(pieces: Sequence[GeneratedPiece], plans: bool) -> dict[str, list[dict]]:
